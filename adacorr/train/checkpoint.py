@@ -1,0 +1,77 @@
+"""Checkpoints with orbax: save every N steps and at the end, keep the last K, resume.
+
+Orbax writes each checkpoint into a temporary directory and renames it into place
+only once every file is written (an atomic rename on local and POSIX file systems; a
+commit marker on object stores). A save that is interrupted midway (SIGKILL, power
+loss) therefore leaves at most a temporary directory, which `latest_step` never
+returns and which is cleaned up at the next start.
+
+The train state is the whole run's state: parameters, BatchNorm statistics, optimizer
+state, step and PRNG key. The input position is a pure function of the step (see
+`adacorr.data.batch_indices`), so restoring the state resumes the run exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores a pytree (the `TrainState`) by step in `directory`."""
+
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+    if max_to_keep is not None and max_to_keep < 1:
+      raise ValueError(f"max_to_keep={max_to_keep} must be >= 1.")
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    """The step of the newest complete checkpoint, or None."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any) -> None:
+    """Saves `state` as checkpoint `step` (in the background when async)."""
+    self._manager.save(int(step), args=ocp.args.StandardSave(state), force=True)
+
+  def restore(self, target: Any, step: int | None = None) -> Any:
+    """Restores checkpoint `step` (default: latest) into the structure and shardings
+    of `target` (a pytree of arrays or `jax.ShapeDtypeStruct`s)."""
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
+    abstract = jax.tree.map(_abstract, target)
+    return self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def _abstract(x):
+  if isinstance(x, jax.ShapeDtypeStruct):
+    return x
+  return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+
+
+def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
+  """Reads a checkpoint's arrays as numpy, without a target (for analysis and tests)."""
+  with ocp.CheckpointManager(os.path.abspath(directory),
+                             options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
+    step = manager.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No complete checkpoint in {directory}.")
+    return manager.restore(step, args=ocp.args.StandardRestore())

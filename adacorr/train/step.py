@@ -1,0 +1,93 @@
+"""The train step, parameterised by a loss function, and the evaluation step.
+
+A training method is a `LossFn`:
+
+    loss_fn(params, batch_stats, batch, key) -> (loss, aux)
+
+with `batch = {'image': (B, H, W, C) float32 in [0, 1], 'label': (B,) int32}` (after
+standard augmentation), `key` a PRNG key for the method's own randomness, `loss` a
+scalar, and `aux` a dict holding `'batch_stats'` (the updated BatchNorm statistics)
+and `'metrics'` (a dict of scalars, e.g. accuracy). Adversarial training, AdA,
+AugMix-JSD and the rest are such functions; the step and the loop stay the same.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from adacorr.train.state import TrainState
+
+Batch = dict[str, jax.Array]
+LossFn = Callable[[Any, Any, Batch, jax.Array], tuple[jax.Array, dict[str, Any]]]
+AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def cross_entropy_loss_fn(model: nn.Module) -> LossFn:
+  """Nominal training: mean softmax cross-entropy on the (augmented) batch."""
+
+  def loss_fn(params, batch_stats, batch, key):
+    logits, updates = model.apply(
+        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
+        mutable=["batch_stats"], rngs={"dropout": key})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return loss, {"batch_stats": updates.get("batch_stats", batch_stats),
+                  "metrics": {"accuracy": accuracy}}
+
+  return loss_fn
+
+
+def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
+                    augment_fn: AugmentFn | None = None,
+                    schedule: optax.Schedule | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+  """Returns `train_step(state, batch) -> (state, metrics)` (not yet jitted).
+
+  The step's key is `fold_in(state.rng, state.step)`, split into the augmentation key
+  and the loss key. If the loss or a gradient is not finite, the state is returned
+  unchanged and `metrics['finite']` is 0: a bad step never reaches the parameters.
+  """
+
+  def train_step(state: TrainState, batch: Batch):
+    step_key = jax.random.fold_in(state.rng, state.step)
+    augment_key, loss_key = jax.random.split(step_key)
+    if augment_fn is not None:
+      batch = dict(batch, image=augment_fn(batch["image"], augment_key))
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, state.batch_stats, batch, loss_key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        batch_stats=aux["batch_stats"], opt_state=opt_state)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite.astype(jnp.float32),
+               **aux.get("metrics", {})}
+    if schedule is not None:
+      metrics["learning_rate"] = schedule(state.step)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module) -> Callable[[dict[str, Any], Batch], dict[str, jax.Array]]:
+  """Returns `eval_step(variables, batch) -> sums` over the real (mask=1) examples.
+
+  The sums (`loss`, `correct`, `count`) add up over batches; divide by `count`.
+  """
+
+  def eval_step(variables, batch):
+    logits = model.apply(variables, batch["image"], train=False)
+    mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {"loss": jnp.sum(loss * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  return eval_step

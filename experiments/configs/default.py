@@ -1,0 +1,44 @@
+"""Defaults shared by every experiment config (ml_collections).
+
+Every field can be overridden on the command line, e.g. `--config.num_epochs=10`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # Data.
+  config.dataset = "cifar10"            # a key of adacorr.data.DATASETS
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir / IDX dir
+  config.augment = "pad_crop_flip"      # standard augmentation, on device
+  config.augment_kwargs = ml_collections.ConfigDict()
+  config.prefetch = 2                   # batches prepared ahead on a background thread
+  # Model.
+  config.model = "preact_resnet18"      # a name for adacorr.models.get_model
+  config.model_kwargs = ml_collections.ConfigDict()
+  config.compute_dtype = "float32"      # or "bfloat16" on GPU/TPU
+  # Method: a key of adacorr.train.loop.LOSS_FACTORIES.
+  config.method = "nominal"
+  # Optimisation: SGD with Nesterov momentum, coupled weight decay.
+  config.global_batch_size = 128
+  config.num_epochs = 150.0
+  config.num_steps = -1                 # > 0 overrides num_epochs
+  config.learning_rate = 0.1
+  config.scale_learning_rate = True     # max(lr * batch / 256, lr)
+  config.momentum = 0.9
+  config.nesterov = True
+  config.weight_decay = 5e-4
+  config.weight_decay_on = "all"        # or "kernels"
+  config.schedule = "cosine"            # cosine | piecewise | constant
+  config.warmup_epochs = 0.0
+  config.piecewise_boundaries = (0.34, 0.67)
+  config.piecewise_factor = 0.1
+  # Bookkeeping.
+  config.seed = 0
+  config.log_every_steps = 50
+  config.eval_every_steps = -1          # <= 0: once per epoch
+  config.checkpoint_every_steps = 1000  # <= 0: only at the end
+  config.keep_checkpoints = 3
+  config.tensorboard = True
+  return config

@@ -1,0 +1,46 @@
+r"""Trains a nominal classifier (or any registered method) and evaluates it.
+
+  python experiments/train.py --config=experiments/configs/fashion_mnist_quickstart.py \
+      --workdir=runs/quickstart [--config.num_epochs=2] [--data_dir=...]
+
+Rerunning with the same --workdir resumes from the latest checkpoint.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from adacorr.train import loop  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (tfds data_dir, or the "
+                    "directory of the Fashion-MNIST IDX files).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
+    import jax
+    jax.distributed.initialize()
+  config = FLAGS.config
+  if FLAGS.data_dir:
+    with config.unlocked():
+      config.data_dir = FLAGS.data_dir
+  try:
+    loop.train_and_evaluate(config, FLAGS.workdir)
+  except loop.NonFiniteLossError as e:
+    logging.error("%s", e)
+    print(f"ERROR: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
