@@ -1,0 +1,89 @@
+"""Random-access data sources: `get(indices) -> (images uint8 NHWC, labels int32)`."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Source(Protocol):
+  """A split of a labelled image dataset with random access by example index.
+
+  Attributes:
+    num_examples: number of examples `N`; valid indices are `0 .. N-1`.
+    image_shape: `(H, W, C)` of every image.
+    num_classes: labels lie in `[0, num_classes)`.
+  """
+
+  num_examples: int
+  image_shape: tuple[int, int, int]
+  num_classes: int
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Examples `indices` (1-D ints), in that order.
+
+    Returns:
+      `(images, labels)`: uint8 `(n, H, W, C)` in `[0, 255]` and int32 `(n,)`.
+    """
+    ...
+
+
+def check_indices(indices: np.ndarray, num_examples: int) -> np.ndarray:
+  """`indices` as a 1-D int64 array, checked to lie in `[0, num_examples)`."""
+  indices = np.asarray(indices)
+  if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
+    raise ValueError(
+        f"indices must be a 1-D integer array, got shape {indices.shape} and dtype "
+        f"{indices.dtype}.")
+  indices = indices.astype(np.int64, copy=False)
+  if indices.size and (indices.min() < 0 or indices.max() >= num_examples):
+    raise ValueError(
+        f"indices must lie in [0, {num_examples}), got values in "
+        f"[{indices.min()}, {indices.max()}].")
+  return indices
+
+
+class ArraySource:
+  """A `Source` over in-memory numpy arrays.
+
+  Args:
+    images: uint8 `(N, H, W, C)`.
+    labels: integer `(N,)` in `[0, num_classes)`; stored as int32.
+    num_classes: number of classes.
+  """
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int):
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.dtype != np.uint8:
+      raise ValueError(
+          f"images must be uint8 of shape (N, H, W, C), got dtype {images.dtype} and "
+          f"shape {images.shape}.")
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+      raise ValueError(
+          f"labels must have shape ({images.shape[0]},) to match images, got "
+          f"{labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
+    if num_classes <= 0:
+      raise ValueError(f"num_classes must be positive, got {num_classes}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+      raise ValueError(
+          f"labels must lie in [0, {num_classes}) (num_classes), got values in "
+          f"[{labels.min()}, {labels.max()}].")
+    self.images = images
+    self.labels = labels.astype(np.int32, copy=False)
+    self.num_examples = int(images.shape[0])
+    self.image_shape = tuple(int(d) for d in images.shape[1:])
+    self.num_classes = int(num_classes)
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Examples `indices`, in order: uint8 `(n, H, W, C)` and int32 `(n,)`."""
+    indices = check_indices(indices, self.num_examples)
+    return self.images[indices], self.labels[indices]
+
+  def __repr__(self) -> str:
+    return (f"ArraySource(num_examples={self.num_examples}, "
+            f"image_shape={self.image_shape}, num_classes={self.num_classes})")
