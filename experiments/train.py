@@ -19,14 +19,16 @@ from adacorr.train import loop  # noqa: E402
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
-flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (tfds data_dir, or the "
-                    "directory of the Fashion-MNIST IDX files).")
+flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (the tfds data_dir; for "
+                    "fashion_mnist, also the directory of its IDX files).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
+    logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
     import jax
     jax.distributed.initialize()
@@ -34,6 +36,8 @@ def main(argv):
   if FLAGS.data_dir:
     with config.unlocked():
       config.data_dir = FLAGS.data_dir
+      if config.dataset == "fashion_mnist":
+        config.fashion_mnist_dir = FLAGS.data_dir
   try:
     loop.train_and_evaluate(config, FLAGS.workdir)
   except loop.NonFiniteLossError as e:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Makes real Fashion-MNIST available offline in $FASHION_MNIST_DIR
+# Makes real Fashion-MNIST available offline in $ADACORR_FASHION_MNIST_DIR
 # (default /usr/share/datasets/fashion-mnist) from Debian's `dataset-fashion-mnist`.
 # If apt is not usable, says so: the loader then falls back to the tfds download.
 set -u
-dir="${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+dir="${ADACORR_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
 have_all() { for f in "${files[@]}"; do [ -f "$dir/$f" ] || return 1; done; }
 

@@ -68,10 +68,21 @@ def _abstract(x):
 
 
 def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
-  """Reads a checkpoint's arrays as numpy, without a target (for analysis and tests)."""
-  with ocp.CheckpointManager(os.path.abspath(directory),
+  """Reads a checkpoint as a tree of numpy arrays, without a target (analysis, tests).
+
+  Works whatever the number of devices it was saved from: the arrays are read onto one
+  local device, with the structure, shapes and dtypes recorded in the checkpoint.
+  """
+  directory = os.path.abspath(directory)
+  with ocp.CheckpointManager(directory,
                              options=ocp.CheckpointManagerOptions(read_only=True)) as manager:
     step = manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No complete checkpoint in {directory}.")
-    return manager.restore(step, args=ocp.args.StandardRestore())
+    item_path = os.path.join(directory, str(step), "default")  # CheckpointManager's item
+    with ocp.StandardCheckpointer() as checkpointer:
+      tree = checkpointer.metadata(item_path).item_metadata.tree
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      target = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+      return jax.device_get(checkpointer.restore(item_path, target))

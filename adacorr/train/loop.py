@@ -95,6 +95,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if info is None:
     raise ValueError(f"config.dataset={config.dataset!r} is not one of {sorted(data_lib.DATASETS)}.")
   load_kwargs = {"data_dir": config.get("data_dir")}
+  if config.dataset == "fashion_mnist":
+    load_kwargs["fashion_mnist_dir"] = config.get("fashion_mnist_dir")
   train_source = data_lib.load_split(config.dataset, info.train_split, **load_kwargs)
   test_source = data_lib.load_split(config.dataset, info.test_split, **load_kwargs)
   batch_size = config.global_batch_size
@@ -128,7 +130,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       step_lib.make_train_step(make_loss_fn(model, config), tx, augment_fn=augment_fn,
                                schedule=schedule),
       out_shardings=(replicated, replicated), donate_argnums=(0,))
-  eval_step = jax.jit(step_lib.make_eval_step(model), out_shardings=replicated)
+  crop = config.get("eval_center_crop", 0)
+  eval_step = jax.jit(
+      step_lib.make_eval_step(
+          model, preprocess=(lambda x: augment_lib.center_crop(x, size=crop)) if crop else None),
+      out_shardings=replicated)
 
   def run_eval() -> dict[str, float]:
     return evaluate(eval_step, state.variables,
@@ -174,6 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        disable=not is_main, dynamic_ncols=True, file=sys.stdout,
                        mininterval=1.0 if sys.stdout.isatty() else 15.0)
   timing_start, timing_step = None, start_step
+  batches = None
   try:
     batches = data_lib.train_batches(train_source, global_batch_size=batch_size,
                                      seed=config.seed, mesh=mesh, start_step=start_step,
@@ -205,6 +212,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       checkpointer.save(num_steps, state)
     checkpointer.wait_until_finished()
   finally:
+    if batches is not None:
+      batches.close()  # stops the prefetch thread
     progress.close()
     checkpointer.close()
 

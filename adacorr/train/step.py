@@ -76,14 +76,17 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   return train_step
 
 
-def make_eval_step(model: nn.Module) -> Callable[[dict[str, Any], Batch], dict[str, jax.Array]]:
+def make_eval_step(model: nn.Module, *, preprocess: Callable[[jax.Array], jax.Array] | None = None
+                   ) -> Callable[[dict[str, Any], Batch], dict[str, jax.Array]]:
   """Returns `eval_step(variables, batch) -> sums` over the real (mask=1) examples.
 
-  The sums (`loss`, `correct`, `count`) add up over batches; divide by `count`.
+  `preprocess(images) -> images` (e.g. a center crop) runs before the model. The sums
+  (`loss`, `correct`, `count`) add up over batches; divide by `count`.
   """
 
   def eval_step(variables, batch):
-    logits = model.apply(variables, batch["image"], train=False)
+    images = batch["image"] if preprocess is None else preprocess(batch["image"])
+    logits = model.apply(variables, images, train=False)
     mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)

@@ -10,9 +10,12 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   # Data.
   config.dataset = "cifar10"            # a key of adacorr.data.DATASETS
-  config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir / IDX dir
+  config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
+  # Fashion-MNIST IDX files (default $ADACORR_FASHION_MNIST_DIR, else Debian's path).
+  config.fashion_mnist_dir = ml_collections.config_dict.placeholder(str)
   config.augment = "pad_crop_flip"      # standard augmentation, on device
   config.augment_kwargs = ml_collections.ConfigDict()
+  config.eval_center_crop = 0           # > 0: center-crop test images to this size
   config.prefetch = 2                   # batches prepared ahead on a background thread
   # Model.
   config.model = "preact_resnet18"      # a name for adacorr.models.get_model

@@ -10,7 +10,8 @@ def get_config():
   config.dataset = "imagenet100"
   config.model = "resnet50"
   config.augment = "random_resized_crop_flip"
-  config.augment_kwargs.size = 128
+  config.augment_kwargs.size = 128      # of the 144x144 images adacorr.data provides
+  config.eval_center_crop = 128
   config.global_batch_size = 1024
   config.num_epochs = 90.0
   config.learning_rate = 0.1
