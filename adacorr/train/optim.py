@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import jax
-import ml_collections
 import optax
+
+if TYPE_CHECKING:  # configs are ml_collections.ConfigDicts; any attribute object works
+  import ml_collections
 
 SCHEDULES = ("cosine", "piecewise", "constant")
 

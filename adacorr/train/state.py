@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -39,7 +40,9 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation,
                        key: jax.Array, image_shape: tuple[int, int, int]) -> TrainState:
   """Initialises the model on a (1, H, W, C) dummy input and the optimizer state."""
   init_key, state_key = jax.random.split(key)
-  variables = model.init(init_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+  # Jitted: eager init compiles one random sampler per parameter shape.
+  init = jax.jit(functools.partial(model.init, train=False))
+  variables = init(init_key, jnp.zeros((1, *image_shape), jnp.float32))
   params = variables["params"]
   return TrainState(
       step=jnp.zeros((), jnp.int32),

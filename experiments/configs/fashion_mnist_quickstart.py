@@ -9,7 +9,7 @@ def get_config():
   config.model = "small_cnn"
   config.augment = "pad_crop_flip"
   config.global_batch_size = 128
-  config.num_epochs = 4.0
+  config.num_epochs = 5.0
   config.learning_rate = 0.05
   config.scale_learning_rate = False
   config.weight_decay = 5e-4
