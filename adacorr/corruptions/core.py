@@ -1,0 +1,151 @@
+"""The corruption registry and `corrupt`, the one entry point.
+
+A corruption is a per-image function `fn(image, key, p) -> image` on a (H, W, 3)
+float32 image in [0, 1], where `p` is the entry of its parameter table for one
+severity (static Python values) and `key` is that image's own PRNG key. `corrupt`
+validates the input, converts 1-channel images to RGB and back, gives every image
+its own key, vmaps `fn` over the batch under `jax.jit`, clips to [0, 1] and restores
+the dtype. Because each image has its own key, an image's corruption does not depend
+on the other images in the batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PARAM_TABLES = ("cifar10", "imagenet")
+SEVERITIES = (1, 2, 3, 4, 5)
+
+ImageFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Corruption:
+  """One corruption.
+
+  Attributes:
+    name: its name in the benchmark (e.g. 'gaussian_noise').
+    fn: `fn(image (H, W, 3) float32 in [0, 1], key, p) -> (H, W, 3)`; jittable in
+      `image` and `key`, with `p` static.
+    params: table name ('cifar10', 'imagenet') -> the five per-severity entries `p`.
+    random: whether the result depends on `key`.
+  """
+  name: str
+  fn: ImageFn
+  params: Mapping[str, Sequence[Any]]
+  random: bool
+
+
+def _registry() -> dict[str, Corruption]:
+  from adacorr.corruptions import blur, digital, noise, weather  # pylint: disable=g-import-not-at-top
+  found: dict[str, Corruption] = {}
+  for module in (noise, blur, weather, digital):
+    for c in module.CORRUPTIONS:
+      assert c.name not in found, c.name
+      assert set(c.params) == set(PARAM_TABLES), c.name
+      assert all(len(v) == len(SEVERITIES) for v in c.params.values()), c.name
+      found[c.name] = c
+  return found
+
+
+BENCHMARK_CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+
+
+@functools.cache
+def registry() -> dict[str, Corruption]:
+  """Name -> `Corruption`, for every name in `ALL_CORRUPTIONS`."""
+  found = _registry()
+  assert set(found) == set(ALL_CORRUPTIONS), sorted(set(ALL_CORRUPTIONS) ^ set(found))
+  return found
+
+
+def _check(images, name, severity, params) -> None:
+  if name not in ALL_CORRUPTIONS:
+    raise ValueError(f"Unknown corruption name={name!r}; known: {', '.join(ALL_CORRUPTIONS)}.")
+  if isinstance(severity, bool) or severity not in SEVERITIES:
+    raise ValueError(f"severity={severity!r} must be an int in 1..5.")
+  if params not in PARAM_TABLES:
+    raise ValueError(f"params={params!r} must be one of {PARAM_TABLES}.")
+  if getattr(images, "ndim", None) != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"images must be NHWC with 1 or 3 channels, got shape "
+                     f"{getattr(images, 'shape', None)}.")
+  if not jnp.issubdtype(images.dtype, jnp.floating):
+    raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}.")
+  if not isinstance(images, jax.core.Tracer):  # values can be checked only outside jit
+    lo, hi = float(jnp.min(images)), float(jnp.max(images))
+    if lo < 0.0 or hi > 1.0:
+      raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}].")
+
+
+def per_example_keys(key: jax.Array, batch_size: int) -> jax.Array:
+  """One key per image: a single key is split into `batch_size`; (B,) keys pass through.
+
+  Accepts raw uint32 keys (shape (2,) or (B, 2)) and typed keys (shape () or (B,)).
+  """
+  key = jnp.asarray(key) if isinstance(key, np.ndarray) else key
+  base_ndim = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1
+  if key.ndim == base_ndim:
+    return jax.random.split(key, batch_size)
+  if key.ndim == base_ndim + 1 and key.shape[0] == batch_size:
+    return key
+  raise ValueError(f"key must be one PRNG key or one per image ({batch_size}), got shape "
+                   f"{key.shape}.")
+
+
+@functools.cache
+def _batched(name: str, severity: int, params: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  corruption = registry()[name]
+  p = corruption.params[params][severity - 1]
+
+  def apply(images, keys):
+    gray = images.shape[-1] == 1
+    x = images.astype(jnp.float32)
+    if gray:
+      x = jnp.repeat(x, 3, axis=-1)
+    y = jax.vmap(lambda image, k: corruption.fn(image, k, p))(x, keys)
+    if gray:  # back to one channel with ITU-R 601 luma weights
+      y = y @ jnp.array([0.299, 0.587, 0.114], jnp.float32)[:, None]
+    return jnp.clip(y, 0.0, 1.0).astype(images.dtype)
+
+  return jax.jit(apply)
+
+
+def corrupt(images: jax.Array, name: str, severity: int, key: jax.Array, *,
+            params: str = "cifar10") -> jax.Array:
+  """Applies corruption `name` at `severity` to every image.
+
+  Args:
+    images: (B, H, W, C) floating point in [0, 1], C = 1 or 3.
+    name: one of `ALL_CORRUPTIONS`.
+    severity: 1 (mildest) .. 5.
+    key: one PRNG key (split into one per image) or one key per image, shape (B,).
+    params: parameter table, 'cifar10' (CIFAR-10-C, for ~32x32 images) or
+      'imagenet' (ImageNet-C, for ~224x224 images).
+
+  Returns:
+    (B, H, W, C) corrupted images in [0, 1], same dtype as `images`.
+
+  Raises:
+    ValueError: for an unknown `name` or `params`, a `severity` not in 1..5, or
+      `images` of the wrong rank, channels, dtype or range.
+  """
+  _check(images, name, severity, params)
+  keys = per_example_keys(key, images.shape[0])
+  return _batched(name, int(severity), params)(images, keys)
+
+
+def as_numpy_uint8(images: jax.Array) -> np.ndarray:
+  """[0, 1] floats -> uint8 (rounding), e.g. for storing a -C dataset."""
+  return np.asarray(jnp.round(jnp.clip(images, 0, 1) * 255)).astype(np.uint8)
