@@ -18,6 +18,12 @@ from adacorr.corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, EXTRA_CO
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
+# In the CIFAR-10-C table these two do not get steadily harsher: elastic_transform's affine
+# warp is strongest at severity 1, and spatter switches from water to mud at severity 4.
+# The reference make_cifar_c.py on the same Fashion-MNIST images gives mean SSIM
+# elastic 0.453, 0.534, 0.518, 0.574, 0.685 and spatter 0.954, 0.906, 0.841, 0.915, 0.883.
+NOT_MONOTONE_IN_REFERENCE = ("elastic_transform", "spatter")
+
 
 def _smooth_rgb(n, size, seed=0):
   """Smooth random images: low-frequency noise upsampled, in [0.05, 0.95]."""
@@ -60,14 +66,19 @@ def test_gray_images_keep_shape_dtype_range_at_every_severity(name):
   for y in _all_severities(name):
     assert y.shape == x.shape and y.dtype == np.float32
     assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
-  # Every severity changes the image.
-  assert all(np.abs(y - x).mean() > 1e-4 for y in _all_severities(name))
+  # Every severity changes the image, except saturate's severities 1-3 (which scale the
+  # saturation, and a gray image has none; the reference behaves the same).
+  changed = [np.abs(y - x).mean() > 1e-4 for y in _all_severities(name)]
+  assert changed[3:] == [True, True] if name == "saturate" else all(changed)
 
 
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_mean_ssim_falls_from_severity_1_to_5(name):
   x = jnp.asarray(_natural_gray())
   ssim = [float(pix.ssim(x, jnp.asarray(y)).mean()) for y in _all_severities(name)]
+  if name in NOT_MONOTONE_IN_REFERENCE:
+    assert max(ssim) < 0.99, ssim  # every severity still corrupts visibly
+    return
   assert ssim[4] < ssim[0], ssim
   # And broadly in between: no severity is clearly milder than the one before it.
   assert all(b < a + 0.05 for a, b in zip(ssim, ssim[1:])), ssim
@@ -86,7 +97,7 @@ def test_rgb_images_both_tables(name, table, size):
 
 @pytest.mark.parametrize("name", ALL_CORRUPTIONS)
 def test_deterministic_per_key_and_random_ones_vary_with_the_key(name):
-  x = jnp.asarray(_natural_gray(4))
+  x = jnp.asarray(_natural_gray())  # the batch shape compiled above
   a = corruptions.corrupt(x, name, 3, jax.random.PRNGKey(7))
   b = corruptions.corrupt(x, name, 3, jax.random.PRNGKey(7))
   np.testing.assert_array_equal(a, b)
