@@ -23,8 +23,11 @@ $(VENV)/.installed: requirements.txt requirements-test.txt setup.cfg
 data:
 	@bash scripts/get_fashion_mnist.sh
 
+# Trains the quickstart, then writes its robustness report (generated Fashion-MNIST-C, 2000
+# test images) to $(WORKDIR)/report.
 demo: venv data
 	$(PY) experiments/train.py --config=experiments/configs/fashion_mnist_quickstart.py --workdir=$(WORKDIR)
+	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000
 
 test: venv data
 	$(PY) -m pytest -q tests

@@ -157,40 +157,6 @@ def motion_blur(image: jax.Array, key: jax.Array, p: tuple[float, float]) -> jax
 # ----------------------------------------------------------------------------- zoom
 
 
-def _zoom_taps(size: int, zoom: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """1-D taps of the reference `clipped_zoom` along an axis of `size` pixels.
-
-  Crop `crop = ceil(size / zoom)` pixels at offset `(size - crop) // 2`, zoom them with
-  `scipy.ndimage.zoom(order=1)` to `out = round(crop * zoom)` pixels (scipy's default
-  `grid_mode=False`: output i samples input `i (crop - 1) / (out - 1)` linearly), then
-  keep `size` of them from `(out - size) // 2` (make_cifar_c.py; imagecorruptions keeps
-  the first `size`, the same thing here as `out - size <= 1` for any zoom < 1.5).
-  Returns (i0, i1, frac): output i = (1 - frac) x[i0] + frac x[i1].
-  """
-  crop = int(np.ceil(size / zoom))
-  top = (size - crop) // 2
-  out = int(round(crop * zoom))
-  trim = (out - size) // 2
-  j = np.arange(size, dtype=np.float64) + trim
-  scale = (crop - 1) / (out - 1) if out > 1 else 1.0
-  coord = np.clip(j * scale, 0.0, crop - 1)
-  i0 = np.minimum(np.floor(coord).astype(np.int64), crop - 1)
-  i1 = np.minimum(i0 + 1, crop - 1)
-  frac = (coord - i0).astype(np.float32)
-  return i0 + top, i1 + top, frac
-
-
-def _clipped_zoom(image: jax.Array, zoom: float) -> jax.Array:
-  """The reference `clipped_zoom` of (H, W, C): a centre crop zoomed back to H x W.
-  (make_cifar_c.py crops `ceil(h / zoom)` along both axes of its square images; we use
-  each axis' own size, as imagecorruptions.)"""
-  height, width = image.shape[:2]
-  r0, r1, rf = _zoom_taps(height, zoom)
-  c0, c1, cf = _zoom_taps(width, zoom)
-  x = image[r0] * (1.0 - rf[:, None, None]) + image[r1] * rf[:, None, None]
-  return x[:, c0] * (1.0 - cf[None, :, None]) + x[:, c1] * cf[None, :, None]
-
-
 def zoom_blur(image: jax.Array, key: jax.Array, zooms: Sequence[float]) -> jax.Array:
   """Zoom blur, `p = zoom factors`: the average of the image and its centre crops
   zoomed (bilinearly, as `scipy.ndimage.zoom(order=1)`) back to full size by each
@@ -200,7 +166,7 @@ def zoom_blur(image: jax.Array, key: jax.Array, zooms: Sequence[float]) -> jax.A
   del key
   out = image
   for z in zooms:
-    out = out + _clipped_zoom(image, float(z))
+    out = out + filters.clipped_zoom(image, float(z))
   return out / (len(zooms) + 1)
 
 

@@ -7,8 +7,6 @@ is scipy 'mirror' (cv2 BORDER_REFLECT_101, cv2's default), 'constant' pads zeros
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,3 +79,39 @@ def motion_blur(image: jax.Array, radius: int, sigma: float, angle: jax.Array) -
     shifted = image[jnp.clip(rows - dy, 0, height - 1)][:, jnp.clip(cols - dx, 0, width - 1)]
     out = out + jnp.where(inside, weights[i], 0.0) * shifted
   return out
+
+
+def _zoom_taps(size: int, zoom: float, centre_trim: bool):
+  """1-D taps of the references' `clipped_zoom` along an axis of `size` pixels.
+
+  Crop `crop = ceil(size / zoom)` pixels at offset `(size - crop) // 2`, zoom them with
+  `scipy.ndimage.zoom(order=1)` to `out = round(crop * zoom)` pixels (scipy's default
+  `grid_mode=False`: output i samples input `i (crop - 1) / (out - 1)` linearly), then
+  keep `size` of them: the central ones (make_cifar_c.py) or the first ones
+  (imagecorruptions crops `[:H, :W]`); the two agree when `out - size <= 1` (zoom < 1.5).
+  Returns (i0, i1, frac): output i = (1 - frac) x[i0] + frac x[i1].
+  """
+  crop = int(np.ceil(size / zoom))
+  top = (size - crop) // 2
+  out = int(round(crop * zoom))
+  trim = (out - size) // 2 if centre_trim else 0
+  j = np.arange(size, dtype=np.float64) + trim
+  scale = (crop - 1) / (out - 1) if out > 1 else 1.0
+  coord = np.clip(j * scale, 0.0, crop - 1)
+  i0 = np.minimum(np.floor(coord).astype(np.int64), crop - 1)
+  i1 = np.minimum(i0 + 1, crop - 1)
+  frac = (coord - i0).astype(np.float32)
+  return i0 + top, i1 + top, frac
+
+
+def clipped_zoom(x: jax.Array, zoom: float, *, centre_trim: bool = True) -> jax.Array:
+  """The references' `clipped_zoom` of `x` (H, W, ...): a centre crop of about
+  (H / zoom, W / zoom), zoomed back to H x W bilinearly as `scipy.ndimage.zoom(order=1)`
+  (each axis from its own size; make_cifar_c.py used `ceil(H / zoom)` for both)."""
+  height, width = x.shape[:2]
+  r0, r1, rf = _zoom_taps(height, zoom, centre_trim)
+  c0, c1, cf = _zoom_taps(width, zoom, centre_trim)
+  rf = rf.reshape((-1,) + (1,) * (x.ndim - 1))
+  cf = cf.reshape((1, -1) + (1,) * (x.ndim - 2))
+  rows = x[r0] * (1.0 - rf) + x[r1] * rf
+  return rows[:, c0] * (1.0 - cf) + rows[:, c1] * cf

@@ -43,43 +43,6 @@ def _gray(image: jax.Array) -> jax.Array:
 # -------------------------------------------------------------------------- helpers
 
 
-def _linear_zoom_1d(n_in: int, coords: np.ndarray) -> np.ndarray:
-  """(len(coords), n_in) linear-interpolation matrix at float source `coords`."""
-  coords = np.clip(coords, 0, n_in - 1)
-  lo = np.floor(coords).astype(int)
-  hi = np.minimum(lo + 1, n_in - 1)
-  w = coords - lo
-  m = np.zeros((len(coords), n_in), np.float64)
-  np.add.at(m, (np.arange(len(coords)), lo), 1 - w)
-  np.add.at(m, (np.arange(len(coords)), hi), w)
-  return m
-
-
-def _clipped_zoom_matrix(n: int, zoom: float, centre_trim: bool) -> np.ndarray:
-  """(n, n) matrix of one axis of the references' `clipped_zoom` (order-1 scipy zoom).
-
-  Crop the central ceil(n / zoom) pixels, `scipy.ndimage.zoom(order=1)` them to
-  round(ch * zoom) (grid_mode=False: output o samples input o (ch - 1) / (out - 1)),
-  then keep n pixels: the central ones (make_cifar_c.py) or the first ones
-  (imagecorruptions, which crops [:H, :W] afterwards).
-  """
-  ch = int(math.ceil(n / float(zoom)))
-  top = (n - ch) // 2
-  out = int(round(ch * zoom))
-  trim = (out - n) // 2 if centre_trim else 0
-  k = np.arange(n) + trim
-  step = (ch - 1) / (out - 1) if out > 1 else 0.0
-  m = np.zeros((n, n), np.float64)
-  m[:, top:top + ch] = _linear_zoom_1d(ch, k * step)
-  return m
-
-
-def _apply_rows_cols(field: jax.Array, rows: np.ndarray, cols: np.ndarray) -> jax.Array:
-  hi = jax.lax.Precision.HIGHEST
-  out = jnp.matmul(jnp.asarray(rows, jnp.float32), field, precision=hi)
-  return jnp.matmul(out, jnp.asarray(cols, jnp.float32).T, precision=hi)
-
-
 # ----------------------------------------------------------------------------- snow
 
 
@@ -107,8 +70,7 @@ def snow(image: jax.Array, key: jax.Array, p: SnowParams) -> jax.Array:
   k_layer, k_angle = jax.random.split(key)
   layer = p.loc + p.scale * jax.random.normal(k_layer, (height, width), jnp.float32)
   centre = p.table == "cifar10"
-  layer = _apply_rows_cols(layer, _clipped_zoom_matrix(height, p.zoom, centre),
-                           _clipped_zoom_matrix(width, p.zoom, centre))
+  layer = filters.clipped_zoom(layer, p.zoom, centre_trim=centre)
   layer = jnp.clip(jnp.where(layer < p.threshold, 0.0, layer), 0.0, 1.0)
   if centre:
     layer = jnp.floor(layer * 255.0) / 255.0
