@@ -7,17 +7,17 @@ never allocates accelerator memory next to JAX.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
 def import_tfds():
   """Imports `tensorflow_datasets` after hiding every GPU from TensorFlow."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
+  # RuntimeError: TF's devices were already initialised by the caller; nothing to change.
+  with contextlib.suppress(RuntimeError):
     tf.config.set_visible_devices([], "GPU")
-  except RuntimeError:
-    # TF's devices were already initialised (by the caller); nothing we can change.
-    pass
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds
 

@@ -193,7 +193,7 @@ def _prefetch(iterable: Iterable[Any], depth: int) -> Iterator[Any]:
         items.put(item, timeout=0.05)
         return True
       except queue.Full:
-        pass
+        continue  # re-check `stop`
     return False
 
   def produce():
