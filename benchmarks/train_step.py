@@ -36,7 +36,8 @@ SHAPES = {  # model -> (image shape, mean, std) of the dataset it is benchmarked
 
 
 def time_train_step(model_name: str, batch_size: int, dtype: str, steps: int,
-                    repeats: int) -> dict:
+                    repeats: int, make_loss_fn=None) -> dict:
+  """Times the jitted train step; `make_loss_fn(model) -> LossFn` (default: nominal CE)."""
   image_shape, mean, std = SHAPES[model_name]
   mesh = parallel.make_mesh()
   model = models.get_model(model_name, num_classes=10, mean=mean, std=std,
@@ -45,7 +46,8 @@ def time_train_step(model_name: str, batch_size: int, dtype: str, steps: int,
                    optax.sgd(0.1, momentum=0.9, nesterov=True))
   state = parallel.replicate(
       create_train_state(model, tx, jax.random.PRNGKey(0), image_shape), mesh)
-  step = jax.jit(make_train_step(cross_entropy_loss_fn(model), tx,
+  loss_fn = (make_loss_fn or cross_entropy_loss_fn)(model)
+  step = jax.jit(make_train_step(loss_fn, tx,
                                  augment_fn=augment.get_augment("pad_crop_flip")),
                  donate_argnums=(0,))
   rng = np.random.default_rng(0)

@@ -18,11 +18,13 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from adacorr import attacks  # noqa: E402
 from adacorr import corruptions as corruptions_lib  # noqa: E402
 from adacorr import data as data_lib  # noqa: E402
 from adacorr import metrics  # noqa: E402
@@ -45,6 +47,11 @@ flags.DEFINE_string("output_dir", None, "Where the report goes (default: WORKDIR
 flags.DEFINE_integer("num_examples", 0, "Evaluate on the first N test examples (0: all).")
 flags.DEFINE_integer("batch_size", 500, "Evaluation batch size (global).")
 flags.DEFINE_integer("seed", 0, "Seed of the generated corruptions.")
+flags.DEFINE_list("linf_eps", ["1/255", "2/255"], "l_inf radii for PGD/APGD (fractions ok).")
+flags.DEFINE_list("l2_eps", ["0.1"], "l2 radii for PGD/APGD.")
+flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
+flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
+flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses).")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -83,6 +90,34 @@ def corrupted_sources(mode, dataset, test_source, names, *, cache_dir, seed, par
   corrupted.build_corrupted(test_source, cache_dir, corruptions=names, seed=seed, params=params)
   return {(n, s): corrupted.load_corrupted(cache_dir, n, s) for n in names
           for s in corruptions_lib.SEVERITIES}
+
+
+def _radius(text: str) -> float:
+  num, _, den = text.partition("/")
+  return float(num) / float(den) if den else float(num)
+
+
+def lp_robustness(logits_fn, x, y, *, pgd_steps, apgd_steps, radii):
+  """Accuracy under PGD, APGD-CE and APGD-DLR, and the per-example worst case, per radius."""
+  results = []
+  for norm, eps_list in radii.items():
+    for text in eps_list:
+      eps = _radius(text)
+      suite = {
+          f"PGD-{pgd_steps}": lambda a, b, k, n=norm, e=eps: attacks.pgd(
+              logits_fn, a, b, k, norm=n, eps=e, step_size=2.5 * e / pgd_steps,
+              num_steps=pgd_steps),
+          "APGD-CE": lambda a, b, k, n=norm, e=eps: attacks.apgd(
+              logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss="ce"),
+          "APGD-DLR": lambda a, b, k, n=norm, e=eps: attacks.apgd(
+              logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss="dlr"),
+      }
+      r = attacks.robust_accuracy(logits_fn, x, y, jax.random.PRNGKey(0), suite,
+                                  batch_size=250)
+      results.append({"norm": norm, "eps": text, "clean": r["clean_accuracy"],
+                      **{k: float(v) for k, v in r["per_attack"].items()},
+                      "worst_case": r["robust_accuracy"]})
+  return results
 
 
 def save_heatmap(accuracy, names, clean_accuracy, path):
@@ -163,6 +198,16 @@ def markdown_report(report, names):
       lines.append(f"| {n}{extra} | " + " | ".join(f"{100 * a:.1f}" for a in acc) +
                    f" | {100 * np.mean(acc):.1f} |")
     lines += ["", "![accuracy heatmap](corruption_heatmap.png)"]
+  if report.get("lp"):
+    attack_names = [k for k in report["lp"][0] if k not in ("norm", "eps", "clean", "worst_case")]
+    lines += ["", f"## l_p robustness ({report['lp_num_examples']} test examples; accuracy %, "
+              "worst case = correct under every attack)", "",
+              "| norm | eps | clean | " + " | ".join(attack_names) + " | worst case |",
+              "|---|---|---|" + "---|" * (len(attack_names) + 1)]
+    for r in report["lp"]:
+      lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +
+                   " | ".join(f"{100 * r[a]:.1f}" for a in attack_names) +
+                   f" | {100 * r['worst_case']:.1f} |")
   lines += ["", "![reliability diagram](reliability_diagram.png)", ""]
   return "\n".join(lines)
 
@@ -222,6 +267,16 @@ def main(argv):
     except FileNotFoundError as e:
       logging.warning("CIFAR-10.1 not available: %s", e)
       report["cifar10_1"] = None
+
+  if FLAGS.lp_num_examples > 0 and (FLAGS.linf_eps or FLAGS.l2_eps):
+    lp_source = _Subset(test_source, FLAGS.lp_num_examples)
+    images, lp_labels = lp_source.get(np.arange(lp_source.num_examples))
+    logits_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
+    report["lp_num_examples"] = int(lp_source.num_examples)
+    report["lp"] = lp_robustness(
+        logits_fn, jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(lp_labels),
+        pgd_steps=FLAGS.pgd_steps, apgd_steps=FLAGS.apgd_steps,
+        radii={"linf": FLAGS.linf_eps, "l2": FLAGS.l2_eps})
 
   names = list(corruptions_lib.BENCHMARK_CORRUPTIONS)
   if FLAGS.extra:

@@ -18,6 +18,8 @@ from adacorr.train import loop  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+# Method scripts (e.g. experiments/cifar10_rlat.py) reuse this module's flags and main()
+# with their own default config.
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (the tfds data_dir; for "
                     "fashion_mnist, also the directory of its IDX files).")
@@ -44,6 +46,13 @@ def main(argv):
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)
+
+
+def run_with_default_config(config_path: str) -> None:
+  """Runs `main` with `--config` defaulting to `config_path` (for the method scripts)."""
+  if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
+    sys.argv.insert(1, f"--config={config_path}")
+  app.run(main)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from adacorr.models.small_cnn import SmallCNN
 from adacorr.models.wide_resnet import WideResNet
 
 MODELS: dict[str, type[nn.Module]] = {
+    "preact_resnet": PreActResNet,  # any depth/width, e.g. small ones for CPU quickstarts
     "preact_resnet18": PreActResNet18,
     "preact_resnet50": PreActResNet50,
     "wide_resnet": WideResNet,

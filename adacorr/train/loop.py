@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 
 from adacorr import data as data_lib
+from adacorr import methods
 from adacorr.data import augment as augment_lib
 from adacorr import models
 from adacorr import parallel
@@ -36,9 +37,10 @@ from adacorr.train.state import TrainState, create_train_state
 MakeLossFn = Callable[[Any, ml_collections.ConfigDict], step_lib.LossFn]
 Hook = Callable[[int, TrainState, dict], None]
 
-# Training methods by `config.method`; later methods register their loss factories here.
+# Training methods by `config.method` (`config.method_kwargs` overrides their defaults).
 LOSS_FACTORIES: dict[str, MakeLossFn] = {
     "nominal": lambda model, config: step_lib.cross_entropy_loss_fn(model),
+    **methods.FACTORIES,
 }
 
 

@@ -21,8 +21,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = "preact_resnet18"      # a name for adacorr.models.get_model
   config.model_kwargs = ml_collections.ConfigDict()
   config.compute_dtype = "float32"      # or "bfloat16" on GPU/TPU
-  # Method: a key of adacorr.train.loop.LOSS_FACTORIES.
+  # Method: a key of adacorr.train.loop.LOSS_FACTORIES ("nominal" or adacorr.methods.FACTORIES);
+  # method_kwargs override the method's paper defaults (see adacorr/methods/).
   config.method = "nominal"
+  config.method_kwargs = ml_collections.ConfigDict()
   # Optimisation: SGD with Nesterov momentum, coupled weight decay.
   config.global_batch_size = 128
   config.num_epochs = 150.0

@@ -1,0 +1,22 @@
+"""l_p adversarial attacks (pure, jittable functions of a `logits_fn`).
+
+Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
+  pgd, fgsm, fgm           l_inf / l2 PGD and one-step attacks (`adacorr.attacks.lp`)
+  apgd                     Auto-PGD (Croce & Hein 2020) with CE / DLR loss
+  robust_accuracy          clean and per-example worst-case robust accuracy
+  building blocks          project_linf, project_l2, project, random_init,
+                           loss_per_example, pgd_step, steepest_direction, l2_norm
+"""
+
+from adacorr.attacks.apgd import apgd, checkpoints
+from adacorr.attacks.evaluation import robust_accuracy
+from adacorr.attacks.lp import (
+    LOSSES, NORMS, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
+    per_example_keys, pgd, pgd_step, project, project_l2, project_linf, random_init,
+    steepest_direction)
+
+__all__ = [
+    "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
+    "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",
+    "project_l2", "project_linf", "random_init", "robust_accuracy", "steepest_direction",
+]

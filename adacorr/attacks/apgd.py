@@ -1,0 +1,152 @@
+"""APGD: Auto-PGD (Croce & Hein 2020, "Reliable evaluation of adversarial robustness
+with an ensemble of diverse parameter-free attacks"), l_inf and l2, CE and DLR losses.
+
+Per example (all state is per example, so one example's run never depends on others):
+  x_0 = random start in the ball (`lp.random_init`); eta = 2 * eps;
+  x_1 = P(x_0 + eta * dir(g_0));
+  z_{k+1} = P(x_k + eta * dir(g_k)),
+  x_{k+1} = P(x_k + alpha (z_{k+1} - x_k) + (1 - alpha)(x_k - x_{k-1})),  alpha = 0.75;
+  P = projection onto the eps-ball intersected with [0, 1]; dir = sign (linf) or
+  g / ||g||_2 (l2). The best point (highest loss) is tracked. At the checkpoints
+  w_j ~ p_j * N (integers, see `checkpoints`), p_0 = 0, p_1 = 0.22,
+  p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (interval lengths
+  max(int(.22N),1), then minus max(int(.03N),1) each time, at least max(int(.06N),1)),
+  the step size is halved and the iterate restarts from the best point when
+    (1) the number of increasing steps in the interval is < rho * interval length, or
+    (2) the step was not halved at the previous checkpoint and the best loss did not
+        improve since then.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adacorr.attacks import lp
+
+APGD_LOSSES = ("ce", "dlr", "margin")
+
+
+def checkpoints(num_steps: int) -> list[int]:
+  """Iteration counts w_1 < w_2 < ... <= num_steps after which APGD checks its conditions.
+
+  Follows the reference integer schedule: first interval `max(int(0.22 N), 1)` steps,
+  each next one `max(int(0.03 N), 1)` shorter, but at least `max(int(0.06 N), 1)`.
+  """
+  k = max(int(0.22 * num_steps), 1)
+  decr = max(int(0.03 * num_steps), 1)
+  k_min = max(int(0.06 * num_steps), 1)
+  out, w = [], 0
+  while w + k <= num_steps:
+    w += k
+    out.append(w)
+    k = max(k - decr, k_min)
+  return out
+
+
+def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
+  """One APGD run; returns (x_best (B, ...), loss_best (B,))."""
+  b = x.shape[0]
+  bc = lambda v: lp._bcast(v, x)  # pylint: disable=protected-access
+  proj = lambda xa: lp.project(xa, x, norm=norm, eps=eps)
+
+  def obj_grad(xa):
+    return lp._objective_and_grad(logits_fn, xa, y, loss, False)  # pylint: disable=protected-access
+
+  # Static checkpoint schedule as arrays indexed by the iteration (0-based: the check
+  # runs at the end of iteration i when i + 1 is a checkpoint).
+  cps = checkpoints(num_steps)
+  is_check = np.zeros((max(num_steps, 1),), bool)
+  length = np.ones((max(num_steps, 1),), np.float32)
+  prev = 0
+  for w in cps:
+    is_check[w - 1] = True
+    length[w - 1] = w - prev
+    prev = w
+  is_check, length = jnp.asarray(is_check), jnp.asarray(length)
+
+  x0 = lp.random_init(keys, x, norm=norm, eps=eps)
+  loss0, g0 = obj_grad(x0)
+  state = dict(
+      x=x0, x_prev=x0, g=g0, loss=loss0,
+      x_best=x0, g_best=g0, loss_best=loss0,
+      step=jnp.full((b,), 2.0, jnp.float32) * eps,
+      count=jnp.zeros((b,), jnp.float32),
+      loss_best_last=loss0, reduced_last=jnp.ones((b,), bool))
+
+  def body(i, s):
+    alpha = jnp.where(i == 0, 1.0, 0.75)
+    xk = s["x"]
+    z = proj(xk + bc(s["step"]) * lp.steepest_direction(s["g"], norm))
+    x_new = proj(xk + alpha * (z - xk) + (1.0 - alpha) * (xk - s["x_prev"]))
+    loss_new, g_new = obj_grad(x_new)
+    count = s["count"] + (loss_new > s["loss"]).astype(jnp.float32)
+    better = loss_new > s["loss_best"]
+    x_best = jnp.where(bc(better), x_new, s["x_best"])
+    g_best = jnp.where(bc(better), g_new, s["g_best"])
+    loss_best = jnp.where(better, loss_new, s["loss_best"])
+
+    # Checkpoint: halve the step and restart from the best point where a condition holds.
+    check = is_check[i]
+    osc = count < rho * length[i]
+    no_impr = jnp.logical_not(s["reduced_last"]) & (s["loss_best_last"] >= loss_best)
+    reduce = check & (osc | no_impr)
+    r = bc(reduce)
+    return dict(
+        x=jnp.where(r, x_best, x_new), x_prev=xk,
+        g=jnp.where(r, g_best, g_new), loss=jnp.where(reduce, loss_best, loss_new),
+        x_best=x_best, g_best=g_best, loss_best=loss_best,
+        step=jnp.where(reduce, s["step"] / 2.0, s["step"]),
+        count=jnp.where(check, 0.0, count),
+        loss_best_last=jnp.where(check, loss_best, s["loss_best_last"]),
+        reduced_last=jnp.where(check, osc | no_impr, s["reduced_last"]))
+
+  state = jax.lax.fori_loop(0, num_steps, body, state)
+  return state["x_best"], state["loss_best"]
+
+
+def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str = "linf",
+         eps, num_steps: int = 100, loss: str = "ce", rho: float = 0.75,
+         restarts: int = 1) -> jax.Array:
+  """Auto-PGD (untargeted) in an l_inf or l2 ball; returns the highest-loss point found.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K); the model in evaluation mode.
+    x: (B, H, W, C) clean images in [0, 1].
+    y: (B,) int labels.
+    key: one key or per-example keys (typed (B,) / raw (B, 2)); example i then
+      depends only on x[i], y[i], key[i].
+    norm: 'linf' or 'l2'.
+    eps: ball radius (>= 0); the initial step size is 2 * eps.
+    num_steps: iterations (static), each one gradient evaluation.
+    loss: 'ce', 'dlr' (-(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3 + 1e-12); K >= 3)
+      or 'margin'. With 'dlr'/'margin' the highest-loss point is misclassified
+      whenever any iterate was.
+    rho: the fraction of increasing steps below which the step size is halved.
+    restarts: independent random starts (static); per example the highest loss wins.
+  Returns:
+    x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
+  Raises:
+    ValueError: unknown norm/loss, negative eps, bad shapes, x outside [0, 1] (when
+      concrete), rho outside [0, 1], restarts < 1.
+  """
+  lp._check_common(x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)  # pylint: disable=protected-access
+  lp.check_steps(num_steps)
+  if not 0.0 <= rho <= 1.0:
+    raise ValueError(f"rho={rho!r} must be in [0, 1].")
+  if not isinstance(restarts, (int, np.integer)) or restarts < 1:
+    raise ValueError(f"restarts={restarts!r} must be a Python int >= 1.")
+  keys = lp.per_example_keys(key, x.shape[0])
+  restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)
+  best_x, best_loss = None, None
+  for r in range(restarts):
+    xa, la = _apgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
+                       num_steps=num_steps, loss=loss, rho=rho)
+    if best_x is None:
+      best_x, best_loss = xa, la
+    else:
+      better = la > best_loss
+      best_x = jnp.where(lp._bcast(better, xa), xa, best_x)  # pylint: disable=protected-access
+      best_loss = jnp.where(better, la, best_loss)
+  return best_x

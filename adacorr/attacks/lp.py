@@ -1,0 +1,424 @@
+"""l_p-ball attacks: building blocks, PGD, FGSM and FGM.
+
+Conventions: images `x` are NHWC float32 in [0, 1] of shape (B, H, W, C); labels `y` are
+int (B,); `logits_fn(x) -> (B, K)` logits (the model in evaluation mode, so that one
+example's logits do not depend on the others). Norms of perturbations are per example,
+over all non-batch dimensions. Every attack returns `x_adv` of the shape of `x`, inside
+the eps-ball around `x` and inside [0, 1].
+
+All functions are pure and jittable; norms, losses, step counts and flags are static
+Python values (`functools.partial` them before `jax.jit`), eps and step sizes may be
+traced. Validation of values (negative eps, x outside [0, 1]) happens only when the
+argument is concrete.
+
+Keys: an attack that draws random numbers takes `key`, either ONE key or one key per
+example (typed keys of shape (B,), raw uint32 keys of shape (B, 2)). With one key, the
+per-example keys are `jax.random.split(key, B)`. With per-example keys, example `i`'s
+result depends only on `x[i]`, `y[i]`, `key[i]` (every random draw is made per example
+under `vmap`), so an example gives the same result alone or in any batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Array = jax.Array
+LogitsFn = Callable[[Array], Array]
+
+NORMS = ("linf", "l2")
+LOSSES = ("ce", "margin", "dlr")
+
+_TINY = 1e-12
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_concrete(v) -> bool:
+  return not isinstance(v, jax.core.Tracer)
+
+
+def check_norm(norm: str, name: str = "norm") -> None:
+  if norm not in NORMS:
+    raise ValueError(f"{name}={norm!r} is not a supported norm; use one of {NORMS}.")
+
+
+def check_loss(loss: str, allowed=LOSSES, name: str = "loss") -> None:
+  if loss not in allowed:
+    raise ValueError(f"{name}={loss!r} is not a supported loss; use one of {tuple(allowed)}.")
+
+
+def check_nonneg(value, name: str) -> None:
+  if value is None:
+    raise ValueError(f"{name} is required (a non-negative number).")
+  if _is_concrete(value) and np.any(np.asarray(value) < 0):
+    raise ValueError(f"{name}={value!r} must be non-negative.")
+
+
+def check_images(x, name: str = "x") -> None:
+  if jnp.ndim(x) != 4:
+    raise ValueError(f"{name} must be a rank-4 NHWC batch, got shape {jnp.shape(x)}.")
+  if _is_concrete(x):
+    xn = np.asarray(x)
+    if xn.size and (xn.min() < 0.0 or xn.max() > 1.0):
+      raise ValueError(
+          f"{name} must lie in [0, 1]; got values in [{xn.min():.4g}, {xn.max():.4g}].")
+
+
+def check_labels(y, x, name: str = "y") -> None:
+  if jnp.ndim(y) != 1 or jnp.shape(y)[0] != jnp.shape(x)[0]:
+    raise ValueError(
+        f"{name} must have shape (B,) = ({jnp.shape(x)[0]},), got {jnp.shape(y)}.")
+
+
+def check_steps(num_steps, name: str = "num_steps") -> None:
+  if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
+    raise ValueError(f"{name}={num_steps!r} must be a non-negative Python int.")
+
+
+def _check_common(x, y, *, norm, eps, loss=None, losses=LOSSES):
+  check_images(x)
+  check_labels(y, x)
+  check_norm(norm)
+  check_nonneg(eps, "eps")
+  if loss is not None:
+    check_loss(loss, losses)
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _is_typed_key(key) -> bool:
+  return jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
+
+
+def per_example_keys(key, batch_size: int) -> Array:
+  """Per-example keys (B,) typed or (B, 2) raw from one key or per-example keys.
+
+  One key (typed shape () or raw shape (2,)) is split into `batch_size` keys;
+  per-example keys (typed (B,) or raw (B, 2)) are returned unchanged.
+
+  Raises:
+    ValueError: if `key` has another shape.
+  """
+  shape = jnp.shape(key)
+  single = () if _is_typed_key(key) else (2,)
+  if shape == single:
+    return jax.random.split(key, batch_size)
+  if shape == (batch_size,) + single:
+    return key
+  raise ValueError(
+      f"key must be one key (shape {single}) or one per example (shape "
+      f"{(batch_size,) + single}); got shape {shape}.")
+
+
+# --------------------------------------------------------------------------- norms
+
+
+def _bcast(v: Array, like: Array) -> Array:
+  """Per-example (B,) values reshaped to broadcast against `like` (B, ...)."""
+  return jnp.reshape(v, v.shape + (1,) * (like.ndim - v.ndim))
+
+
+def l2_norm(v: Array) -> Array:
+  """Per-example l2 norm (B,) of `v` (B, ...), over all non-batch dims (0 grad at 0)."""
+  sq = jnp.sum(jnp.square(v).reshape(v.shape[0], -1), axis=1)
+  safe = jnp.where(sq > 0, sq, 1.0)
+  return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+
+
+def linf_norm(v: Array) -> Array:
+  """Per-example l_inf norm (B,) of `v` (B, ...)."""
+  return jnp.max(jnp.abs(v).reshape(v.shape[0], -1), axis=1)
+
+
+def l2_normalize(v: Array) -> Array:
+  """`v / ||v||_2` per example; examples with `v == 0` stay 0."""
+  n = l2_norm(v)
+  return v / _bcast(jnp.maximum(n, _TINY), v)
+
+
+def steepest_direction(g: Array, norm: str) -> Array:
+  """The unit-norm ascent direction for gradient `g`: sign(g) (linf) or g/||g||_2 (l2)."""
+  check_norm(norm)
+  return jnp.sign(g) if norm == "linf" else l2_normalize(g)
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def project_linf(delta: Array, eps) -> Array:
+  """Projects perturbations `delta` (B, ...) onto the l_inf ball of radius `eps`."""
+  return jnp.clip(delta, -eps, eps)
+
+
+def project_l2(delta: Array, eps) -> Array:
+  """Projects perturbations `delta` (B, ...) onto the l2 ball of radius `eps` (per example)."""
+  n = l2_norm(delta)
+  scale = jnp.minimum(1.0, eps / jnp.maximum(n, _TINY))
+  return delta * _bcast(scale, delta)
+
+
+def project(x_adv: Array, x: Array, *, norm: str, eps) -> Array:
+  """Maps `x_adv` into {x + delta: ||delta||_p <= eps} intersected with [0, 1].
+
+  Projects `x_adv - x` onto the eps-ball, then clips `x + delta` to [0, 1]. Clipping
+  only shrinks each |delta_i| (x is in [0, 1]), so the result stays in the ball. For
+  l_inf this is the exact Euclidean projection onto the intersection; for l2 it is the
+  usual projection-then-clip (feasible, not always the exact nearest point).
+
+  Args:
+    x_adv: (B, H, W, C) candidate points.
+    x: (B, H, W, C) clean images in [0, 1].
+    norm: 'linf' or 'l2'.
+    eps: radius (scalar or (B,)).
+  Returns:
+    (B, H, W, C) points in the ball and in [0, 1].
+  """
+  check_norm(norm)
+  delta = x_adv - x
+  if jnp.ndim(eps) == 1:
+    eps_b = _bcast(jnp.asarray(eps), delta)
+  else:
+    eps_b = eps
+  if norm == "linf":
+    delta = project_linf(delta, eps_b)
+  else:
+    delta = project_l2(delta, eps)
+  return jnp.clip(x + delta, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- random init
+
+
+def _random_delta_one(key: Array, shape, norm: str, eps) -> Array:
+  """One example's random perturbation, uniform in the eps-ball."""
+  if norm == "linf":
+    return jax.random.uniform(key, shape, minval=-1.0, maxval=1.0) * eps
+  k_dir, k_rad = jax.random.split(key)
+  d = int(np.prod(shape))
+  direction = jax.random.normal(k_dir, shape)
+  direction = direction / jnp.maximum(jnp.sqrt(jnp.sum(direction ** 2)), _TINY)
+  radius = eps * jax.random.uniform(k_rad, ()) ** (1.0 / d)
+  return direction * radius
+
+
+def random_init(key, x: Array, *, norm: str, eps) -> Array:
+  """A random start `clip(x + delta, 0, 1)` with `delta` uniform in the eps-ball.
+
+  l_inf: delta ~ U(-eps, eps) per pixel. l2: delta uniform in the l2 ball, i.e. a uniform
+  direction (normalised Gaussian) times radius `eps * U(0,1) ** (1/d)`, d the number of
+  elements of one example (for images most of the mass is near the sphere).
+  Drawn per example under `vmap` from per-example keys, so example i depends only on
+  `key[i]`.
+
+  Args:
+    key: one key or per-example keys (see module docstring).
+    x: (B, H, W, C) clean images in [0, 1].
+    norm: 'linf' or 'l2'.
+    eps: radius (Python or scalar array).
+  Returns:
+    (B, H, W, C) starting points in the ball and in [0, 1].
+  """
+  check_norm(norm)
+  check_nonneg(eps, "eps")
+  keys = per_example_keys(key, x.shape[0])
+  delta = jax.vmap(lambda k: _random_delta_one(k, x.shape[1:], norm, eps))(keys)
+  return jnp.clip(x + delta.astype(x.dtype), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def _max_other(logits: Array, y: Array) -> Array:
+  onehot = jax.nn.one_hot(y, logits.shape[-1], dtype=bool)
+  return jnp.max(jnp.where(onehot, -jnp.inf, logits), axis=-1)
+
+
+def loss_per_example(logits: Array, y: Array, *, loss: str) -> Array:
+  """Per-example attack loss (B,); larger means more adversarial for label `y`.
+
+  'ce': softmax cross-entropy. 'margin': max_{i != y} z_i - z_y (> 0 iff misclassified).
+  'dlr': -(z_y - max_{i != y} z_i) / (z_pi1 - z_pi3 + 1e-12), z_pi sorted decreasingly
+  (Croce & Hein 2020; needs K >= 3).
+
+  Args:
+    logits: (B, K) float.
+    y: (B,) int labels in [0, K).
+    loss: 'ce', 'margin' or 'dlr'.
+  """
+  check_loss(loss)
+  logits = logits.astype(jnp.float32)
+  if loss == "ce":
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  z_y = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  if loss == "margin":
+    return _max_other(logits, y) - z_y
+  if logits.shape[-1] < 3:
+    raise ValueError(f"loss='dlr' needs at least 3 classes; logits have {logits.shape[-1]}.")
+  top3 = jax.lax.top_k(logits, 3)[0]
+  return -(z_y - _max_other(logits, y)) / (top3[:, 0] - top3[:, 2] + 1e-12)
+
+
+def _objective_and_grad(logits_fn: LogitsFn, x_adv: Array, y: Array, loss: str,
+                        targeted: bool):
+  """Per-example objective (B,) to maximise, and its gradient w.r.t. `x_adv`."""
+  sign = -1.0 if targeted else 1.0
+
+  def total(xa):
+    obj = sign * loss_per_example(logits_fn(xa), y, loss=loss)
+    return jnp.sum(obj), obj
+
+  (_, obj), g = jax.value_and_grad(total, has_aux=True)(x_adv)
+  return obj, g
+
+
+# --------------------------------------------------------------------------- PGD
+
+
+def pgd_step(logits_fn: LogitsFn, x_adv: Array, x: Array, y: Array, *, norm: str, eps,
+             step_size, loss: str = "ce", targeted: bool = False):
+  """One projected steepest-ascent step.
+
+  `x_next = project(x_adv + step_size * dir(grad), x)`, dir = sign (linf) or the
+  per-example l2-normalised gradient (l2). With `targeted`, `y` are target labels and
+  the step descends the loss.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K).
+    x_adv: (B, H, W, C) current iterate.
+    x: (B, H, W, C) clean images in [0, 1].
+    y: (B,) labels (targets if `targeted`).
+  Returns:
+    `(x_next, loss_at_x_adv)`: (B, H, W, C) next iterate and the (B,) loss at `x_adv`.
+  """
+  obj, g = _objective_and_grad(logits_fn, x_adv, y, loss, targeted)
+  x_next = project(x_adv + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
+  return x_next, (-obj if targeted else obj)
+
+
+def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_start,
+             loss, targeted, track_best):
+  """One PGD run; returns (x_adv, objective (B,)) (objective is maximised)."""
+  if random_start:
+    x0 = random_init(keys, x, norm=norm, eps=eps)
+  else:
+    x0 = x
+
+  def body(_, carry):
+    xa, best_x, best_obj = carry
+    obj, g = _objective_and_grad(logits_fn, xa, y, loss, targeted)
+    better = obj > best_obj
+    best_x = jnp.where(_bcast(better, xa), xa, best_x)
+    best_obj = jnp.where(better, obj, best_obj)
+    xa = project(xa + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
+    return xa, best_x, best_obj
+
+  init = (x0, x0, jnp.full((x.shape[0],), -jnp.inf, jnp.float32))
+  xa, best_x, best_obj = jax.lax.fori_loop(0, num_steps, body, init)
+  sign = -1.0 if targeted else 1.0
+  obj = sign * loss_per_example(logits_fn(xa), y, loss=loss)
+  if not track_best:
+    return xa, obj
+  better = obj > best_obj
+  best_x = jnp.where(_bcast(better, xa), xa, best_x)
+  return best_x, jnp.where(better, obj, best_obj)
+
+
+def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_size,
+        num_steps: int, random_init: bool = True, loss: str = "ce",  # pylint: disable=redefined-outer-name
+        targeted: bool = False, restarts: int = 1, track_best: bool = True) -> Array:
+  """Projected gradient descent (Madry et al. 2018) in an l_inf or l2 ball.
+
+  Each step: `x <- project(x + step_size * dir(grad loss), x_clean)`, dir = sign(g)
+  (linf) or g / ||g||_2 per example (l2); projection onto the eps-ball intersected with
+  [0, 1]. Start: `random_init` (uniform in the ball) or the clean image.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K); the model in evaluation mode.
+    x: (B, H, W, C) clean images in [0, 1].
+    y: (B,) int labels; the target labels if `targeted`.
+    key: one key or per-example keys (see module docstring); unused without
+      `random_init` and with `restarts == 1`.
+    norm: 'linf' or 'l2'.
+    eps: ball radius (>= 0).
+    step_size: step length (>= 0), e.g. 2.5 * eps / num_steps.
+    num_steps: number of gradient steps (static).
+    random_init: start uniformly in the ball (else at `x`).
+    loss: 'ce', 'margin' (max_{i!=y} z_i - z_y) or 'dlr'; maximised (minimised if
+      `targeted`).
+    targeted: move towards the labels `y`.
+    restarts: independent random restarts (static); per example the best is kept.
+    track_best: return per example the iterate with the best loss over all
+      `num_steps + 1` iterates (for evaluation); else the last iterate. With the same
+      key, more steps never give a worse result (the first iterates coincide).
+  Returns:
+    x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
+  Raises:
+    ValueError: for an unknown norm or loss, negative eps/step_size, bad shapes, x
+      outside [0, 1] (when concrete), or restarts < 1.
+  """
+  _check_common(x, y, norm=norm, eps=eps, loss=loss)
+  check_nonneg(step_size, "step_size")
+  check_steps(num_steps)
+  if not isinstance(restarts, (int, np.integer)) or restarts < 1:
+    raise ValueError(f"restarts={restarts!r} must be a Python int >= 1.")
+  keys = per_example_keys(key, x.shape[0])
+  restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)  # (B, R[, 2])
+  best_x, best_obj = None, None
+  for r in range(restarts):
+    xa, obj = _pgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
+                       step_size=step_size, num_steps=num_steps, random_start=random_init,
+                       loss=loss, targeted=targeted, track_best=track_best)
+    if best_x is None:
+      best_x, best_obj = xa, obj
+    else:
+      better = obj > best_obj
+      best_x = jnp.where(_bcast(better, xa), xa, best_x)
+      best_obj = jnp.where(better, obj, best_obj)
+  return best_x
+
+
+# --------------------------------------------------------------------------- one-step
+
+
+def _one_step(logits_fn, x, y, eps, norm):
+  _, g = _objective_and_grad(logits_fn, x, y, "ce", False)
+  return jnp.clip(x + eps * steepest_direction(g, norm), 0.0, 1.0)
+
+
+def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
+  """Fast gradient sign method: `clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)`.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K).
+    x: (B, H, W, C) clean images in [0, 1].
+    y: (B,) int labels.
+    eps: l_inf radius (>= 0).
+  Returns:
+    x_adv (B, H, W, C) in [0, 1], ||x_adv - x||_inf <= eps.
+  """
+  _check_common(x, y, norm="linf", eps=eps)
+  return _one_step(logits_fn, x, y, eps, "linf")
+
+
+def fgm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
+  """Fast gradient method (l2): `clip(x + eps * g / ||g||_2, 0, 1)`, g = grad_x CE.
+
+  The norm is per example over all non-batch dims; examples with g = 0 stay at x.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K).
+    x: (B, H, W, C) clean images in [0, 1].
+    y: (B,) int labels.
+    eps: l2 radius (>= 0).
+  Returns:
+    x_adv (B, H, W, C) in [0, 1], ||x_adv - x||_2 <= eps.
+  """
+  _check_common(x, y, norm="l2", eps=eps)
+  return _one_step(logits_fn, x, y, eps, "l2")

@@ -1,0 +1,251 @@
+"""l_p adversarial training (Kireev et al. 2022, "On the effectiveness of adversarial
+training against common corruptions"), as a `LossFn` factory.
+
+Follows the reference code (tml-epfl/adv-training-corruptions, `train.py` and
+`utils.attack_pgd_training`):
+
+* l_inf (`norm='linf'`): zero init (or uniform in [-eps, eps] with `random_init`),
+  `num_steps` steps of `delta <- clip(delta + step_size * sign(g), -eps, eps)`, then
+  `delta <- clip(x + delta, 0, 1) - x`. The defaults (eps 1/255, one step of size eps)
+  are FGSM AT; `num_steps=10, step_size=eps/4` gives PGD-10 AT.
+* l2 (`norm='l2'`): zero init, `delta <- delta + step_size * g / ||g||`, clip `x + delta`
+  to [0, 1], project `delta` onto the eps-ball: `delta * eps / max(eps, ||delta||)`.
+  The defaults (eps 0.1, one step of size 0.5) are the paper's l2 AT (FGM).
+
+`g` is the gradient of the batch-mean cross-entropy w.r.t. the input. The attack runs
+with the model in TRAIN mode (BatchNorm uses batch statistics), as in the reference
+(`model.train()` throughout), but its BatchNorm statistic updates are discarded: only the
+final training pass updates `batch_stats` (the PyTorch reference updates the running
+statistics in both passes). The adversarial images are `stop_gradient`-ed, so no
+parameter gradient flows through the attack.
+
+`fraction` of the batch is perturbed: the FIRST `round(fraction * B)` examples (the
+reference zeroes the perturbation of the first `int((1 - f) * B)` and perturbs the rest;
+for shuffled batches the two are equivalent). The attack gradient is computed on the
+whole batch (BatchNorm couples the examples) and then masked.
+
+The single-step/PGD attack is implemented here (not via `adacorr.attacks`) because the
+reference's l2 step (step 0.5, clip, then project onto the eps-ball) is not a plain FGM
+with step eps, and the training PGD returns the last iterate without best tracking.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+NORMS = ("linf", "l2")
+_TINY = 1e-12
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers shared by the methods.
+
+
+def method_kwargs(config: Any) -> dict[str, Any]:
+  """The keyword overrides of a method in an experiment config: `config.method_kwargs`."""
+  if config is None:
+    return {}
+  kwargs = config.get("method_kwargs", None) if hasattr(config, "get") else None
+  if kwargs is None:
+    return {}
+  return dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+def per_example_l2(x: jax.Array, keepdims: bool = False) -> jax.Array:
+  """The l2 norm of each example of `x` over all non-batch dimensions."""
+  return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)), keepdims=keepdims))
+
+
+def num_perturbed(fraction: float, batch_size: int) -> int:
+  """`round(fraction * batch_size)`, halves rounded up: how many examples are perturbed."""
+  return int(math.floor(fraction * batch_size + 0.5))
+
+
+def perturbed_mask(fraction: float, batch_size: int) -> jax.Array:
+  """(B,) bool: True for the first `num_perturbed(fraction, B)` examples."""
+  return jnp.arange(batch_size) < num_perturbed(fraction, batch_size)
+
+
+def check_fraction(fraction: float) -> None:
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"fraction must be in [0, 1], got fraction={fraction}.")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+  if not value >= 0:  # also rejects NaN
+    raise ValueError(f"{name} must be >= 0, got {name}={value}.")
+
+
+def train_apply(model: nn.Module, params, batch_stats, images, key, **variables):
+  """`model.apply` in train mode; returns (logits, new batch_stats)."""
+  logits, updates = model.apply(
+      {"params": params, "batch_stats": batch_stats, **variables}, images, train=True,
+      mutable=["batch_stats"], rngs={"dropout": key})
+  return logits, updates.get("batch_stats", batch_stats)
+
+
+def _where_examples(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+  return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
+# ---------------------------------------------------------------------------------------
+# The attack.
+
+
+def input_attack(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array,
+                 key: jax.Array | None = None, *, norm: str, eps: float, step_size: float,
+                 num_steps: int = 1, random_init: bool = False) -> jax.Array:
+  """The reference's training attack; returns `x_adv` in [0, 1] (not stop-gradient-ed).
+
+  Args:
+    logits_fn: images (B, H, W, C) -> logits (B, K).
+    x: clean images in [0, 1]; y: (B,) int labels.
+    key: PRNG key, needed only with `random_init`.
+    norm: 'linf' or 'l2'. eps: radius. step_size: step per iteration.
+    num_steps: iterations (1 = FGSM / FGM). random_init: uniform (linf) or a random
+      direction with radius U(0, eps) per example (l2) start instead of zero.
+  """
+  _check_attack_args(norm, eps, step_size, num_steps)
+  if random_init:
+    if key is None:
+      raise ValueError("random_init=True needs a PRNG key.")
+    if norm == "linf":
+      delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
+    else:
+      k1, k2 = jax.random.split(key)
+      d = jax.random.normal(k1, x.shape, x.dtype)
+      r = jax.random.uniform(k2, (x.shape[0],) + (1,) * (x.ndim - 1), x.dtype, 0.0, eps)
+      delta = d * r / jnp.maximum(per_example_l2(d, keepdims=True), _TINY)
+    # The reference does not clip a random start; the forward pass below clips.
+  else:
+    delta = jnp.zeros_like(x)
+
+  def loss(d):
+    return cross_entropy(logits_fn(jnp.clip(x + d, 0.0, 1.0)), y)
+
+  def step(_, d):
+    g = jax.grad(loss)(d)
+    if norm == "linf":
+      d = jnp.clip(d + step_size * jnp.sign(g), -eps, eps)
+      d = jnp.clip(x + d, 0.0, 1.0) - x
+      return jnp.clip(d, -eps, eps)
+    d = d + step_size * g / jnp.maximum(per_example_l2(g, keepdims=True), _TINY)
+    d = jnp.clip(x + d, 0.0, 1.0) - x
+    n = per_example_l2(d, keepdims=True)
+    return d * eps / jnp.maximum(n, eps) if eps > 0 else jnp.zeros_like(d)
+
+  delta = jax.lax.fori_loop(0, num_steps, step, delta)
+  return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def _check_attack_args(norm: str, eps: float, step_size: float, num_steps: int) -> None:
+  if norm not in NORMS:
+    raise ValueError(f"norm={norm!r} is not one of {NORMS}.")
+  check_nonnegative("eps", eps)
+  check_nonnegative("step_size", step_size)
+  if int(num_steps) != num_steps or num_steps < 1:
+    raise ValueError(f"num_steps must be a positive integer, got num_steps={num_steps}.")
+
+
+def adversarial_batch(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array],
+                      key: jax.Array, *, norm: str, eps: float, step_size: float,
+                      num_steps: int = 1, random_init: bool = False,
+                      fraction: float = 1.0) -> jax.Array:
+  """The images AT trains on: the first `round(fraction * B)` attacked, the rest clean.
+
+  The attack uses train-mode BatchNorm (its statistic updates are discarded) and no
+  gradient flows back from the result into `params`.
+  """
+  x, y = batch["image"], batch["label"]
+  attack_key, dropout_key = jax.random.split(key)
+  frozen = jax.lax.stop_gradient(params)
+
+  def logits_fn(images):
+    return train_apply(model, frozen, batch_stats, images, dropout_key)[0]
+
+  x_adv = input_attack(logits_fn, x, y, attack_key, norm=norm, eps=eps,
+                       step_size=step_size, num_steps=num_steps, random_init=random_init)
+  x_adv = _where_examples(perturbed_mask(fraction, x.shape[0]), x_adv, x)
+  return jax.lax.stop_gradient(x_adv)
+
+
+# ---------------------------------------------------------------------------------------
+# Factories.
+
+
+def make_adversarial_training(model: nn.Module, config: Any = None, *, norm: str = "linf",
+                              eps: float = 1.0 / 255, step_size: float | None = None,
+                              num_steps: int = 1, random_init: bool = False,
+                              fraction: float = 1.0):
+  """l_p AT. `step_size=None` means eps (linf) or 0.5 (l2), the reference defaults.
+
+  `config.method_kwargs` (if `config` is given) overrides these keywords. The LossFn's
+  metrics: 'accuracy' (on the trained-on batch), 'perturbation_norm' (mean l2 norm of
+  the input perturbation over the perturbed examples) and 'perturbation_linf' (max abs).
+  """
+  kw = dict(norm=norm, eps=eps, step_size=step_size, num_steps=num_steps,
+            random_init=random_init, fraction=fraction)
+  kw.update(method_kwargs(config))
+  norm, eps, num_steps = kw["norm"], float(kw["eps"]), int(kw["num_steps"])
+  random_init, fraction = bool(kw["random_init"]), float(kw["fraction"])
+  step_size = kw["step_size"]
+  if norm not in NORMS:
+    raise ValueError(f"norm={norm!r} is not one of {NORMS}.")
+  if step_size is None:
+    step_size = eps if norm == "linf" else 0.5
+  step_size = float(step_size)
+  _check_attack_args(norm, eps, step_size, num_steps)
+  check_fraction(fraction)
+
+  def loss_fn(params, batch_stats, batch, key):
+    attack_key, dropout_key = jax.random.split(key)
+    x, y = batch["image"], batch["label"]
+    x_train = adversarial_batch(model, params, batch_stats, batch, attack_key, norm=norm,
+                                eps=eps, step_size=step_size, num_steps=num_steps,
+                                random_init=random_init, fraction=fraction)
+    logits, new_stats = train_apply(model, params, batch_stats, x_train, dropout_key)
+    loss = cross_entropy(logits, y)
+    mask = perturbed_mask(fraction, x.shape[0])
+    n = jnp.maximum(jnp.sum(mask), 1)
+    delta = x_train - x
+    metrics = {
+        "accuracy": accuracy(logits, y),
+        "perturbation_norm": jnp.sum(jnp.where(mask, per_example_l2(delta), 0.0)) / n,
+        "perturbation_linf": jnp.max(jnp.abs(delta)),
+    }
+    return loss, {"batch_stats": new_stats, "metrics": metrics}
+
+  return loss_fn
+
+
+def make_linf_at(model: nn.Module, config: Any = None, *, eps: float = 1.0 / 255,
+                 step_size: float | None = None, num_steps: int = 1,
+                 random_init: bool = False, fraction: float = 1.0):
+  """l_inf AT; defaults: FGSM, eps 1/255, zero init, whole batch. PGD-k: `num_steps=k`."""
+  return make_adversarial_training(model, config, norm="linf", eps=eps, step_size=step_size,
+                                   num_steps=num_steps, random_init=random_init,
+                                   fraction=fraction)
+
+
+def make_l2_at(model: nn.Module, config: Any = None, *, eps: float = 0.1,
+               step_size: float = 0.5, num_steps: int = 1, random_init: bool = False,
+               fraction: float = 1.0):
+  """l2 AT; defaults: FGM step 0.5, clip to [0, 1], project onto eps=0.1 ball, zero init."""
+  return make_adversarial_training(model, config, norm="l2", eps=eps, step_size=step_size,
+                                   num_steps=num_steps, random_init=random_init,
+                                   fraction=fraction)

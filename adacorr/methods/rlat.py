@@ -1,0 +1,193 @@
+"""Relaxed LPIPS Adversarial Training (RLAT; Kireev et al. 2022) as a `LossFn` factory.
+
+One attack step on additive perturbations of several activations, then cross-entropy
+on the perturbed pass only. Following the paper and the reference code
+(tml-epfl/adv-training-corruptions, `train.py` / `models.py`):
+
+* Perturbation points: the model's marked `FEATURE_POINTS` (PreActResNet-18: input, stem
+  conv output, the 4 residual stage outputs before the final BN-ReLU). The input
+  perturbation is applied as `clip(x + d, 0, 1)` (the model does not clip); the others
+  through the model's 'perturbations' collection.
+* Zero init, one step; the gradient is taken w.r.t. the perturbations only (parameters
+  are `stop_gradient`-ed, like `requires_grad=False` in the reference), then held
+  constant. The gradient w.r.t. the input point is taken at `x` itself (= the
+  reference's gradient through `clamp(x + 0)`).
+* l2 (default): `delta_l = eps_l * g_l / ||g_l||`, the norm per example over all
+  non-batch dims of that activation. linf: `delta_l = eps_l * sign(g_l)`. (The reference
+  linf branch additionally clamps every layer to the global `[-eps, eps]`; we use eps_l
+  per layer as the paper's per-layer budget.)
+* eps_l = eps * (d_l / d_input) / (l + 1), d = per-example element count (the
+  reference's "scaling" eps policy with the "descending" grow policy); `l` is the
+  position of the layer among the SELECTED layers (as in the reference, which
+  enumerates the chosen layer list), so with all six PreActResNet-18 points on CIFAR the
+  multipliers are [1, 10.67, 7.11, 2.67, 1.07, 0.44]. d_input is always the image size.
+* BatchNorm in train mode for both passes; the returned `batch_stats` are those of the
+  perturbed (training) pass, started from the incoming statistics: the attack pass's
+  updates are discarded (the PyTorch reference updates the running statistics in both).
+* `fraction` < 1: the perturbations are applied to the FIRST `round(fraction * B)`
+  examples only (the reference's `batch_part` zeroes the perturbations of the first
+  `(1 - f) B`; equivalent on shuffled batches).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adacorr.methods.adversarial_training import (
+    accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
+    per_example_l2, perturbed_mask, train_apply)
+
+NORMS = ("l2", "linf")
+_TINY = 1e-12
+
+
+def feature_points(model: nn.Module) -> tuple[str, ...]:
+  """The model's marked perturbation points; ValueError if it has none."""
+  points = getattr(model, "FEATURE_POINTS", None)
+  if not points:
+    raise ValueError(
+        f"{type(model).__name__} has no FEATURE_POINTS (marked perturbation points); RLAT "
+        "needs a model that marks them, e.g. PreActResNet18.")
+  return tuple(points)
+
+
+def check_layers(model: nn.Module, layers: Sequence[str] | None) -> tuple[str, ...]:
+  """The selected layers in the model's order (all points when `layers` is None)."""
+  points = feature_points(model)
+  if layers is None:
+    return points
+  if isinstance(layers, str):
+    layers = [s.strip() for s in layers.split(",") if s.strip()]
+  layers = list(layers)
+  unknown = [l for l in layers if l not in points]
+  if unknown:
+    raise ValueError(f"layers {unknown} are not among {type(model).__name__}.FEATURE_POINTS "
+                     f"{points}.")
+  if not layers:
+    raise ValueError("layers must name at least one perturbation point.")
+  if len(set(layers)) != len(layers):
+    raise ValueError(f"layers has duplicates: {layers}.")
+  return tuple(p for p in points if p in layers)
+
+
+def perturbation_shapes(model: nn.Module, images_shape: Sequence[int],
+                        dtype: Any = jnp.float32) -> dict[str, jax.ShapeDtypeStruct]:
+  """Shape/dtype of each marked activation for a batch of shape `images_shape` (no FLOPs)."""
+  variables = jax.eval_shape(
+      lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+      jax.ShapeDtypeStruct(tuple(images_shape), dtype))
+  perts = variables.get("perturbations", {})
+  missing = [p for p in feature_points(model) if p not in perts]
+  if missing:
+    raise ValueError(f"{type(model).__name__} does not create perturbation variables {missing}.")
+  return dict(perts)
+
+
+def rlat_eps_multipliers(model: nn.Module, image_shape: Sequence[int],
+                         layers: Sequence[str] | None = None) -> list[float]:
+  """eps_l / eps = (d_l / d_input) / (l + 1) for the selected layers (model order).
+
+  `image_shape` is (H, W, C) of one image.
+  """
+  layers = check_layers(model, layers)
+  shapes = perturbation_shapes(model, (1, *image_shape))
+  d_input = math.prod(image_shape)
+  return [math.prod(shapes[name].shape[1:]) / d_input / (i + 1)
+          for i, name in enumerate(layers)]
+
+
+def rlat_deltas(model: nn.Module, params, batch_stats, batch, key, *, eps: float = 0.08,
+                norm: str = "l2", layers: Sequence[str] | None = None,
+                fraction: float = 1.0) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+  """The RLAT perturbations (one step from zero) and the clean pass's loss / logits.
+
+  Returns `(deltas, clean)`: `deltas[name]` for each selected layer, shaped like that
+  activation, stop-gradient-ed, zero for the unperturbed examples; `clean` holds
+  'loss' and 'logits' of the (unperturbed, train-mode) attack pass.
+  """
+  _check(eps, norm, fraction)
+  layers = check_layers(model, layers)
+  x, y = batch["image"], batch["label"]
+  shapes = perturbation_shapes(model, x.shape, x.dtype)
+  zeros = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+  mults = rlat_eps_multipliers(model, x.shape[1:], layers)
+  frozen = jax.lax.stop_gradient(params)
+
+  def loss(selected):
+    logits, _ = train_apply(model, frozen, batch_stats, x, key,
+                            perturbations={**zeros, **selected})
+    return cross_entropy(logits, y), logits
+
+  (clean_loss, clean_logits), grads = jax.value_and_grad(loss, has_aux=True)(
+      {name: zeros[name] for name in layers})
+  mask = perturbed_mask(fraction, x.shape[0])
+  deltas = {}
+  for mult, name in zip(mults, layers):
+    g = grads[name].astype(jnp.float32)
+    eps_l = eps * mult
+    if norm == "l2":
+      d = eps_l * g / jnp.maximum(per_example_l2(g, keepdims=True), _TINY)
+    else:
+      d = eps_l * jnp.sign(g)
+    d = jnp.where(mask.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0.0)
+    deltas[name] = jax.lax.stop_gradient(d.astype(zeros[name].dtype))
+  return deltas, {"loss": clean_loss, "logits": clean_logits}
+
+
+def perturbed_apply(model: nn.Module, params, batch_stats, images, deltas, key):
+  """Train-mode forward with the perturbations `deltas` (input one clipped to [0, 1]).
+
+  Returns (logits, new batch_stats, the images actually fed).
+  """
+  shapes = perturbation_shapes(model, images.shape, images.dtype)
+  perts = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes.items()}
+  perts.update({k: v for k, v in deltas.items() if k != "input"})
+  x = jnp.clip(images + deltas["input"], 0.0, 1.0) if "input" in deltas else images
+  logits, new_stats = train_apply(model, params, batch_stats, x, key, perturbations=perts)
+  return logits, new_stats, x
+
+
+def _check(eps: float, norm: str, fraction: float) -> None:
+  if norm not in NORMS:
+    raise ValueError(f"norm={norm!r} is not one of {NORMS}.")
+  check_nonnegative("eps", eps)
+  check_fraction(fraction)
+
+
+def make_rlat(model: nn.Module, config: Any = None, *, eps: float = 0.08, norm: str = "l2",
+              layers: Sequence[str] | None = None, fraction: float = 1.0):
+  """RLAT LossFn. Defaults: eps 0.08 (CIFAR; 0.02 ImageNet-100, 0.05 with AugMix), l2, all
+  FEATURE_POINTS, whole batch. `config.method_kwargs` overrides the keywords.
+
+  Metrics: 'accuracy' (perturbed pass), 'clean_loss' / 'clean_accuracy' (the attack's
+  unperturbed train-mode pass), 'perturbation_norm' (mean over perturbed examples of
+  the l2 norm of the input change after clipping; 0 if the input is not perturbed).
+  """
+  kw = dict(eps=eps, norm=norm, layers=layers, fraction=fraction)
+  kw.update(method_kwargs(config))
+  eps, norm, fraction = float(kw["eps"]), kw["norm"], float(kw["fraction"])
+  _check(eps, norm, fraction)
+  layers = check_layers(model, kw["layers"])
+
+  def loss_fn(params, batch_stats, batch, key):
+    x, y = batch["image"], batch["label"]
+    deltas, clean = rlat_deltas(model, params, batch_stats, batch, key, eps=eps, norm=norm,
+                                layers=layers, fraction=fraction)
+    logits, new_stats, x_fed = perturbed_apply(model, params, batch_stats, x, deltas, key)
+    loss = cross_entropy(logits, y)
+    mask = perturbed_mask(fraction, x.shape[0]).astype(jnp.float32)
+    metrics = {
+        "accuracy": accuracy(logits, y),
+        "clean_loss": clean["loss"],
+        "clean_accuracy": accuracy(clean["logits"], y),
+        "perturbation_norm": jnp.sum(per_example_l2(x_fed - x) * mask)
+                             / jnp.maximum(jnp.sum(mask), 1.0),
+    }
+    return loss, {"batch_stats": new_stats, "metrics": metrics}
+
+  return loss_fn

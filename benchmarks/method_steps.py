@@ -1,0 +1,68 @@
+r"""Train-step time of each training method relative to the nominal step, in one run.
+
+  python benchmarks/method_steps.py [--model=preact_resnet18] [--batch_size=128]
+      [--dtype=float32] [--steps=10] [--repeats=3] [--out=benchmarks/method_steps.json]
+
+Times the nominal step and the l2-AT (FGM), l_inf-AT (FGSM), Gaussian (50%) and RLAT steps
+with their paper defaults (`adacorr.methods`), each the full jitted step the trainer runs
+(pad-crop-flip, method loss, backward, SGD), and prints ratios to nominal. Targets on a GPU:
+RLAT <= 1.6x (paper: 2.25x wall-clock), FGM-AT <= 1.5x (paper: 1.6x).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+
+from adacorr import methods  # noqa: E402
+import train_step  # noqa: E402  (benchmarks/train_step.py)
+
+METHODS = {
+    "nominal": None,
+    "l2_at (FGM, eps 0.1)": methods.make_l2_at,
+    "linf_at (FGSM, eps 1/255)": methods.make_linf_at,
+    "gaussian (sigma 0.1, 50%)": methods.make_gaussian_augmentation,
+    "rlat (eps 0.08, 6 layers)": methods.make_rlat,
+}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", default="preact_resnet18")
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
+                                                    "method_steps.json"))
+  args = parser.parse_args()
+  device = jax.devices()[0]
+  print(f"device: {device.device_kind} x{len(jax.devices())} ({device.platform}), "
+        f"jax {jax.__version__}; {args.model}, batch {args.batch_size}, {args.dtype}")
+  rows = []
+  for name, factory in METHODS.items():
+    row = train_step.time_train_step(
+        args.model, args.batch_size, args.dtype, args.steps, args.repeats,
+        make_loss_fn=None if factory is None else (lambda model, f=factory: f(model)))
+    rows.append({"method": name, **row})
+    print(f"  timed {name}: {row['step_ms']:.1f} ms/step", flush=True)
+  nominal = rows[0]["step_ms"]
+  print(f"{'method':>28} | {'step ms':>9} | {'images/s':>9} | {'x nominal':>9}")
+  for row in rows:
+    row["ratio_to_nominal"] = row["step_ms"] / nominal
+    print(f"{row['method']:>28} | {row['step_ms']:>9.1f} | {row['images_per_s']:>9.1f} | "
+          f"{row['ratio_to_nominal']:>9.2f}")
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump({"device": device.device_kind, "platform": device.platform,
+               "num_devices": len(jax.devices()), "jax": jax.__version__, "model": args.model,
+               "batch_size": args.batch_size, "dtype": args.dtype, "results": rows}, f, indent=2)
+  print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+  main()
