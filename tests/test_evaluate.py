@@ -31,7 +31,8 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   out = tmp_path / "report"
   result = _evaluate(trained_workdir, "--corruption_names=brightness,gaussian_noise",
                      "--num_examples=40", f"--output_dir={out}",
-                     f"--corrupted_dir={tmp_path / 'synthetic-C'}")
+                     f"--corrupted_dir={tmp_path / 'synthetic-C'}", "--lp_num_examples=24",
+                     "--linf_eps=8/255", "--l2_eps=", "--pgd_steps=3", "--apgd_steps=4")
   assert result.returncode == 0, result.stdout + result.stderr
   for name in ("report.json", "report.md", "corruption_heatmap.png",
                "reliability_diagram.png"):
@@ -46,13 +47,18 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   assert all(len(v) == 5 and all(0 <= a <= 1 for a in v) for v in accuracy.values())
   assert report["corrupted"]["mce"] is None  # not all 15 benchmark corruptions ran
   assert sum(report["calibration"]["reliability"]["count"]) == 40
+  (lp,) = report["lp"]  # one radius: l_inf 8/255 on 24 examples
+  assert lp["norm"] == "linf" and lp["eps"] == "8/255"
+  assert 0.0 <= lp["worst_case"] <= min(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"])
+  assert max(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"]) <= lp["clean"]
   markdown = (out / "report.md").read_text()
+  assert "## l_p robustness" in markdown
   assert "| gaussian_noise |" in markdown and "clean accuracy" in markdown
   # The generated -C set was cached and is reused by a second report.
   assert len(list((tmp_path / "synthetic-C").glob("*.npz"))) == 10
   again = _evaluate(trained_workdir, "--corruption_names=brightness,gaussian_noise",
                     "--num_examples=40", f"--output_dir={tmp_path / 'again'}",
-                    f"--corrupted_dir={tmp_path / 'synthetic-C'}")
+                    f"--corrupted_dir={tmp_path / 'synthetic-C'}", "--lp_num_examples=0")
   assert again.returncode == 0, again.stderr
   assert json.loads((tmp_path / "again" / "report.json").read_text())["corrupted"] == \
       report["corrupted"]
