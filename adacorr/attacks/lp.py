@@ -27,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adacorr.keys import per_example_keys  # re-exported by adacorr.attacks
+
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
@@ -91,30 +93,6 @@ def _check_common(x, y, *, norm, eps, loss=None, losses=LOSSES):
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def _is_typed_key(key) -> bool:
-  return jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key)
-
-
-def per_example_keys(key, batch_size: int) -> Array:
-  """Per-example keys (B,) typed or (B, 2) raw from one key or per-example keys.
-
-  One key (typed shape () or raw shape (2,)) is split into `batch_size` keys;
-  per-example keys (typed (B,) or raw (B, 2)) are returned unchanged.
-
-  Raises:
-    ValueError: if `key` has another shape.
-  """
-  shape = jnp.shape(key)
-  single = () if _is_typed_key(key) else (2,)
-  if shape == single:
-    return jax.random.split(key, batch_size)
-  if shape == (batch_size,) + single:
-    return key
-  raise ValueError(
-      f"key must be one key (shape {single}) or one per example (shape "
-      f"{(batch_size,) + single}); got shape {shape}.")
 
 
 # --------------------------------------------------------------------------- norms

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.keys import per_example_keys  # re-exported by adacorr.corruptions
+
 PARAM_TABLES = ("cifar10", "imagenet")
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -87,21 +89,6 @@ def _check(images, name, severity, params) -> None:
     lo, hi = float(jnp.min(images)), float(jnp.max(images))
     if lo < 0.0 or hi > 1.0:
       raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}].")
-
-
-def per_example_keys(key: jax.Array, batch_size: int) -> jax.Array:
-  """One key per image: a single key is split into `batch_size`; (B,) keys pass through.
-
-  Accepts raw uint32 keys (shape (2,) or (B, 2)) and typed keys (shape () or (B,)).
-  """
-  key = jnp.asarray(key) if isinstance(key, np.ndarray) else key
-  base_ndim = 0 if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else 1
-  if key.ndim == base_ndim:
-    return jax.random.split(key, batch_size)
-  if key.ndim == base_ndim + 1 and key.shape[0] == batch_size:
-    return key
-  raise ValueError(f"key must be one PRNG key or one per image ({batch_size}), got shape "
-                   f"{key.shape}.")
 
 
 @functools.cache
