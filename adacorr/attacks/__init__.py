@@ -4,10 +4,15 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
   pgd, fgsm, fgm           l_inf / l2 PGD and one-step attacks (`adacorr.attacks.lp`)
   apgd                     Auto-PGD (Croce & Hein 2020) with CE / DLR loss
   robust_accuracy          clean and per-example worst-case robust accuracy
+  ada, ssim_line_search    AdA: per-example adversarial weight perturbations of a
+                           corruption net (`adacorr.attacks.adversarial_augment`), SSIM safeguard
   building blocks          project_linf, project_l2, project, random_init,
                            loss_per_example, pgd_step, steepest_direction, l2_norm
 """
 
+from adacorr.attacks.adversarial_augment import (
+    ada, block_radii, default_step_size, perturbed_corruption, project_deltas, random_delta,
+    relative_norms, ssim, ssim_line_search)
 from adacorr.attacks.apgd import apgd, checkpoints
 from adacorr.attacks.evaluation import robust_accuracy
 from adacorr.attacks.lp import (
@@ -16,6 +21,8 @@ from adacorr.attacks.lp import (
     steepest_direction)
 
 __all__ = [
+    "ada", "block_radii", "default_step_size", "perturbed_corruption", "project_deltas",
+    "random_delta", "relative_norms", "ssim", "ssim_line_search",
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
     "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",
     "project_l2", "project_linf", "random_init", "robust_accuracy", "steepest_direction",

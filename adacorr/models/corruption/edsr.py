@@ -1,0 +1,185 @@
+"""EDSR-baseline super-resolution net (Lim et al. 2017) as an AdA / DeepAugment corruption net.
+
+Layout of `EDSR` in sanghyun-son/EDSR-PyTorch (`src/model/edsr.py`, `common.py`), the
+class DeepAugment copies into `DeepAugment/EDSR_distort_imagenet.py`:
+
+  sub_mean   fixed:  y = rgb_range * x - rgb_range * DIV2K_RGB_MEAN     (not a parameter)
+  head       conv3x3 C->64
+  body_i     i < num_blocks: [conv3x3 64->64, ReLU, conv3x3 64->64] * res_scale + input
+  body_conv  conv3x3 64->64; then the global skip: + head output
+  upsample_j log2(scale) stages of [conv3x3 64->256, pixel shuffle x2] (no activation)
+  tail       conv3x3 64->C
+  add_mean   fixed:  out = (y + rgb_range * DIV2K_RGB_MEAN) / rgb_range, clipped to [0, 1]
+
+Every conv is 3x3, stride 1, zero padding 1, with a bias. Parameter count at C=3 with the
+defaults: 1,369,859 for scale 2 and 1,517,571 for scale 4 (DeepAugment's public
+`edsr_baseline_x4.pt`). The pretrained weights expect pixels in [0, 255]
+(`rgb_range=255`; DeepAugment feeds `255 * image` and divides the output by 255) and
+the DIV2K mean (0.4488, 0.4371, 0.4040) from `common.MeanShift`; with one channel the
+mean of the three is used.
+
+Sizes: DeepAugment resizes ImageNet images to 128 px (short side) and keeps the x4
+super-resolved output (512 px). With `same_size=True` (the default, what AdA needs) the
+input is first downsampled by `scale` with `jax.image.resize(method="bicubic",
+antialias=True)`: the Keys (a = -0.5) cubic kernel widened by the scale factor, i.e. the
+filter of MATLAB's `imresize` that produced DIV2K's bicubic low-resolution inputs that
+EDSR was trained to invert, so the unperturbed pretrained net approximately reconstructs
+the input (minus the detail the downsampling removed).
+(Borders differ slightly: jax renormalises the truncated kernel, MATLAB pads
+symmetrically.) The net then upsamples back to the input's size. With
+`same_size=False` the super-resolved (scale x larger) image is returned.
+
+Initialisation mirrors PyTorch's `nn.Conv2d` defaults (kernel and bias uniform in
++-1/sqrt(fan_in)), so randomly initialised nets behave like the original's and every
+bias has a non-zero norm (AdA's perturbation radius is relative to it).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# DIV2K RGB mean of EDSR-PyTorch's `common.MeanShift` (rgb_std is (1, 1, 1)).
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+SUPPORTED_SCALES = (2, 4)
+
+# PyTorch's default `nn.Conv2d` / `nn.ConvTranspose2d` kernel init,
+# kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)). For flax HWIO conv
+# kernels fan_in = kh * kw * in; for a flax `ConvTranspose(transpose_kernel=True)` kernel
+# (kh, kw, out, in) it is kh * kw * out, which is also what PyTorch computes for its
+# (in, out, kh, kw) transposed-conv weight.
+torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_bias_init(fan_in: int) -> Callable[..., jnp.ndarray]:
+  """PyTorch's default bias init for a layer with `fan_in` inputs: U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / float(fan_in) ** 0.5
+
+  def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jnp.ndarray:
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def torch_conv(features: int, kernel_size: int, in_features: int, padding: Any = "VALID",
+               strides: int = 1, name: str | None = None) -> nn.Conv:
+  """A square `nn.Conv` with a bias and PyTorch's default init.
+
+  `in_features` is only used for the bias init bound; `padding` is passed to `nn.Conv`.
+  """
+  if isinstance(padding, int):
+    padding = ((padding, padding), (padding, padding))
+  return nn.Conv(
+      features, (kernel_size, kernel_size), strides=(strides, strides), padding=padding,
+      kernel_init=torch_kernel_init,
+      bias_init=torch_bias_init(in_features * kernel_size * kernel_size), name=name)
+
+
+def check_images(x: jnp.ndarray) -> None:
+  """Raises ValueError unless `x` is (B, H, W, C), C in {1, 3}, H and W divisible by 4."""
+  if x.ndim != 4:
+    raise ValueError(f"x must be a rank-4 NHWC batch (B, H, W, C), got shape {x.shape}.")
+  if x.shape[-1] not in (1, 3):
+    raise ValueError(f"x must have 1 or 3 channels, got shape {x.shape}.")
+  if x.shape[1] % 4 or x.shape[2] % 4:
+    raise ValueError(f"x must have height and width divisible by 4, got shape {x.shape}.")
+
+
+def rgb_mean(channels: int) -> jnp.ndarray:
+  """The DIV2K mean for `channels` (3: per channel; 1: the mean of the three)."""
+  mean = jnp.asarray(DIV2K_RGB_MEAN, jnp.float32)
+  return mean if channels == 3 else jnp.mean(mean, keepdims=True)
+
+
+def pixel_shuffle(x: jnp.ndarray, r: int) -> jnp.ndarray:
+  """PyTorch `nn.PixelShuffle(r)` in NHWC: (B, H, W, C*r*r) -> (B, H*r, W*r, C).
+
+  Input channel `c * r * r + i * r + j` goes to output pixel (h * r + i, w * r + j),
+  channel c (`(c r1 r2) h w -> c (h r1) (w r2)`, c the slowest).
+  """
+  b, h, w, ch = x.shape
+  if ch % (r * r):
+    raise ValueError(f"x has {ch} channels, not divisible by r*r = {r * r}.")
+  c = ch // (r * r)
+  x = x.reshape(b, h, w, c, r, r)
+  x = x.transpose(0, 1, 4, 2, 5, 3)  # b, h, i, w, j, c
+  return x.reshape(b, h * r, w * r, c)
+
+
+def downsample(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+  """Antialiased bicubic downsampling (B, H, W, C) -> (B, H/factor, W/factor, C)."""
+  b, h, w, c = x.shape
+  return jax.image.resize(x, (b, h // factor, w // factor, c), method="bicubic",
+                          antialias=True)
+
+
+class ResBlock(nn.Module):
+  """EDSR residual block: conv3x3 -> ReLU -> conv3x3, times `res_scale`, plus the input.
+
+  (B, H, W, features) -> same shape. Submodules `conv1`, `conv2` (PyTorch `body.0`,
+  `body.2`).
+  """
+  features: int = 64
+  res_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    f = self.features
+    res = torch_conv(f, 3, f, padding=1, name="conv1")(x)
+    res = nn.relu(res)
+    res = torch_conv(f, 3, f, padding=1, name="conv2")(res)
+    return res * self.res_scale + x
+
+
+class EDSR(nn.Module):
+  """EDSR-baseline; x (B, H, W, C) in [0, 1] -> (B, H, W, C) in [0, 1] (see module doc).
+
+  Attributes:
+    scale: super-resolution factor, 2 or 4 (one or two conv + pixel-shuffle stages).
+    num_blocks: number of residual blocks.
+    features: width of the trunk.
+    res_scale: residual scaling inside each block.
+    same_size: downsample the input by `scale` first (antialiased bicubic), so the output
+      has the input's size; otherwise return the (B, scale*H, scale*W, C) image.
+    rgb_range: pixel range the weights expect (255 for the public EDSR weights).
+  `train` is accepted for the common interface and ignored (no dropout / batch norm).
+  Parameters: `head`, `body_0` .. `body_{num_blocks-1}` (each `conv1`, `conv2`),
+  `body_conv`, `upsample_0` [, `upsample_1`], `tail`; each with `kernel` and `bias`.
+  """
+  scale: int = 2
+  num_blocks: int = 16
+  features: int = 64
+  res_scale: float = 1.0
+  same_size: bool = True
+  rgb_range: float = 255.0
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    del train
+    check_images(x)
+    if self.scale not in SUPPORTED_SCALES:
+      raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {self.scale}.")
+    x = x.astype(jnp.float32)
+    channels = x.shape[-1]
+    f = self.features
+    if self.same_size:
+      x = downsample(x, self.scale)
+    shift = self.rgb_range * rgb_mean(channels)
+
+    h = x * self.rgb_range - shift  # sub_mean(rgb_range * x)
+    h = torch_conv(f, 3, channels, padding=1, name="head")(h)
+    res = h
+    for i in range(self.num_blocks):
+      res = ResBlock(f, self.res_scale, name=f"body_{i}")(res)
+    res = torch_conv(f, 3, f, padding=1, name="body_conv")(res)
+    res = res + h
+    for j in range(int(math.log2(self.scale))):
+      res = torch_conv(4 * f, 3, f, padding=1, name=f"upsample_{j}")(res)
+      res = pixel_shuffle(res, 2)
+    y = torch_conv(channels, 3, f, padding=1, name="tail")(res)
+    y = (y + shift) / self.rgb_range  # add_mean, back to [0, 1]
+    return jnp.clip(y, 0.0, 1.0)

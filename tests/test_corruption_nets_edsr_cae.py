@@ -1,0 +1,211 @@
+"""Tests for the EDSR and CAE corruption nets (adacorr/models/corruption/{edsr,cae}.py)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adacorr.models.corruption.cae import CAE
+from adacorr.models.corruption.edsr import (EDSR, downsample, pixel_shuffle, torch_bias_init,
+                                            torch_kernel_init)
+
+
+def _param_shapes(net, x_shape):
+  """The init variables' shapes, via `jax.eval_shape` (no FLOPs, no compilation)."""
+  x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+  return jax.eval_shape(lambda x: net.init(jax.random.key(0), x), x)
+
+
+def _count(tree) -> int:
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def _random_params(net, x_shape, seed=0):
+  """Random params with PyTorch-like scales, drawn with NumPy (fast: no jax RNG compiles).
+
+  For the CAE the output conv's bias is set to 0.5 so the output is not clipped away.
+  """
+  shapes = _param_shapes(net, x_shape)["params"]
+  rng = np.random.default_rng(seed)
+
+  def draw(path, s):
+    name = jax.tree_util.keystr(path)
+    fan_in = int(np.prod(s.shape[:-1])) if len(s.shape) == 4 else 64
+    bound = 1.0 / np.sqrt(fan_in)
+    value = rng.uniform(-bound, bound, s.shape).astype(np.float32)
+    if "d_up_conv_3" in name and "conv_2" in name and "bias" in name:
+      value = np.full(s.shape, 0.5, np.float32)
+    return jnp.asarray(value)
+
+  return {"params": jax.tree_util.tree_map_with_path(draw, shapes)}
+
+
+def _apply(net, variables, x, **kwargs):
+  """`net.apply` under `jax.jit` (compiling the whole net is faster than eager dispatch)."""
+  return jax.jit(net.apply, static_argnames=("train", "mutable"))(variables, x, **kwargs)
+
+
+def _images(shape, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).uniform(0, 1, shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("net, expected", [
+    (EDSR(), 1_369_859),
+    (EDSR(scale=4), 1_517_571),
+    (CAE(), 2_241_859),
+])
+def test_parameter_counts(net, expected):
+  variables = _param_shapes(net, (1, 32, 32, 3))
+  assert set(variables) == {"params"}
+  assert _count(variables["params"]) == expected
+
+
+def test_edsr_param_names_cover_every_layer():
+  params = _param_shapes(EDSR(scale=4), (1, 32, 32, 3))["params"]
+  names = set(params)
+  assert names == ({"head", "body_conv", "upsample_0", "upsample_1", "tail"}
+                   | {f"body_{i}" for i in range(16)})
+  assert params["upsample_0"]["kernel"].shape == (3, 3, 64, 256)
+  assert params["body_3"]["conv2"]["bias"].shape == (64,)
+
+
+def test_cae_param_names_and_shapes():
+  params = _param_shapes(CAE(), (1, 32, 32, 3))["params"]
+  assert params["e_conv_1"]["kernel"].shape == (5, 5, 3, 64)
+  assert params["e_conv_3"]["kernel"].shape == (5, 5, 128, 32)
+  # nn.ConvTranspose(transpose_kernel=True): (kh, kw, out, in).
+  assert params["d_up_conv_1"]["deconv"]["kernel"].shape == (2, 2, 128, 64)
+  assert params["d_up_conv_2"]["deconv"]["kernel"].shape == (2, 2, 256, 32)
+  assert params["d_up_conv_3"]["conv_2"]["kernel"].shape == (3, 3, 16, 3)
+
+
+def test_init_is_pytorch_style():
+  """Kernels and biases are U(+-1/sqrt(fan_in)); in particular biases are non-zero."""
+  fan_in = 9 * 64
+  key = jax.random.key(0)
+  for value in (torch_kernel_init(key, (3, 3, 64, 64)), torch_bias_init(fan_in)(key, (64,))):
+    value = np.asarray(value)
+    assert np.all(np.abs(value) <= 1 / np.sqrt(fan_in) + 1e-7)
+    assert np.std(value) > 0.4 / np.sqrt(fan_in)  # uniform: std = bound / sqrt(3)
+
+
+@pytest.mark.parametrize("make_net", [EDSR, lambda: EDSR(scale=4), CAE],
+                         ids=["edsr_x2", "edsr_x4", "cae"])
+@pytest.mark.parametrize("shape", [(2, 28, 28, 1), (2, 32, 32, 3)])
+def test_output_shape_and_range(make_net, shape):
+  net = make_net()
+  variables = _random_params(net, shape)
+  x = _images(shape)
+  y = _apply(net, variables, x, train=False)
+  assert y.shape == x.shape and y.dtype == jnp.float32
+  y = np.asarray(y)
+  assert np.all(np.isfinite(y)) and y.min() >= 0.0 and y.max() <= 1.0
+  assert y.std() > 0  # not everything clipped to one value
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_edsr_same_size_false_super_resolves(scale):
+  net = EDSR(scale=scale, num_blocks=2, same_size=False)
+  x = _images((2, 16, 16, 3))
+  y = _apply(net, _random_params(net, x.shape), x)
+  assert y.shape == (2, 16 * scale, 16 * scale, 3)
+
+
+def test_edsr_same_size_is_downsample_then_super_resolve():
+  x = _images((2, 32, 32, 3))
+  same = EDSR(num_blocks=2)
+  variables = _random_params(same, x.shape)
+  small = downsample(x, 2)
+  assert small.shape == (2, 16, 16, 3)
+  np.testing.assert_allclose(
+      same.apply(variables, x),
+      EDSR(num_blocks=2, same_size=False).apply(variables, small), atol=1e-6)
+
+
+def test_downsample_keeps_constants():
+  x = jnp.full((1, 16, 16, 3), 0.3)
+  np.testing.assert_allclose(downsample(x, 4), 0.3, atol=1e-6)
+
+
+@pytest.mark.parametrize("r, c", [(2, 3), (2, 1), (3, 2)])
+def test_pixel_shuffle_matches_torch_order(r, c):
+  """torch.nn.PixelShuffle: out[c, h*r + i, w*r + j] = in[c*r*r + i*r + j, h, w]."""
+  b, h, w = 2, 3, 4
+  x = np.random.default_rng(0).normal(size=(b, h, w, c * r * r)).astype(np.float32)
+  want = np.zeros((b, h * r, w * r, c), np.float32)
+  for ci in range(c):
+    for i in range(r):
+      for j in range(r):
+        want[:, i::r, j::r, ci] = x[..., ci * r * r + i * r + j]
+  np.testing.assert_array_equal(np.asarray(pixel_shuffle(jnp.asarray(x), r)), want)
+
+
+@pytest.mark.parametrize("net", [EDSR(num_blocks=1), CAE()], ids=["edsr", "cae"])
+@pytest.mark.parametrize("shape", [(32, 32, 3), (2, 1, 32, 32, 3), (2, 30, 32, 3),
+                                   (2, 32, 30, 3), (2, 32, 32, 2)])
+def test_bad_input_raises(net, shape):
+  with pytest.raises(ValueError, match="x"):
+    net.init(jax.random.key(0), jnp.zeros(shape))
+
+
+def test_edsr_bad_scale_raises():
+  with pytest.raises(ValueError, match="scale"):
+    EDSR(scale=3, num_blocks=1).init(jax.random.key(0), jnp.zeros((1, 12, 12, 3)))
+
+
+_cae_apply = jax.jit(CAE().apply, static_argnames=("train", "mutable"))
+
+
+def _cae_run(variables, x, train, key=None):
+  rngs = {"binarize": key} if key is not None else None
+  y, state = _cae_apply(variables, x, train=train, rngs=rngs, mutable="intermediates")
+  return np.asarray(y), state["intermediates"]
+
+
+def test_cae_stochastic_binarisation_in_train_mode():
+  x = _images((2, 16, 16, 3))
+  variables = _random_params(CAE(), x.shape)
+  k1, k2 = jax.random.key(1), jax.random.key(2)
+  y1, s1 = _cae_run(variables, x, True, k1)
+  y1b, s1b = _cae_run(variables, x, True, k1)
+  y2, s2 = _cae_run(variables, x, True, k2)
+  code1, code2 = np.asarray(s1["code"][0]), np.asarray(s2["code"][0])
+  assert code1.shape == (2, 4, 4, 32)
+  assert set(np.unique(code1)) <= {-1.0, 1.0}
+  np.testing.assert_array_equal(y1, y1b)
+  np.testing.assert_array_equal(code1, np.asarray(s1b["code"][0]))
+  assert np.any(code1 != code2)
+  assert np.any(y1 != y2)
+  # Frequency of +1 follows (1 + ec3) / 2 (checked on the mean over the code).
+  ec3 = np.asarray(s1["ec3"][0])
+  codes = np.stack([np.asarray(_cae_run(variables, x, True, jax.random.key(k))[1]["code"][0])
+                    for k in range(10, 30)])
+  assert abs((codes == 1).mean() - ((1 + ec3) / 2).mean()) < 0.03
+
+
+def test_cae_eval_mode_is_deterministic_threshold():
+  x = _images((2, 28, 28, 1))
+  variables = _random_params(CAE(), x.shape)
+  y1, s1 = _cae_run(variables, x, False)
+  y2, _ = _cae_run(variables, x, False)
+  np.testing.assert_array_equal(y1, y2)
+  ec3 = np.asarray(s1["ec3"][0])
+  assert ec3.shape == (2, 7, 7, 32)
+  np.testing.assert_array_equal(np.asarray(s1["code"][0]), np.where(ec3 >= 0, 1.0, -1.0))
+  # Without a mutable 'intermediates' the net returns only the image.
+  y3 = _apply(CAE(), variables, x)
+  np.testing.assert_array_equal(np.asarray(y3), y1)
+
+
+def test_cae_straight_through_gradient_reaches_encoder():
+  x = _images((1, 16, 16, 3))
+  variables = _random_params(CAE(), x.shape)
+
+  def loss(params):
+    return jnp.sum(CAE().apply({"params": params}, x) ** 2)
+
+  grads = jax.jit(jax.grad(loss))(variables["params"])
+  assert float(jnp.abs(grads["e_conv_1"]["kernel"]).max()) > 0
+  assert float(jnp.abs(grads["d_up_conv_1"]["deconv"]["kernel"]).max()) > 0
