@@ -1,10 +1,10 @@
-# adacorr: `make demo` trains the quickstart on real Fashion-MNIST; `make test` runs the tests.
+# adacorr: `make demo` runs the AdA quickstart on real Fashion-MNIST; `make test` runs the tests.
 # Both create a local virtual environment (.venv) and install everything they need.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-WORKDIR ?= runs/fashion_mnist_quickstart
+WORKDIR ?= runs/fashion_mnist_ada
 # Keep TensorFlow (used only by tfds) quiet and off any GPU.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
@@ -23,11 +23,12 @@ $(VENV)/.installed: requirements.txt requirements-test.txt setup.cfg
 data:
 	@bash scripts/get_fashion_mnist.sh
 
-# Trains the quickstart, then writes its robustness report (generated Fashion-MNIST-C, 2000
-# test images) to $(WORKDIR)/report.
+# The AdA quickstart: pretrains (or reuses) a tiny EDSR corruption net, AdA-trains a small
+# classifier, then writes its robustness report (generated Fashion-MNIST-C, 2000 test
+# images) to $(WORKDIR)/report.
 demo: venv data
-	$(PY) experiments/train.py --config=experiments/configs/fashion_mnist_quickstart.py --workdir=$(WORKDIR)
-	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000
+	$(PY) experiments/cifar10_ada.py --config=experiments/configs/fashion_mnist_ada.py --workdir=$(WORKDIR)
+	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000 --lp_num_examples=500
 
 test: venv data
 	$(PY) -m pytest -q tests

@@ -225,7 +225,9 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
       data parallelism this is the GLOBAL nano-batch: each device holds
       chunk_size / num_devices of it (the paper's 8 per device: 8 * num_devices).
     chunk_loop: 'map' (`lax.map`, a sequential loop: bounded memory, small program) or
-      'unroll' (a Python loop inside jit: often faster on CPU, larger program).
+      'unroll' (a Python loop inside jit: a larger program). On XLA:CPU the grouped
+      convolutions of vmapped per-example weights are very slow: `chunk_size=1` with
+      'map' was ~20x faster than the whole-batch vmap there (benchmarks/RESULTS.md).
     return_deltas: also return the per-example perturbations.
 
   Returns:

@@ -6,6 +6,8 @@ papers' settings and `config.method_kwargs` (if a config is passed) overrides th
 `adacorr.train.loop.LOSS_FACTORIES`.
 """
 
+from adacorr.methods.ada import (
+    Backbone, ada_stage, backbone_from_net, load_backbone, make_ada, split_sizes)
 from adacorr.methods.adversarial_training import (
     input_attack, make_adversarial_training, make_l2_at, make_linf_at)
 from adacorr.methods.noise_augmentation import (
@@ -20,9 +22,11 @@ FACTORIES = {
     "gnt_mult": make_gnt_mult,
     "speckle": make_speckle,
     "rlat": make_rlat,
+    "ada": make_ada,
 }
 
 __all__ = [
+    "Backbone", "ada_stage", "backbone_from_net", "load_backbone", "make_ada", "split_sizes",
     "FACTORIES", "GNT_MULT_SIGMAS", "SPECKLE_SIGMAS", "add_noise", "input_attack",
     "make_adversarial_training", "make_gaussian_augmentation", "make_gnt_mult", "make_l2_at",
     "make_linf_at", "make_noise_augmentation", "make_rlat", "make_speckle", "rlat_deltas",

@@ -1,0 +1,12 @@
+"""AdA(All) on CIFAR-10: EDSR, CAE, VQ-VAE and U-Net, each corrupting an equal share of
+every batch (App. E.4); otherwise as configs/cifar10_ada.py."""
+
+from experiments.configs import ada_backbones
+from experiments.configs import cifar10_ada
+
+
+def get_config():
+  config = cifar10_ada.get_config()
+  config.method_kwargs.backbones = tuple(
+      ada_backbones.backbone(net, "cifar10") for net in ada_backbones.NETS)
+  return config

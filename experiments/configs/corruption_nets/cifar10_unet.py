@@ -1,0 +1,34 @@
+"""The paper's CIFAR-10 U-Net for image completion (Calian et al. 2022, App. E.6).
+
+UNet(): encoder 16, 32; bottleneck 64; decoder 32, 16; 58,627 parameters at 3 channels.
+Inputs have 2-35% of their pixels zeroed (a fraction drawn per image), the target is the
+clean image, the loss mean|.| + 0.05 mean(.^2) ("the mean absolute pixel differences plus
+the mean squared pixel differences scaled by 0.5 * 0.1"). Paper hyperparameters: Adam,
+learning rate 3e-3, batch 16384, 90 epochs; decay read as cosine to 0 (see
+cifar10_vqvae.py). No augmentation is mentioned.
+"""
+
+from experiments.configs import corruption_nets
+
+
+def get_config():
+  config = corruption_nets.get_base_config()
+  config.name = "cifar10_unet"
+  config.net = "unet"
+  # Its residual head starts at zero: with the net's own He-normal init the residual
+  # saturates the output clip for 25-95% of the pixels (zero gradient there), and Adam at
+  # 3e-3 then collapsed it to an all-black output.
+  config.zero_init = ("head",)
+  config.dataset = "cifar10"
+  config.augment = "none"
+  config.global_batch_size = 16384
+  config.num_epochs = 90.0
+  config.learning_rate = 3e-3
+  config.scale_learning_rate = False
+  config.schedule = "cosine"
+  config.warmup_epochs = 0.0
+  config.log_every_steps = 10
+  config.checkpoint_every_steps = 50
+  config.eval_every_epochs = 10.0
+  config.eval_batch_size = 1024
+  return config

@@ -1,0 +1,28 @@
+"""Quickstart: a small EDSR x2 super-resolution net on Fashion-MNIST (a few min, 2 CPUs).
+
+EDSR(features=16, num_blocks=2): head conv 1->16, two residual blocks, body conv,
+upsampler conv 16->64 + pixel shuffle x2, tail conv 16->1; 21,185 parameters (the
+paper-size EDSR-baseline has 64 features and 16 blocks). L1 loss between EDSR()(x),
+which downsamples x2 and super-resolves back, and x. Adam, batch 128, cosine from 3e-3.
+"""
+
+from experiments.configs import corruption_nets
+
+
+def get_config():
+  config = corruption_nets.get_base_config()
+  config.name = "fashion_mnist_edsr"
+  config.net = "edsr"
+  config.net_kwargs.features = 16
+  config.net_kwargs.num_blocks = 2
+  config.dataset = "fashion_mnist"
+  config.augment = "flip"
+  config.global_batch_size = 128
+  config.num_epochs = 3.0
+  config.learning_rate = 3e-3
+  config.schedule = "cosine"
+  config.warmup_epochs = 0.0
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 500
+  config.num_eval_examples = 2000
+  return config

@@ -1,0 +1,66 @@
+r"""Pretrains an AdA corruption net (EDSR, CAE, VQ-VAE or U-Net) and evaluates it.
+
+  python experiments/train_corruption_net.py \
+      --config=experiments/configs/corruption_nets/fashion_mnist_edsr_tiny.py \
+      --workdir=runs/corruption_nets/fashion_mnist_edsr_tiny [--config.num_epochs=2] \
+      [--data_dir=...] [--fashion_mnist_dir=...]
+
+Rerunning with the same --workdir resumes from the latest checkpoint. The run writes
+`config.json`, `metrics.jsonl`, `checkpoints/` and `summary.json` (test PSNR/SSIM) to the
+workdir; `adacorr.train.corruption_pretraining.load_corruption_net(workdir)` loads the net.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from adacorr.train import corruption_pretraining  # noqa: E402
+
+FLAGS = flags.FLAGS
+# Guarded, so this module can share a process with experiments/train.py (same flag names).
+if "config" not in FLAGS:
+  config_flags.DEFINE_config_file("config", None, "Corruption-net config file "
+                                  "(experiments/configs/corruption_nets/*.py).",
+                                  lock_config=True)
+if "workdir" not in FLAGS:
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+if "data_dir" not in FLAGS:
+  flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (the tfds data_dir; for "
+                      "fashion_mnist, also the directory of its IDX files).")
+if "fashion_mnist_dir" not in FLAGS:
+  flags.DEFINE_string("fashion_mnist_dir", None, "Overrides config.fashion_mnist_dir (the "
+                      "directory of the four Fashion-MNIST IDX .gz files).")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if FLAGS.config is None or FLAGS.workdir is None:
+    raise app.UsageError("--config and --workdir are required.")
+  if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
+    logging.set_verbosity(logging.WARNING)
+  if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
+    import jax
+    jax.distributed.initialize()
+  config = FLAGS.config
+  with config.unlocked():
+    if FLAGS.data_dir:
+      config.data_dir = FLAGS.data_dir
+      if config.dataset == "fashion_mnist":
+        config.fashion_mnist_dir = FLAGS.data_dir
+    if FLAGS.fashion_mnist_dir:
+      config.fashion_mnist_dir = FLAGS.fashion_mnist_dir
+  try:
+    corruption_pretraining.pretrain(config, FLAGS.workdir)  # app.run exits with main's value
+  except corruption_pretraining.NonFiniteLossError as e:
+    logging.error("%s", e)
+    print(f"ERROR: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
