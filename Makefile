@@ -28,10 +28,14 @@ data:
 # images) to $(WORKDIR)/report.
 demo: venv data
 	$(PY) experiments/cifar10_ada.py --config=experiments/configs/fashion_mnist_ada.py --workdir=$(WORKDIR)
-	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000 --lp_num_examples=500
+	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000 --lp_num_examples=200
 
-test: venv data
-	$(PY) -m pytest -q tests
+# PyTorch (CPU) only for the weight-converter tests; they skip if it cannot be installed.
+$(VENV)/.torch: $(VENV)/.installed
+	-$(PY) -m pip install -q torch==2.13.0 && touch $@
+
+test: venv $(VENV)/.torch data
+	$(PY) -m pytest -q -n 2 tests
 
 clean:
 	rm -rf $(VENV) runs

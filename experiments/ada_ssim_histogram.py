@@ -129,7 +129,7 @@ def main(argv):
   if config.dataset == "fashion_mnist":
     load_kwargs["fashion_mnist_dir"] = config.get("fashion_mnist_dir")
   source = data_lib.load_split(config.dataset, info.test_split, **load_kwargs)
-  n = min(FLAGS.num_examples, len(source))
+  n = min(FLAGS.num_examples, source.num_examples)
   images, labels = source.get(np.arange(n))
   x = jnp.asarray(images, jnp.float32) / 255.0
   y = jnp.asarray(labels, jnp.int32)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from adacorr.attacks import adversarial_augment as ada_attack
@@ -102,8 +103,10 @@ def load_backbone(spec: Mapping[str, Any], *, image_shape: Sequence[int] | None 
   if spec.get("workdir"):
     from adacorr.train import corruption_pretraining  # pylint: disable=import-outside-toplevel
     if spec.get("pretrain") is not None:
-      net, variables = corruption_pretraining.ensure_pretrained(spec["pretrain"],
-                                                                spec["workdir"])
+      pretrain = spec["pretrain"]
+      if not isinstance(pretrain, ml_collections.ConfigDict):  # e.g. read from config.json
+        pretrain = ml_collections.ConfigDict(dict(pretrain))
+      net, variables = corruption_pretraining.ensure_pretrained(pretrain, spec["workdir"])
     else:
       net, variables = corruption_pretraining.load_corruption_net(spec["workdir"])
     if type(net) is not corruption.CORRUPTION_NETS.get(spec["net"]):

@@ -1,4 +1,4 @@
-"""Quickstart (`make demo`): AdA(EDSR) on real Fashion-MNIST in ~5 minutes on 2 CPU cores.
+"""Quickstart (`make demo`): AdA(EDSR) on real Fashion-MNIST in ~4 minutes on 2 CPU cores.
 
 The SmallCNN of the nominal quickstart, trained with AdA on a very small x2 EDSR
 (4,241 parameters; configs/corruption_nets/fashion_mnist_edsr_tiny.py), which is
@@ -22,9 +22,9 @@ def get_config():
   config.method_kwargs.num_steps = 3
   config.method_kwargs.ssim_threshold = 0.3
   config.method_kwargs.chunk_size = "auto"  # 1 on CPU: see adacorr.methods.ada
-  # ~29k AdA images (about half an epoch) in batches of 64: ~5 min on 2 CPU cores.
+  # ~19k AdA images (a third of an epoch) in batches of 64: ~4 min on 2 CPU cores.
   config.global_batch_size = 64
-  config.num_steps = 450
+  config.num_steps = 300
   config.warmup_epochs = 0.05
-  config.checkpoint_every_steps = 150
+  config.checkpoint_every_steps = 100
   return config
