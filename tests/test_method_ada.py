@@ -119,7 +119,7 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
       dataset="synthetic", seed=0,
       method_kwargs=dict(backbones=(dict(net="edsr", init="random",
                                          net_kwargs=dict(num_blocks=1, features=8)),),
-                         nu=0.05, num_steps=2)))
+                         nu=0.05, num_steps=2, chunk_size="none")))
   model = SmallCNN(num_classes=10, features=(4, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
   loss_fn = methods.FACTORIES["ada"](model, config)
@@ -135,7 +135,7 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
   # The gradient equals that of plain CE on the (constant) AdA images.
   stage = methods.ada_stage(
       [methods.load_backbone(config.method_kwargs.backbones[0], image_shape=(16, 16, 3))],
-      nu=0.05, num_steps=2)
+      nu=0.05, num_steps=2, chunk_size=None)
   ada_key = jax.random.split(jax.random.key(2), 3)[0]
   frozen = lambda imgs: model.apply(variables, imgs, train=False)
   x_ada, _ = stage(frozen, batch["image"], batch["label"], ada_key)
@@ -150,3 +150,12 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
   expected = jax.grad(plain)(variables["params"])
   for g, e in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
     np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_chunk_size_auto_none_and_digits():
+  assert ada_method.resolve_chunk_size("auto") == (1 if jax.default_backend() == "cpu" else None)
+  assert ada_method.resolve_chunk_size("none") is None
+  assert ada_method.resolve_chunk_size(None) is None
+  assert ada_method.resolve_chunk_size("8") == 8 and ada_method.resolve_chunk_size(4) == 4
+  with pytest.raises(ValueError, match="chunk_size"):
+    ada_method.resolve_chunk_size("eight")
