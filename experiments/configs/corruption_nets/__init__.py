@@ -27,8 +27,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Net: a key of adacorr.models.corruption.CORRUPTION_NETS and its constructor kwargs.
   config.net = "edsr"
   config.net_kwargs = ml_collections.ConfigDict()
-  # Module paths whose parameters start at zero (e.g. ("head",): the U-Net's residual
-  # head, so that it starts as the identity on its input instead of a saturated output).
+  # Module paths whose parameters start at zero (e.g. ("head",): the U-Net's output conv,
+  # so that it does not start with a saturated, gradient-free output clip).
   config.zero_init = ()
   # Data.
   config.dataset = "cifar10"            # a key of adacorr.data.DATASETS
@@ -57,4 +57,22 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.num_eval_examples = -1         # <= 0: the whole test split
   config.eval_batch_size = 512
   config.tensorboard = False
+  return config
+
+
+def get_fashion_mnist_config() -> ml_collections.ConfigDict:
+  """The base config on Fashion-MNIST, for the CPU quickstarts."""
+  config = get_base_config()
+  config.dataset = "fashion_mnist"
+  config.checkpoint_every_steps = 500
+  config.num_eval_examples = 2000
+  return config
+
+
+def get_cifar10_config() -> ml_collections.ConfigDict:
+  """The base config on CIFAR-10, for the paper-size runs."""
+  config = get_base_config()
+  config.dataset = "cifar10"
+  config.eval_every_epochs = 10.0
+  config.eval_batch_size = 1024
   return config

@@ -11,22 +11,14 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_cifar10_config()
   config.name = "cifar10_cae"
   config.net = "cae"
   # Its last conv starts at zero: the output is clip(tanh(.), 0, 1), and from the default
   # init about half the pixels start clipped at 0 with no gradient (see fashion_mnist_cae).
   config.zero_init = ("d_up_conv_3/conv_2",)
-  config.dataset = "cifar10"
-  config.augment = "flip"
   config.global_batch_size = 256
-  config.num_epochs = 90.0
   config.learning_rate = 1e-4
-  config.scale_learning_rate = False
-  config.schedule = "cosine"
-  config.warmup_epochs = 0.0
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  config.eval_every_epochs = 10.0
-  config.eval_batch_size = 1024
   return config

@@ -12,19 +12,11 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_cifar10_config()
   config.name = "cifar10_edsr"
   config.net = "edsr"
-  config.dataset = "cifar10"
-  config.augment = "flip"
   config.global_batch_size = 256
-  config.num_epochs = 90.0
   config.learning_rate = 1e-4
-  config.scale_learning_rate = False
-  config.schedule = "cosine"
-  config.warmup_epochs = 0.0
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  config.eval_every_epochs = 10.0
-  config.eval_batch_size = 1024
   return config

@@ -12,23 +12,15 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_cifar10_config()
   config.name = "cifar10_unet"
   config.net = "unet"
-  # Its residual head starts at zero: with the net's own He-normal init the residual
-  # saturates the output clip for 25-95% of the pixels (zero gradient there), and Adam at
-  # 3e-3 then collapsed it to an all-black output.
+  # Its output conv starts at zero: from the net's own He-normal init the output clip
+  # saturates for 25-95% of the pixels (zero gradient there), and Adam at 3e-3 then
+  # collapsed it to an all-black output.
   config.zero_init = ("head",)
-  config.dataset = "cifar10"
   config.augment = "none"
   config.global_batch_size = 16384
-  config.num_epochs = 90.0
-  config.learning_rate = 3e-3
-  config.scale_learning_rate = False
-  config.schedule = "cosine"
-  config.warmup_epochs = 0.0
   config.log_every_steps = 10
   config.checkpoint_every_steps = 50
-  config.eval_every_epochs = 10.0
-  config.eval_batch_size = 1024
   return config

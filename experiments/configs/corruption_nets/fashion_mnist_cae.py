@@ -18,17 +18,14 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_fashion_mnist_config()
   config.name = "fashion_mnist_cae"
   config.net = "cae"
   config.zero_init = ("d_up_conv_3/conv_2",)
-  config.dataset = "fashion_mnist"
-  config.augment = "flip"
   config.global_batch_size = 32
   config.num_steps = 150
   config.learning_rate = 1e-3
   config.schedule = "constant"  # a cosine decay over 150 steps ended ~1 dB lower
-  config.warmup_epochs = 0.0
   config.log_every_steps = 10
   config.checkpoint_every_steps = 50
   config.num_eval_examples = 1000

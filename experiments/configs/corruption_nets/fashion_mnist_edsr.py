@@ -10,19 +10,10 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_fashion_mnist_config()
   config.name = "fashion_mnist_edsr"
   config.net = "edsr"
   config.net_kwargs.features = 16
   config.net_kwargs.num_blocks = 2
-  config.dataset = "fashion_mnist"
-  config.augment = "flip"
-  config.global_batch_size = 128
   config.num_epochs = 3.0
-  config.learning_rate = 3e-3
-  config.schedule = "cosine"
-  config.warmup_epochs = 0.0
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
-  config.num_eval_examples = 2000
   return config

@@ -11,7 +11,7 @@ from experiments.configs import corruption_nets
 
 
 def get_config():
-  config = corruption_nets.get_base_config()
+  config = corruption_nets.get_fashion_mnist_config()
   config.name = "fashion_mnist_vqvae"
   config.net = "vqvae"
   config.net_kwargs.num_hiddens = 32
@@ -19,14 +19,5 @@ def get_config():
   config.net_kwargs.num_residual_hiddens = 16
   config.net_kwargs.embedding_dim = 16
   config.net_kwargs.num_embeddings = 128
-  config.dataset = "fashion_mnist"
-  config.augment = "flip"
-  config.global_batch_size = 128
   config.num_epochs = 2.0
-  config.learning_rate = 3e-3
-  config.schedule = "cosine"
-  config.warmup_epochs = 0.0
-  config.log_every_steps = 50
-  config.checkpoint_every_steps = 500
-  config.num_eval_examples = 2000
   return config
