@@ -4,6 +4,8 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
   pgd, fgsm, fgm           l_inf / l2 PGD and one-step attacks (`adacorr.attacks.lp`)
   apgd                     Auto-PGD (Croce & Hein 2020) with CE / DLR loss
   robust_accuracy          clean and per-example worst-case robust accuracy
+  fast_lpa, lpa, ppgd      perceptual attacks in the LPIPS threat model (Laidlaw et al. 2021;
+                           `adacorr.attacks.perceptual`), project_lpips, margin_loss
   ada, ssim_line_search    AdA: per-example adversarial weight perturbations of a
                            corruption net (`adacorr.attacks.adversarial_augment`), SSIM safeguard
   building blocks          project_linf, project_l2, project, random_init,
@@ -15,12 +17,16 @@ from adacorr.attacks.adversarial_augment import (
     relative_norms, ssim, ssim_line_search)
 from adacorr.attacks.apgd import apgd, checkpoints
 from adacorr.attacks.evaluation import robust_accuracy
+from adacorr.attacks.perceptual import (
+    fast_lpa, gauss_newton_direction, lpa, margin_loss, perceptual_step, ppgd, project_lpips)
 from adacorr.attacks.lp import (
     LOSSES, NORMS, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
     per_example_keys, pgd, pgd_step, project, project_l2, project_linf, random_init,
     steepest_direction)
 
 __all__ = [
+    "fast_lpa", "gauss_newton_direction", "lpa", "margin_loss", "perceptual_step", "ppgd",
+    "project_lpips",
     "ada", "block_radii", "default_step_size", "perturbed_corruption", "project_deltas",
     "random_delta", "relative_norms", "ssim", "ssim_line_search",
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",

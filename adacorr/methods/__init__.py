@@ -13,6 +13,7 @@ from adacorr.methods.adversarial_training import (
 from adacorr.methods.noise_augmentation import (
     GNT_MULT_SIGMAS, SPECKLE_SIGMAS, add_noise, make_gaussian_augmentation, make_gnt_mult,
     make_noise_augmentation, make_speckle)
+from adacorr.methods.pat import load_lpips_network, make_pat
 from adacorr.methods.rlat import make_rlat, rlat_deltas, rlat_eps_multipliers
 
 FACTORIES = {
@@ -23,12 +24,13 @@ FACTORIES = {
     "speckle": make_speckle,
     "rlat": make_rlat,
     "ada": make_ada,
+    "pat": make_pat,
 }
 
 __all__ = [
     "Backbone", "ada_stage", "backbone_from_net", "load_backbone", "make_ada", "split_sizes",
     "FACTORIES", "GNT_MULT_SIGMAS", "SPECKLE_SIGMAS", "add_noise", "input_attack",
     "make_adversarial_training", "make_gaussian_augmentation", "make_gnt_mult", "make_l2_at",
-    "make_linf_at", "make_noise_augmentation", "make_rlat", "make_speckle", "rlat_deltas",
+    "load_lpips_network", "make_linf_at", "make_noise_augmentation", "make_pat", "make_rlat", "make_speckle", "rlat_deltas",
     "rlat_eps_multipliers",
 ]

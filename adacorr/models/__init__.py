@@ -13,7 +13,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from adacorr.models.alexnet import CifarAlexNet
+from adacorr.models.alexnet import AlexNet, CifarAlexNet
 from adacorr.models.common import (
     CIFAR10_MEAN, CIFAR10_STD, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN,
     IMAGENET_STD, normalize)
@@ -30,6 +30,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "wide_resnet": WideResNet,
     "resnet50": ResNet50,
     "cifar_alexnet": CifarAlexNet,
+    "alexnet": AlexNet,  # torchvision's ImageNet AlexNet (LPIPS trunk)
     "small_cnn": SmallCNN,
 }
 
@@ -53,7 +54,7 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
-    "IMAGENET_MEAN", "IMAGENET_STD", "MODELS", "CifarAlexNet", "PreActBlock",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MODELS", "AlexNet", "CifarAlexNet", "PreActBlock",
     "PreActBottleneck", "PreActResNet", "PreActResNet18", "PreActResNet50", "ResNet50",
     "SmallCNN", "WideResNet", "get_model", "normalize",
 ]

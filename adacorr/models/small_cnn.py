@@ -7,6 +7,7 @@ one conv per stage, dense 128) a 28x28x1 input becomes 7x7x32 before the head
 reaches about 90% Fashion-MNIST test accuracy in 3 epochs (SGD-Nesterov, cosine).
 
 The conv-BN-ReLU outputs are sown to `intermediates` as 'conv1', 'conv2', ...
+(`LPIPS_LAYERS`, the layers a self-bounded LPIPS distance compares).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class SmallCNN(nn.Module):
   mean: tuple[float, ...] = common.FASHION_MNIST_MEAN
   std: tuple[float, ...] = common.FASHION_MNIST_STD
   dtype: Any = jnp.float32
+
+  @property
+  def LPIPS_LAYERS(self) -> tuple[str, ...]:  # pylint: disable=invalid-name
+    return tuple(f"conv{k + 1}" for k in range(len(self.features) * self.convs_per_stage))
 
   @nn.compact
   def __call__(self, x, train: bool = False):

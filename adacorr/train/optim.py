@@ -61,9 +61,13 @@ def make_optimizer(config: ml_collections.ConfigDict,
   """SGD with (Nesterov) momentum and coupled L2 weight decay, as `torch.optim.SGD`.
 
   Config fields: `momentum`, `nesterov`, `weight_decay`, `weight_decay_on`
-  ('all' parameters, as the reference PyTorch code, or 'kernels').
+  ('all' parameters, as the reference PyTorch code, or 'kernels'), `clip_grad_value`
+  (> 0: clip every gradient element to [-v, v] before weight decay, like
+  `torch.nn.utils.clip_grad_value_`; PAT's reference uses 1.0).
   """
   which = config.get("weight_decay_on", "all")
+  clip = float(config.get("clip_grad_value", 0.0) or 0.0)
   return optax.chain(
+      *([optax.clip(clip)] if clip > 0 else []),
       optax.add_decayed_weights(config.weight_decay, mask=lambda p: _decay_mask(p, which)),
       optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov))

@@ -35,6 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.nesterov = True
   config.weight_decay = 5e-4
   config.weight_decay_on = "all"        # or "kernels"
+  config.clip_grad_value = 0.0          # > 0: clip each gradient element (PAT: 1.0)
   config.schedule = "cosine"            # cosine | piecewise | constant
   config.warmup_epochs = 0.0
   config.piecewise_boundaries = (0.34, 0.67)

@@ -1,0 +1,125 @@
+"""Perceptual Adversarial Training (PAT; Laidlaw et al. 2021) as a `LossFn` factory.
+
+Per batch (paper Sec. 5 and App. F; reference `adv_train.py` with
+`--only_attack_correct`):
+  1. the model in EVALUATION mode (BatchNorm running statistics, parameters
+     `stop_gradient`-ed) classifies the clean batch;
+  2. Fast-LPA (`adacorr.attacks.fast_lpa`: 10 steps, lambda 1 -> 10, step bound -> bound/10,
+     no projection) attacks the examples it classifies correctly; the others stay clean
+     (`only_attack_correct=False` attacks every example);
+  3. cross-entropy of the model in TRAINING mode on the resulting batch.
+The LPIPS distance bounding the attack is either the model's own (`lpips_model='self'`,
+self-bounded PAT: its `lpips_layers`, the ResNet stage outputs) or an external network's,
+given as the workdir of a trained classifier (e.g. a CifarAlexNet trained with
+`experiments/configs/cifar10_alexnet.py`: AlexNet-bounded PAT). Paper bounds on CIFAR-10:
+0.5 self-bounded, 1.0 AlexNet-bounded.
+
+Fast-LPA runs on the whole batch (static shapes under `jit`) and the correctly
+classified examples are selected afterwards; the reference attacks only that subset,
+which saves the attack's work on the misclassified ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adacorr.attacks.perceptual import fast_lpa
+from adacorr.methods.adversarial_training import (
+    accuracy, check_nonnegative, cross_entropy, method_kwargs, train_apply)
+from adacorr.perceptual import lpips_layers as check_lpips_layers
+from adacorr.perceptual.features import (
+    features_and_logits_fn, model_features_fn, model_logits_fn)
+from adacorr.perceptual.lpips import embedding_distance, normalize_features
+
+
+def load_lpips_network(workdir: str, layers: Sequence[str] | str | None = None):
+  """`features_fn` of a trained classifier's LPIPS layers, from its training workdir."""
+  from adacorr.train.checkpoint import load_classifier  # pylint: disable=g-import-not-at-top
+  net, variables, _ = load_classifier(workdir)
+  return model_features_fn(net, variables, check_lpips_layers(net, layers))
+
+
+def make_pat(model: nn.Module, config: Any = None, *, bound: float = 0.5,
+             num_steps: int = 10, lpips_model: str = "self",
+             lpips_layers: Sequence[str] | str | None = None, step_size: float | None = None,
+             lam: float = 10.0, h: float = 0.1, derivative: str = "jvp",
+             kappa: float = math.inf, only_attack_correct: bool = True,
+             unroll: int | bool | str = "auto", features_fn=None):
+  """PAT LossFn. Defaults: self-bounded, bound 0.5, Fast-LPA 10 steps (paper, CIFAR-10).
+
+  Args:
+    model: the classifier being trained.
+    config: experiment config; `config.method_kwargs` overrides the keywords.
+    bound: LPIPS bound of the training attack (1.0 for AlexNet-bounded on CIFAR-10).
+    num_steps, step_size, lam, h, derivative, kappa, unroll: Fast-LPA's (see
+      `adacorr.attacks.fast_lpa`).
+    lpips_model: 'self', or the workdir of a trained classifier whose `lpips_layers`
+      define the distance (externally bounded).
+    lpips_layers: layers of the LPIPS network (default: its `lpips_layers`).
+    only_attack_correct: attack only the examples the model classifies correctly.
+    features_fn: an external LPIPS `features_fn(x) -> [maps]` given directly (tests,
+      ImageNet AlexNet); overrides `lpips_model`.
+
+  Metrics: 'accuracy' (training pass on the trained-on batch), 'clean_accuracy'
+  (evaluation mode, clean), 'attacked_fraction', 'lpips' (mean LPIPS distance of the
+  attacked examples from their clean images, under the bounding network).
+  """
+  kw = dict(bound=bound, num_steps=num_steps, lpips_model=lpips_model,
+            lpips_layers=lpips_layers, step_size=step_size, lam=lam, h=h,
+            derivative=derivative, kappa=kappa, only_attack_correct=only_attack_correct,
+            unroll=unroll)
+  kw.update(method_kwargs(config))
+  bound = float(kw["bound"])
+  check_nonnegative("bound", bound)
+  num_steps = int(kw["num_steps"])
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be a positive integer, got num_steps={num_steps}.")
+  step_size = None if kw["step_size"] is None else float(kw["step_size"])
+  only_correct = bool(kw["only_attack_correct"])
+  attack_kw = dict(bound=bound, num_steps=num_steps, step_size=step_size,
+                   lam=float(kw["lam"]), h=float(kw["h"]), derivative=kw["derivative"],
+                   kappa=float(kw["kappa"]), unroll=kw["unroll"])
+  external = features_fn
+  if external is None and kw["lpips_model"] != "self":
+    if not isinstance(kw["lpips_model"], str) or not kw["lpips_model"]:
+      raise ValueError(f"lpips_model={kw['lpips_model']!r} must be 'self' or the workdir of "
+                       "a trained LPIPS network.")
+    external = load_lpips_network(kw["lpips_model"], kw["lpips_layers"])
+  layers = None if external is not None else check_lpips_layers(model, kw["lpips_layers"])
+
+  def loss_fn(params, batch_stats, batch, key):
+    x, y = batch["image"], batch["label"]
+    attack_key, dropout_key = jax.random.split(key)
+    frozen = {"params": jax.lax.stop_gradient(params), "batch_stats": batch_stats}
+    if external is None:
+      attacked_fn = features_and_logits_fn(model, frozen, layers)
+      clean_logits, clean_features = attacked_fn(x)
+      x_adv = fast_lpa(attacked_fn, None, x, y, attack_key, **attack_kw)
+      phi = lambda z: normalize_features(attacked_fn(z)[1])  # noqa: E731
+      phi_x = normalize_features(clean_features)
+    else:
+      logits_fn = model_logits_fn(model, frozen)
+      clean_logits = logits_fn(x)
+      x_adv = fast_lpa(logits_fn, external, x, y, attack_key, **attack_kw)
+      phi = lambda z: normalize_features(external(z))  # noqa: E731
+      phi_x = phi(x)
+    attacked = jnp.argmax(clean_logits, -1) == y if only_correct else jnp.ones_like(y, bool)
+    x_train = jax.lax.stop_gradient(
+        jnp.where(attacked.reshape((-1,) + (1,) * (x.ndim - 1)), x_adv, x))
+    logits, new_stats = train_apply(model, params, batch_stats, x_train, dropout_key)
+    n_attacked = jnp.sum(attacked)
+    dist = jax.lax.stop_gradient(embedding_distance(phi(x_adv), phi_x))
+    metrics = {
+        "accuracy": accuracy(logits, y),
+        "clean_accuracy": accuracy(clean_logits, y),
+        "attacked_fraction": jnp.mean(attacked.astype(jnp.float32)),
+        "lpips": jnp.sum(jnp.where(attacked, dist, 0.0)) / jnp.maximum(n_attacked, 1),
+    }
+    return cross_entropy(logits, y), {"batch_stats": new_stats, "metrics": metrics}
+
+  return loss_fn
