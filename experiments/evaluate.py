@@ -9,17 +9,23 @@ Reads the run's `config.json` and latest checkpoint from `--workdir` and writes 
 `reliability_diagram.png`. Corrupted test sets are either the published tfds
 `cifar10_corrupted` (`published`, CIFAR-10 only) or generated with
 `adacorr.corruptions` and cached as `<dataset>-C` (`generated`, any dataset).
+
+Adversarial robustness on the first test examples: l_p (PGD, APGD-CE/DLR at
+`--linf_eps` / `--l2_eps`) and perceptual (Laidlaw et al. 2021): accuracy under LPA at
+each LPIPS bound of `--lpips_bounds`, the LPIPS distance computed on the classifier's own
+layers (`--lpips_model=self`) or on another trained run's (`--lpips_model=WORKDIR`, e.g.
+a `cifar_alexnet` run), plotted in `lpips_robustness_curve.png` (accuracy vs bound).
 """
 
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import tqdm  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
@@ -29,9 +35,10 @@ from adacorr import corruptions as corruptions_lib  # noqa: E402
 from adacorr import data as data_lib  # noqa: E402
 from adacorr import metrics  # noqa: E402
 from adacorr import parallel  # noqa: E402
+from adacorr import perceptual  # noqa: E402
+from adacorr.attacks.perceptual import lpa  # noqa: E402
 from adacorr.data import corrupted  # noqa: E402
-from adacorr.train import loop  # noqa: E402
-from adacorr.train.checkpoint import restore_params  # noqa: E402
+from adacorr.train.checkpoint import load_classifier  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
@@ -52,7 +59,27 @@ flags.DEFINE_list("l2_eps", ["0.1"], "l2 radii for PGD/APGD.")
 flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
 flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses).")
+flags.DEFINE_list("lpips_bounds", ["0.25", "0.5", "1.0"],
+                  "LPIPS bounds for LPA (fractions ok; empty: skip the perceptual section).")
+flags.DEFINE_string("lpips_model", "self", "LPIPS network: 'self' (the evaluated classifier's "
+                    "own LPIPS layers) or a training workdir of another run (e.g. a "
+                    "cifar_alexnet run) whose layers bound the attack.")
+flags.DEFINE_integer("lpa_num_examples", None, "Test examples attacked by LPA (default: half "
+                     "of --lp_num_examples, rounded up; 0: skip the perceptual section).")
+flags.DEFINE_integer("lpa_steps", 40, "LPA steps per lambda round (the paper evaluates with 40).")
+flags.DEFINE_integer("lpa_lambda_steps", 5, "LPA lambda rounds (the paper's S = 5).")
+flags.DEFINE_enum("lpa_projection", "newton", ["newton", "bisection"],
+                  "LPA's final projection onto the LPIPS ball.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def load_run(workdir, flag="--workdir"):
+  """(config, dataset info, model, eval variables, step) of a training workdir."""
+  try:
+    model, variables, config, step = load_classifier(workdir)
+  except FileNotFoundError as e:
+    raise app.UsageError(f"{flag} must be a training workdir: {e}") from e
+  return config, data_lib.DATASETS[config.dataset], model, variables, step
 
 
 def predict(model, variables, source, *, batch_size, mesh):
@@ -118,6 +145,100 @@ def lp_robustness(logits_fn, x, y, *, pgd_steps, apgd_steps, radii):
                       **{k: float(v) for k, v in r["per_attack"].items()},
                       "worst_case": r["robust_accuracy"]})
   return results
+
+
+def lpips_robustness(model, variables, source, *, bounds, features_fn=None, num_steps,
+                     lambda_steps, projection, batch_size, mesh, seed=0):
+  """Accuracy under LPA (Laidlaw et al. 2021) per LPIPS bound on every example of `source`.
+
+  Self-bounded (`features_fn=None`: the LPIPS distance on `model`'s own layers) or
+  bounded by `features_fn(x) -> [f_l]` (another network). One jit-compiled attack serves
+  every bound (the bound is traced); batches of `batch_size` are sharded over `mesh`. The
+  last batch is padded with copies of its own examples and their keys (an example's
+  result depends only on its image, label and key, so the copies finish with the
+  originals and do not keep LPA's early-exit loop running). An example counts as robust
+  if it is classified correctly both clean and at LPA's output.
+
+  Returns:
+    dict with 'clean_accuracy', and per bound (lists in the order of `bounds`)
+    'accuracy', 'mean_distance', 'max_distance', 'num_outside' (distance > bound + 1e-4)
+    and 'seconds'.
+  """
+  logits_fn = perceptual.model_logits_fn(model, variables)
+  if features_fn is None:
+    attack_fns = (perceptual.features_and_logits_fn(model, variables), None)
+    distance_features = perceptual.model_features_fn(model, variables)
+  else:
+    attack_fns = (logits_fn, features_fn)
+    distance_features = features_fn
+
+  @jax.jit
+  def attack(images, labels, keys, bound):
+    x = images.astype(jnp.float32) / 255.0
+    x_adv = lpa(*attack_fns, x, labels, keys, bound=bound, num_steps=num_steps,
+                lambda_steps=lambda_steps, projection=projection)
+    clean_ok = jnp.argmax(logits_fn(x), -1) == labels
+    adv_ok = jnp.argmax(logits_fn(x_adv), -1) == labels
+    return clean_ok, adv_ok, perceptual.lpips_distance(distance_features, x, x_adv)
+
+  n = source.num_examples
+  images, labels = source.get(np.arange(n))
+  keys = np.asarray(jax.random.split(jax.random.PRNGKey(seed), n))
+  devices = mesh.devices.size
+  bs = max(devices, min(batch_size, n) - min(batch_size, n) % devices)
+  rows = parallel.host_local_slice(bs, mesh)
+  starts = range(0, n, bs)
+  result = {"clean_accuracy": None, "accuracy": [], "mean_distance": [], "max_distance": [],
+            "num_outside": [], "seconds": []}
+  progress = tqdm.tqdm(total=len(bounds) * len(starts), desc="LPA", file=sys.stdout)
+  for bound in bounds:
+    tic = time.time()
+    clean_ok, adv_ok, dist = (np.zeros((n,), bool), np.zeros((n,), bool),
+                              np.zeros((n,), np.float32))
+    for start in starts:
+      progress.set_postfix(bound=bound)
+      num_real = min(bs, n - start)
+      idx = start + np.arange(bs) % num_real  # padding: copies of this batch's examples
+      batch = parallel.shard_batch((images[idx][rows], labels[idx][rows].astype(np.int32),
+                                    keys[idx][rows]), mesh)
+      out = attack(*batch, jnp.float32(bound))
+      c, a, d = (np.asarray(o)[:num_real] for o in out)
+      clean_ok[start:start + num_real], adv_ok[start:start + num_real] = c, a
+      dist[start:start + num_real] = d
+      progress.update()
+    outside = int(np.sum(dist > bound + 1e-4))
+    if outside:
+      logging.warning("LPA at LPIPS bound %g: %d of %d adversarial examples lie outside the "
+                      "bound (max distance %.5f).", bound, outside, n, float(dist.max()))
+    if result["clean_accuracy"] is None:
+      result["clean_accuracy"] = float(clean_ok.mean())
+    result["accuracy"].append(float((clean_ok & adv_ok).mean()))
+    result["mean_distance"].append(float(dist.mean()))
+    result["max_distance"].append(float(dist.max()))
+    result["num_outside"].append(outside)
+    result["seconds"].append(time.time() - tic)
+  progress.close()
+  return result
+
+
+def save_lpips_curve(lpips, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  points = sorted(zip([0.0] + list(lpips["bounds"]),
+                      [lpips["clean_accuracy"]] + list(lpips["accuracy"])))
+  fig, ax = plt.subplots(figsize=(5, 3.8))
+  ax.plot([b for b, _ in points], [100 * a for _, a in points], "o-", label="LPA")
+  ax.set_xlabel(f"LPIPS bound ({lpips['model_name']})")
+  ax.set_ylabel("accuracy under LPA (%)")
+  ax.set_ylim(0, 100)
+  ax.set_xlim(left=0)
+  ax.grid(alpha=0.3)
+  ax.set_title(f"Perceptual robustness ({lpips['num_examples']} test examples, LPA "
+               f"{lpips['lambda_steps']}x{lpips['steps']} steps)", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
 
 
 def save_heatmap(accuracy, names, clean_accuracy, path):
@@ -208,6 +329,18 @@ def markdown_report(report, names):
       lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +
                    " | ".join(f"{100 * r[a]:.1f}" for a in attack_names) +
                    f" | {100 * r['worst_case']:.1f} |")
+  if report.get("lpips"):
+    p = report["lpips"]
+    lines += ["", f"## Perceptual (LPIPS) robustness ({p['num_examples']} test examples; LPA, "
+              f"{p['lambda_steps']} x {p['steps']} steps, {p['projection']} projection; LPIPS "
+              f"on {p['model_name']})", "",
+              "| LPIPS bound | accuracy (%) | mean LPIPS distance | max LPIPS distance |",
+              "|---|---|---|---|",
+              f"| 0 (clean) | {100 * p['clean_accuracy']:.1f} | 0 | 0 |"]
+    for b, a, md, mx in zip(p["bounds"], p["accuracy"], p["mean_distance"],
+                            p["max_distance"]):
+      lines.append(f"| {b:g} | {100 * a:.1f} | {md:.4f} | {mx:.4f} |")
+    lines += ["", "![LPIPS robustness curve](lpips_robustness_curve.png)"]
   lines += ["", "![reliability diagram](reliability_diagram.png)", ""]
   return "\n".join(lines)
 
@@ -218,19 +351,40 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   workdir = FLAGS.workdir
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise app.UsageError(f"{config_path} not found: --workdir must be a training workdir.")
-  with open(config_path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config, info, model, variables, step = load_run(workdir)
+  if FLAGS.corruptions == "published" and config.dataset != "cifar10":  # fail before the attacks
+    raise app.UsageError(f"--corruptions=published exists only for cifar10, not "
+                         f"{config.dataset!r}; use --corruptions=generated.")
+  lpips_bounds = [_radius(b) for b in FLAGS.lpips_bounds]
+  if any(not b >= 0 for b in lpips_bounds):
+    raise app.UsageError(f"--lpips_bounds must be non-negative, got {FLAGS.lpips_bounds}.")
+  # Half the l_p examples by default: LPA at the paper's 5 x 40 steps on the 200 examples of
+  # `make demo` would add ~60 CPU-seconds (2 cores) to the l_p section's ~110.
+  lpa_num_examples = (-(-FLAGS.lp_num_examples // 2) if FLAGS.lpa_num_examples is None
+                      else FLAGS.lpa_num_examples)
+  lpips_net = None
+  if lpa_num_examples > 0 and lpips_bounds:
+    if FLAGS.lpips_model == "self":
+      try:
+        lpips_layers = perceptual.lpips_layers(model)
+      except ValueError as e:
+        raise app.UsageError(f"--lpips_model=self: {e}") from e
+      lpips_name = f"{config.model} (self: {', '.join(lpips_layers)})"
+    else:
+      net_config, net_info, net_model, net_variables, _ = load_run(FLAGS.lpips_model,
+                                                                   "--lpips_model")
+      if tuple(net_info.image_shape) != tuple(info.image_shape):
+        raise app.UsageError(
+            f"--lpips_model={FLAGS.lpips_model} takes {net_config.dataset} images "
+            f"{tuple(net_info.image_shape)}, the evaluated run {config.dataset} images "
+            f"{tuple(info.image_shape)}.")
+      lpips_layers = perceptual.lpips_layers(net_model)
+      lpips_net = perceptual.model_features_fn(net_model, net_variables)
+      lpips_name = f"{net_config.model} ({', '.join(lpips_layers)})"
   output_dir = FLAGS.output_dir or os.path.join(workdir, "report")
   os.makedirs(output_dir, exist_ok=True)
 
   mesh = parallel.make_mesh()
-  info = data_lib.DATASETS[config.dataset]
-  model = loop.build_model(config, info)
-  state = restore_params(os.path.join(workdir, "checkpoints"))
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   load_kwargs = {"data_dir": config.get("data_dir")}
   if config.dataset == "fashion_mnist":
     load_kwargs["fashion_mnist_dir"] = config.get("fashion_mnist_dir")
@@ -246,7 +400,7 @@ def main(argv):
   scaled = np.asarray(jax.nn.softmax(logits[half:] / temperature, axis=-1))
   report = {
       "workdir": os.path.abspath(workdir), "dataset": config.dataset, "model": config.model,
-      "method": config.get("method"), "step": int(state["step"]),
+      "method": config.get("method"), "step": step,
       "num_examples": int(len(labels)), "corruptions": FLAGS.corruptions,
       "clean": {"accuracy": float(metrics.accuracy(logits, labels))},
       "calibration": {
@@ -277,6 +431,21 @@ def main(argv):
         logits_fn, jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(lp_labels),
         pgd_steps=FLAGS.pgd_steps, apgd_steps=FLAGS.apgd_steps,
         radii={"linf": FLAGS.linf_eps, "l2": FLAGS.l2_eps})
+
+  if lpa_num_examples > 0 and lpips_bounds:
+    r = lpips_robustness(
+        model, variables, _Subset(test_source, lpa_num_examples), bounds=lpips_bounds,
+        features_fn=lpips_net, num_steps=FLAGS.lpa_steps, lambda_steps=FLAGS.lpa_lambda_steps,
+        projection=FLAGS.lpa_projection, batch_size=FLAGS.batch_size, mesh=mesh)
+    report["lpips"] = {
+        "model": ("self" if FLAGS.lpips_model == "self"
+                  else os.path.abspath(FLAGS.lpips_model)),
+        "model_name": lpips_name, "layers": list(lpips_layers), "attack": "LPA",
+        "num_examples": min(lpa_num_examples, test_source.num_examples),
+        "steps": FLAGS.lpa_steps, "lambda_steps": FLAGS.lpa_lambda_steps,
+        "projection": FLAGS.lpa_projection, "bounds": lpips_bounds, **r,
+    }
+    save_lpips_curve(report["lpips"], os.path.join(output_dir, "lpips_robustness_curve.png"))
 
   names = list(corruptions_lib.BENCHMARK_CORRUPTIONS)
   if FLAGS.extra:

@@ -32,7 +32,8 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   result = _evaluate(trained_workdir, "--corruption_names=brightness,gaussian_noise",
                      "--num_examples=40", f"--output_dir={out}",
                      f"--corrupted_dir={tmp_path / 'synthetic-C'}", "--lp_num_examples=24",
-                     "--linf_eps=8/255", "--l2_eps=", "--pgd_steps=3", "--apgd_steps=4")
+                     "--linf_eps=8/255", "--l2_eps=", "--pgd_steps=3", "--apgd_steps=4",
+                     "--lpa_num_examples=0")
   assert result.returncode == 0, result.stdout + result.stderr
   for name in ("report.json", "report.md", "corruption_heatmap.png",
                "reliability_diagram.png"):
@@ -53,6 +54,7 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   assert max(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"]) <= lp["clean"]
   markdown = (out / "report.md").read_text()
   assert "## l_p robustness" in markdown
+  assert "lpips" not in report and "LPIPS" not in markdown  # --lpa_num_examples=0
   assert "| gaussian_noise |" in markdown and "clean accuracy" in markdown
   # The generated -C set was cached and is reused by a second report.
   assert len(list((tmp_path / "synthetic-C").glob("*.npz"))) == 10
@@ -62,6 +64,55 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   assert again.returncode == 0, again.stderr
   assert json.loads((tmp_path / "again" / "report.json").read_text())["corrupted"] == \
       report["corrupted"]
+
+
+def _check_lpips_section(report, out, *, bounds, num_examples):
+  lpips = report["lpips"]
+  assert lpips["bounds"] == bounds and lpips["num_examples"] == num_examples
+  assert lpips["steps"] == 3 and lpips["lambda_steps"] == 2 and lpips["attack"] == "LPA"
+  for key in ("accuracy", "mean_distance", "max_distance", "num_outside"):
+    assert len(lpips[key]) == len(bounds), key
+  clean = lpips["clean_accuracy"]
+  assert 0.0 < clean <= 1.0
+  assert all(0.0 <= a <= clean for a in lpips["accuracy"])
+  assert lpips["accuracy"][-1] <= clean
+  for bound, mean, largest, outside in zip(bounds, lpips["mean_distance"],
+                                           lpips["max_distance"], lpips["num_outside"]):
+    assert 0.0 < mean <= largest <= bound + 1e-4 and outside == 0
+  assert (out / "lpips_robustness_curve.png").stat().st_size > 0
+  markdown = (out / "report.md").read_text()
+  assert "## Perceptual (LPIPS) robustness" in markdown and "| 0 (clean) |" in markdown
+  return lpips
+
+
+def test_lpips_robustness(trained_workdir, tmp_path):
+  # 13 examples in batches of 8: the second batch is padded with copies of its examples.
+  flags = ["--corruptions=none", "--num_examples=40", "--lp_num_examples=0",
+           "--lpa_num_examples=13", "--lpa_steps=3", "--lpa_lambda_steps=2",
+           "--lpips_bounds=0.05,1/2", "--batch_size=8"]
+  result = _evaluate(trained_workdir, *flags, f"--output_dir={tmp_path / 'self'}")
+  assert result.returncode == 0, result.stdout + result.stderr
+  report = json.loads((tmp_path / "self" / "report.json").read_text())
+  assert "lp" not in report
+  lpips = _check_lpips_section(report, tmp_path / "self", bounds=[0.05, 0.5], num_examples=13)
+  assert lpips["model"] == "self" and lpips["layers"] == ["conv1", "conv2"]
+  # The tiny model is fooled within LPIPS 0.5 on most examples.
+  assert lpips["accuracy"][-1] < lpips["clean_accuracy"]
+  # Bounded by another run's network (here the same run's SmallCNN, as for an AlexNet run).
+  result = _evaluate(trained_workdir, *flags, f"--lpips_model={trained_workdir}",
+                     f"--output_dir={tmp_path / 'external'}")
+  assert result.returncode == 0, result.stdout + result.stderr
+  report = json.loads((tmp_path / "external" / "report.json").read_text())
+  external = _check_lpips_section(report, tmp_path / "external", bounds=[0.05, 0.5],
+                                  num_examples=13)
+  assert external["model"] == str(trained_workdir)
+  assert external["clean_accuracy"] == lpips["clean_accuracy"]
+
+
+def test_lpips_model_must_be_a_workdir(trained_workdir, tmp_path):
+  result = _evaluate(trained_workdir, f"--lpips_model={tmp_path}", "--lpa_num_examples=4",
+                     f"--output_dir={tmp_path / 'r'}")
+  assert result.returncode != 0 and "--lpips_model must be a training workdir" in result.stderr
 
 
 def test_published_corruptions_only_for_cifar10(trained_workdir, tmp_path):

@@ -57,7 +57,10 @@ def normalize_features(features: Sequence[Array],
   for i, f in enumerate(features):
     f = f.astype(jnp.float32)
     b, h, w, c = f.shape
-    norm = jnp.sqrt(jnp.sum(jnp.square(f), axis=-1, keepdims=True))
+    sq = jnp.sum(jnp.square(f), axis=-1, keepdims=True)
+    # sqrt with a zero (not NaN) derivative where a position's channels are all 0 (dead
+    # ReLUs): the plain sqrt's forward-mode derivative there is 0/0.
+    norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
     f = f / ((norm + EPS) * jnp.sqrt(float(h * w)))
     if channel_weights is not None:
       wl = jnp.asarray(channel_weights[i], jnp.float32).reshape(-1)

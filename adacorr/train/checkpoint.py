@@ -89,7 +89,7 @@ def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
 
 
 def load_classifier(workdir: str, step: int | None = None):
-  """A trained classifier from a training workdir: `(model, variables, config)`.
+  """A trained classifier from a training workdir: `(model, variables, config, step)`.
 
   Reads `workdir/config.json` (written by `train_and_evaluate`) and the checkpoint
   `step` (default: latest) of `workdir/checkpoints`; `variables` holds 'params' and
@@ -113,4 +113,4 @@ def load_classifier(workdir: str, step: int | None = None):
   model = loop.build_model(config, data_lib.DATASETS[config.dataset])
   state = restore_params(os.path.join(workdir, "checkpoints"), step)
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  return model, variables, config
+  return model, variables, config, int(state["step"])
