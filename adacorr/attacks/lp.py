@@ -67,6 +67,8 @@ def check_images(x, name: str = "x") -> None:
     raise ValueError(f"{name} must be a rank-4 NHWC batch, got shape {jnp.shape(x)}.")
   if _is_concrete(x):
     xn = np.asarray(x)
+    if xn.size and np.isnan(xn).any():
+      raise ValueError(f"{name} contains NaN values.")
     if xn.size and (xn.min() < 0.0 or xn.max() > 1.0):
       raise ValueError(
           f"{name} must lie in [0, 1]; got values in [{xn.min():.4g}, {xn.max():.4g}].")

@@ -32,6 +32,8 @@ Where the paper and the reference code disagree we follow the paper and say so:
   * LPA stops moving an example once its current point is misclassified inside the bound
     (the code takes one more step before freezing it).
   * The random start `x + 0.01 N(0, 1)` is clipped to [0, 1].
+  * LPA raises lambda after a round for examples whose distance at the start of the round's
+    last step is >= bound (as the code; the paper checks the round's final point).
 """
 
 from __future__ import annotations

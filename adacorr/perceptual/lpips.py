@@ -67,16 +67,20 @@ def normalize_features(features: Sequence[Array],
       if wl.shape[0] != c:
         raise ValueError(f"channel_weights[{i}] has {wl.shape[0]} entries, the map has "
                          f"{c} channels.")
+      if not isinstance(wl, jax.core.Tracer) and bool(jnp.any(wl < 0)):
+        raise ValueError(f"channel_weights[{i}] must be non-negative (Zhang et al.'s learned "
+                         "weights are clamped to >= 0).")
       f = f * jnp.sqrt(jnp.maximum(wl, 0.0))
     parts.append(f.reshape(b, -1))
   return jnp.concatenate(parts, axis=1)
 
 
 def embedding_distance(phi1: Array, phi2: Array) -> Array:
-  """Per-example l2 distance (B,) between embeddings (B, D); gradient 0 (not NaN) at 0."""
+  """Per-example l2 distance (B,) between embeddings (B, D); gradient 0 (not NaN) at 0, NaN
+  (not 0) for NaN embeddings."""
   sq = jnp.sum(jnp.square(phi1 - phi2), axis=-1)
   safe = jnp.where(sq > 0, sq, 1.0)
-  return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+  return jnp.where(sq > 0, jnp.sqrt(safe), sq)
 
 
 def lpips_embedding(features_fn: FeaturesFn, x: Array) -> Array:
