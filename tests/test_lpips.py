@@ -17,46 +17,16 @@ from adacorr.models import get_model
 from adacorr.perceptual import (
     embedding_distance, features_and_logits_fn, lpips_distance, lpips_embedding, lpips_layers,
     model_features_fn, model_logits_fn, normalize_features)
+from tests.flat_init import flat_init, uniform
 
 SHAPE = (6, 12, 12, 1)
-
-
-def _uniform(seed, shape, minval=0.0, maxval=1.0):
-  """One flat `jax.random.uniform` draw reshaped to `shape`."""
-  n = int(np.prod(shape))
-  return jax.random.uniform(jax.random.key(seed), (n,), minval=minval,
-                            maxval=maxval).reshape(shape)
-
-
-def _init(model, shape, seed):
-  """Variables of `model` for inputs of `shape` from ONE flat uniform draw (a per-leaf
-  `model.init` costs seconds of XLA compilation on CPU): kernels He-uniform, biases and
-  running means small, BatchNorm scales and running variances around 1."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct(shape, jnp.float32))
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  sizes = [int(np.prod(s.shape)) for _, s in leaves]
-  u = np.asarray(_uniform(seed, (sum(sizes),), -1.0, 1.0))
-  out, off = [], 0
-  for (path, s), n in zip(leaves, sizes):
-    v = u[off:off + n].reshape(s.shape)
-    off += n
-    name = path[-1].key
-    if name == "kernel":
-      v = v * np.sqrt(6.0 / np.prod(s.shape[:-1]))
-    elif name in ("scale", "var"):
-      v = 1.0 + 0.3 * v
-    else:  # bias, mean
-      v = 0.1 * v
-    out.append(jnp.asarray(v, jnp.float32))
-  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 @pytest.fixture(scope="module")
 def cnn():
   """A tiny SmallCNN (conv1 12x12x4, conv2 6x6x8) with its jitted LPIPS distance."""
   model = get_model("small_cnn", features=(4, 8), dense=16, mean=(0.5,), std=(0.25,))
-  variables = _init(model, (1,) + SHAPE[1:], seed=0)
+  variables = flat_init(model, (1,) + SHAPE[1:], seed=0)
   features_fn = model_features_fn(model, variables)
   dist = jax.jit(functools.partial(lpips_distance, features_fn))
   return model, variables, features_fn, dist
@@ -64,7 +34,7 @@ def cnn():
 
 @pytest.fixture(scope="module")
 def images():
-  return _uniform(1, SHAPE), _uniform(2, SHAPE)
+  return uniform(1, SHAPE), uniform(2, SHAPE)
 
 
 def _np_embedding(maps, weights=None):
@@ -144,8 +114,8 @@ def test_distance_matches_numpy_on_captured_features(cnn, images):
 
 def test_normalize_features_matches_numpy_on_random_maps():
   # Two maps of different sizes; one position of map 0 is exactly zero (0 / (0 + eps) = 0).
-  f = [_uniform(3, (3, 4, 4, 5), -1.0, 1.0).at[1, 2, 3].set(0.0),
-       _uniform(4, (3, 2, 3, 7), -1.0, 1.0)]
+  f = [uniform(3, (3, 4, 4, 5), -1.0, 1.0).at[1, 2, 3].set(0.0),
+       uniform(4, (3, 2, 3, 7), -1.0, 1.0)]
   phi = normalize_features(f)
   np.testing.assert_allclose(phi, _np_embedding(f), atol=1e-6)
   np.testing.assert_array_equal(phi[1, (2 * 4 + 3) * 5:(2 * 4 + 4) * 5], 0.0)
@@ -153,14 +123,14 @@ def test_normalize_features_matches_numpy_on_random_maps():
   norms = np.sum(np.asarray(phi)**2, axis=1)
   np.testing.assert_allclose(norms, [2.0, 2.0 - 1.0 / 16, 2.0], rtol=1e-5)
   # The map's scale per position does not matter (the normalisation removes it).
-  scaled = [f[0] * _uniform(5, (3, 4, 4, 1), 0.5, 3.0), f[1]]
+  scaled = [f[0] * uniform(5, (3, 4, 4, 1), 0.5, 3.0), f[1]]
   np.testing.assert_allclose(normalize_features(scaled), phi, atol=1e-6)
 
 
 def test_channel_weights_give_zhang_lpips():
-  f1 = [_uniform(6, (3, 4, 4, 5), -1.0, 1.0), _uniform(7, (3, 2, 3, 7), -1.0, 1.0)]
-  f2 = [_uniform(8, (3, 4, 4, 5), -1.0, 1.0), _uniform(9, (3, 2, 3, 7), -1.0, 1.0)]
-  w = [_uniform(10, (5,)), _uniform(11, (7,)).at[2].set(0.0)]
+  f1 = [uniform(6, (3, 4, 4, 5), -1.0, 1.0), uniform(7, (3, 2, 3, 7), -1.0, 1.0)]
+  f2 = [uniform(8, (3, 4, 4, 5), -1.0, 1.0), uniform(9, (3, 2, 3, 7), -1.0, 1.0)]
+  w = [uniform(10, (5,)), uniform(11, (7,)).at[2].set(0.0)]
   d = embedding_distance(normalize_features(f1, w), normalize_features(f2, w))
   # Zhang et al.: sum_l mean_{h,w} sum_c w_c (n1 - n2)^2, n the channel-normalised maps.
   expected = np.zeros(3)
@@ -259,9 +229,9 @@ def test_bad_inputs_raise_named_errors(cnn, images):
 
 def test_embedding_derivatives_finite_at_zero_channel_vector():
   """A position whose channels are all 0 (dead ReLUs) has 0, not NaN, derivatives."""
-  f = _uniform(12, (1, 2, 2, 3), 0.1, 1.0).at[0, 1, 1].set(0.0)
+  f = uniform(12, (1, 2, 2, 3), 0.1, 1.0).at[0, 1, 1].set(0.0)
   # The tangent is 0 where f is 0 (as through a ReLU whose input is negative).
-  t = _uniform(13, (1, 2, 2, 3), -1.0, 1.0).at[0, 1, 1].set(0.0)
+  t = uniform(13, (1, 2, 2, 3), -1.0, 1.0).at[0, 1, 1].set(0.0)
   phi = lambda v: normalize_features([v])  # noqa: E731
 
   @jax.jit

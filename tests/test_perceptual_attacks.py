@@ -20,47 +20,13 @@ from adacorr.models import get_model
 from adacorr.perceptual import (
     features_and_logits_fn, lpips_distance, model_features_fn, model_logits_fn,
     normalize_features)
+from tests.flat_init import flat_init, uniform
 
 B = 8
 SHAPE = (B, 12, 12, 1)
 BOUND = 0.25  # Fast-LPA and the projections
 EVAL_BOUND = 0.02  # LPA and PPGD: small enough that the iterates leave it (the projection
                    # acts) and the attacks do not saturate the margin
-
-
-def _uniform(seed, shape, minval=0.0, maxval=1.0):
-  """One flat `jax.random.uniform` draw reshaped to `shape` (drawn at a padded length,
-  so that few draw sizes need compiling)."""
-  n = int(np.prod(shape))
-  size = max(4096, 1 << (n - 1).bit_length())
-  u = jax.random.uniform(jax.random.key(seed), (size,), minval=minval, maxval=maxval)
-  return u[:n].reshape(shape)
-
-
-def _init(model, shape, seed, bn_bias=0.0):
-  """Variables of `model` from ONE flat uniform draw (a per-leaf `model.init` costs seconds
-  of XLA compilation on CPU): kernels He-uniform, BN scales / running variances ~1, biases
-  and running means small; `bn_bias` is added to the BatchNorm biases."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct(shape, jnp.float32))
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  sizes = [int(np.prod(s.shape)) for _, s in leaves]
-  u = np.asarray(_uniform(seed, (sum(sizes),), -1.0, 1.0))
-  out, off = [], 0
-  for (path, s), n in zip(leaves, sizes):
-    v = u[off:off + n].reshape(s.shape)
-    off += n
-    name = path[-1].key
-    if name == "kernel":
-      v = v * np.sqrt(6.0 / np.prod(s.shape[:-1]))
-    elif name in ("scale", "var"):
-      v = 1.0 + 0.3 * v
-    else:  # bias, mean
-      v = 0.1 * v
-      if name == "bias" and path[1].key.startswith("BatchNorm"):
-        v = v + bn_bias
-    out.append(jnp.asarray(v, jnp.float32))
-  return jax.tree_util.tree_unflatten(treedef, out)
 
 
 class _Nets:
@@ -71,15 +37,15 @@ class _Nets:
     # One conv stage each (the attack's compile time grows with the network; the
     # multi-layer embedding is tested in test_lpips.py).
     clf = get_model("small_cnn", features=(4,), dense=16, mean=(0.5,), std=(0.25,))
-    cv = _init(clf, (1,) + SHAPE[1:], seed=0, bn_bias=3.0)
+    cv = flat_init(clf, (1,) + SHAPE[1:], seed=0, bn_bias=3.0)
     ext = get_model("small_cnn", features=(3,), dense=4, mean=(0.5,), std=(0.25,))
-    ev = _init(ext, (1,) + SHAPE[1:], seed=1, bn_bias=3.0)
+    ev = flat_init(ext, (1,) + SHAPE[1:], seed=1, bn_bias=3.0)
     self.logits_fn = model_logits_fn(clf, cv)
     self.self_fn = features_and_logits_fn(clf, cv)  # (logits, [maps]) in one pass
     self.self_features = model_features_fn(clf, cv)
     self.ext_features = model_features_fn(ext, ev)
-    self.x = _uniform(2, SHAPE)
-    self.x_mid = _uniform(3, SHAPE, 0.25, 0.75)  # interior images: no clipping in a step
+    self.x = uniform(2, SHAPE)
+    self.x_mid = uniform(3, SHAPE, 0.25, 0.75)  # interior images: no clipping in a step
     logits = jax.jit(self.logits_fn)
     # Labels = the model's own clean predictions, so the clean margin is negative.
     self.y = jnp.argmax(logits(self.x), -1)
@@ -124,7 +90,7 @@ def _assert_in_bound(x_adv, x, dist, bound=BOUND):
 
 
 def test_margin_loss_matches_numpy():
-  z = np.asarray(_uniform(5, (6, 4), -3.0, 3.0))
+  z = np.asarray(uniform(5, (6, 4), -3.0, 3.0))
   margin = jax.jit(attacks.margin_loss)
   y = np.array([0, 1, 2, 3, 1, 0])
   others = np.where(np.eye(4, dtype=bool)[y], -np.inf, z).max(axis=1)
@@ -148,7 +114,7 @@ def test_margin_loss_matches_numpy():
 def test_project_lpips_feasible_and_fixes_inside_points(nets, method, num_steps):
   """num_steps=0 leaves Newton unconverged, so its bisection fallback is what acts."""
   x = nets.x
-  noise = _uniform(6, SHAPE, -0.5, 0.5)
+  noise = uniform(6, SHAPE, -0.5, 0.5)
   # Examples 0..4 far outside the bound, 5..7 already inside.
   scale = jnp.array([1.0] * 5 + [0.002] * 3).reshape(B, 1, 1, 1)
   cand = jnp.clip(x + scale * noise, 0.0, 1.0)
@@ -179,14 +145,14 @@ def test_project_lpips_feasible_and_fixes_inside_points(nets, method, num_steps)
 def test_gauss_newton_direction_matches_dense_solve():
   n_in, dim = 4, 6
   # phi(x) = x_flat @ A, so every example's Jacobian is J = A^T and J^T J = A A^T.
-  a = np.asarray(_uniform(7, (n_in, dim), -1.0, 1.0)) * 0.3
+  a = np.asarray(uniform(7, (n_in, dim), -1.0, 1.0)) * 0.3
   a[:, :n_in] += 1.5 * np.eye(n_in)
   assert np.linalg.cond(a @ a.T) < 10
   a = jnp.asarray(a, jnp.float32)
   phi = lambda v: v.reshape(v.shape[0], -1) @ a  # noqa: E731
-  x = _uniform(8, (3, 2, 2, 1))
+  x = uniform(8, (3, 2, 2, 1))
   # Three right-hand sides: example 1's is 100x larger, example 2's is 0.
-  g = _uniform(9, (3, 2, 2, 1), -1.0, 1.0).at[1].multiply(100.0).at[2].set(0.0)
+  g = uniform(9, (3, 2, 2, 1), -1.0, 1.0).at[1].multiply(100.0).at[2].set(0.0)
   an, gn = np.asarray(a, np.float64), np.asarray(g, np.float64).reshape(3, n_in)
   expected = np.stack([np.linalg.solve(an @ an.T, gi) for gi in gn])
   assert np.linalg.norm(expected[1]) > 10 * np.linalg.norm(expected[0])
@@ -323,7 +289,7 @@ def test_ppgd_respects_bound_and_raises_margin(nets):
 
 
 def test_bad_inputs_raise_named_errors():
-  w = _uniform(10, (16, 3), -1.0, 1.0)
+  w = uniform(10, (16, 3), -1.0, 1.0)
   logits_fn = lambda v: v.reshape(v.shape[0], -1) @ w  # noqa: E731
   features_fn = lambda v: [v]  # noqa: E731
   x = jnp.full((2, 4, 4, 1), 0.5)
@@ -376,8 +342,8 @@ def test_gauss_newton_relu_features_with_dead_positions_finite():
     return jax.nn.relu((v - 0.3) * w + 0.01 * v)
 
   phi = lambda v: normalize_features([maps(v)])  # noqa: E731
-  x = _uniform(12, (2, 3, 3, 1))
+  x = uniform(12, (2, 3, 3, 1))
   assert np.all(np.any(np.all(np.asarray(maps(x)) == 0, axis=-1), axis=(1, 2)))
-  g = _uniform(13, (2, 3, 3, 1), -1.0, 1.0)
+  g = uniform(13, (2, 3, 3, 1), -1.0, 1.0)
   _, m = jax.jit(attacks.gauss_newton_direction, static_argnums=0)(phi, x, g)
   assert np.all(np.isfinite(np.asarray(m))) and np.all(np.asarray(m) > 0), m
