@@ -229,7 +229,7 @@ def save_lpips_curve(lpips, path):
                       [lpips["clean_accuracy"]] + list(lpips["accuracy"])))
   fig, ax = plt.subplots(figsize=(5, 3.8))
   ax.plot([b for b, _ in points], [100 * a for _, a in points], "o-", label="LPA")
-  ax.set_xlabel(f"LPIPS bound ({lpips['model_name']})")
+  ax.set_xlabel(f"LPIPS bound\n(distance on {lpips['model_name']})", fontsize=9)
   ax.set_ylabel("accuracy under LPA (%)")
   ax.set_ylim(0, 100)
   ax.set_xlim(left=0)

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 FeaturesFn = Callable[[Array], Sequence[Array]]
@@ -63,13 +64,14 @@ def normalize_features(features: Sequence[Array],
     norm = jnp.where(sq > 0, jnp.sqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
     f = f / ((norm + EPS) * jnp.sqrt(float(h * w)))
     if channel_weights is not None:
-      wl = jnp.asarray(channel_weights[i], jnp.float32).reshape(-1)
+      weights = channel_weights[i]
+      if not isinstance(weights, jax.core.Tracer) and np.any(np.asarray(weights) < 0):
+        raise ValueError(f"channel_weights[{i}] must be non-negative (Zhang et al.'s learned "
+                         "weights are clamped to >= 0).")
+      wl = jnp.asarray(weights, jnp.float32).reshape(-1)
       if wl.shape[0] != c:
         raise ValueError(f"channel_weights[{i}] has {wl.shape[0]} entries, the map has "
                          f"{c} channels.")
-      if not isinstance(wl, jax.core.Tracer) and bool(jnp.any(wl < 0)):
-        raise ValueError(f"channel_weights[{i}] must be non-negative (Zhang et al.'s learned "
-                         "weights are clamped to >= 0).")
       f = f * jnp.sqrt(jnp.maximum(wl, 0.0))
     parts.append(f.reshape(b, -1))
   return jnp.concatenate(parts, axis=1)
