@@ -31,6 +31,25 @@ METHODS = {
 }
 
 
+def time_methods(factories, args) -> list[dict]:
+  """Times the train step of each `name -> make_loss_fn(model)` (None: nominal, first) and
+  prints the table of ratios to the first row; returns the rows."""
+  rows = []
+  for name, factory in factories.items():
+    row = train_step.time_train_step(args.model, args.batch_size, args.dtype, args.steps,
+                                     args.repeats, make_loss_fn=factory)
+    rows.append({"method": name, **row})
+    print(f"  timed {name}: {row['step_ms']:.1f} ms/step", flush=True)
+  nominal = rows[0]["step_ms"]
+  width = max(len(r["method"]) for r in rows)
+  print(f"{'method':>{width}} | {'step ms':>9} | {'images/s':>9} | {'x nominal':>9}")
+  for row in rows:
+    row["ratio_to_nominal"] = row["step_ms"] / nominal
+    print(f"{row['method']:>{width}} | {row['step_ms']:>9.1f} | {row['images_per_s']:>9.1f} | "
+          f"{row['ratio_to_nominal']:>9.2f}")
+  return rows
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="preact_resnet18")
@@ -44,19 +63,7 @@ def main():
   device = jax.devices()[0]
   print(f"device: {device.device_kind} x{len(jax.devices())} ({device.platform}), "
         f"jax {jax.__version__}; {args.model}, batch {args.batch_size}, {args.dtype}")
-  rows = []
-  for name, factory in METHODS.items():
-    row = train_step.time_train_step(
-        args.model, args.batch_size, args.dtype, args.steps, args.repeats,
-        make_loss_fn=None if factory is None else (lambda model, f=factory: f(model)))
-    rows.append({"method": name, **row})
-    print(f"  timed {name}: {row['step_ms']:.1f} ms/step", flush=True)
-  nominal = rows[0]["step_ms"]
-  print(f"{'method':>28} | {'step ms':>9} | {'images/s':>9} | {'x nominal':>9}")
-  for row in rows:
-    row["ratio_to_nominal"] = row["step_ms"] / nominal
-    print(f"{row['method']:>28} | {row['step_ms']:>9.1f} | {row['images_per_s']:>9.1f} | "
-          f"{row['ratio_to_nominal']:>9.2f}")
+  rows = time_methods(METHODS, args)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump({"device": device.device_kind, "platform": device.platform,
                "num_devices": len(jax.devices()), "jax": jax.__version__, "model": args.model,

@@ -28,6 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adacorr import attacks, methods, models, perceptual  # noqa: E402
+import method_steps  # noqa: E402  (benchmarks/method_steps.py)
 import train_step  # noqa: E402  (benchmarks/train_step.py)
 
 STEPS = {
@@ -91,19 +92,9 @@ def main():
   device = jax.devices()[0]
   print(f"device: {device.device_kind} x{len(jax.devices())} ({device.platform}), "
         f"jax {jax.__version__}; {args.model}, batch {args.batch_size}, {args.dtype}")
-  rows = []
-  for name, kw in STEPS.items():
-    factory = None if kw is None else (lambda model, kw=kw: methods.make_pat(model, **kw))
-    row = train_step.time_train_step(args.model, args.batch_size, args.dtype, args.steps,
-                                     args.repeats, make_loss_fn=factory)
-    rows.append({"method": name, **row})
-    print(f"  timed {name}: {row['step_ms']:.1f} ms/step", flush=True)
-  nominal = rows[0]["step_ms"]
-  print(f"{'method':>44} | {'step ms':>9} | {'images/s':>9} | {'x nominal':>9}")
-  for row in rows:
-    row["ratio_to_nominal"] = row["step_ms"] / nominal
-    print(f"{row['method']:>44} | {row['step_ms']:>9.1f} | {row['images_per_s']:>9.1f} | "
-          f"{row['ratio_to_nominal']:>9.2f}")
+  rows = method_steps.time_methods(
+      {name: None if kw is None else (lambda model, kw=kw: methods.make_pat(model, **kw))
+       for name, kw in STEPS.items()}, args)
   result = {"device": device.device_kind, "platform": device.platform,
             "num_devices": len(jax.devices()), "jax": jax.__version__, "model": args.model,
             "batch_size": args.batch_size, "dtype": args.dtype, "train_steps": rows}
