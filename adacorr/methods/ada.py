@@ -2,11 +2,11 @@
 
 The data pipeline of App. E.5, stage by stage, and where each one lives:
 
-  1. clean or DeepAugment-processed sample   the data source (DeepAugment: issue 7)
+  1. clean or DeepAugment-processed sample   the data source (`config.deepaugment_dirs`)
   2. standard augmentation (pad-crop + flip)  the train step's `augment_fn`
   3. AdA                                      `ada_stage` (this module)
   4. SSIM line search                         `ada_stage` (this module)
-  5. AugMix                                   `post_augment` of `make_ada` (issue 7)
+  5. AugMix                                   `augmix` of `make_ada` (`methods.augmix`)
 
 then the classifier step on the result (Algorithm 1 trains on the AdA images only).
 
@@ -38,6 +38,7 @@ import ml_collections
 import numpy as np
 
 from adacorr.attacks import adversarial_augment as ada_attack
+from adacorr.methods import augmix as augmix_lib
 from adacorr.methods.adversarial_training import (
     accuracy, check_nonnegative, cross_entropy, method_kwargs, train_apply)
 
@@ -213,6 +214,7 @@ def make_ada(model: nn.Module, config: Any = None, *,
              nu: float = 0.015, num_steps: int = 10, step_size: float | None = None,
              ssim_threshold: float | None = 0.3, ssim_strict: bool = True,
              chunk_size: int | str | None = "auto", chunk_loop: str = "map",
+             augmix: Mapping[str, Any] | None = None,
              post_augment: PostAugment | None = None):
   """AdA training: CE of the classifier (train mode) on the AdA images.
 
@@ -226,15 +228,22 @@ def make_ada(model: nn.Module, config: Any = None, *,
     backbones: `Backbone`s or spec dicts; several = AdA(All) (equal shares of the batch).
     chunk_size: examples per nano-batch (`adacorr.attacks.ada`); 'auto' (default): 1 on
       CPU, the whole batch on GPU/TPU (see `resolve_chunk_size`).
-    post_augment: `(images, key) -> images`, stage 5 of the pipeline (AugMix).
+    augmix: stage 5 of the pipeline, AugMix on the AdA images (a dict of AugMix
+      hyperparameters, see `adacorr.methods.augmix.check_augmix_kwargs`; with
+      `jsd=True` the loss is CE on the AdA images + 12 * JSD with two AugMix views of
+      them, else CE on AugMix(AdA images)); None: no AugMix.
+    post_augment: any other `(images, key) -> images` last stage (not with `augmix`).
 
   The LossFn's metrics: accuracy (on the AdA images), ssim, ssim_before_line_search,
-  line_search_fraction.
+  line_search_fraction (and 'jsd' with AugMix + JSD).
   """
   kw = dict(backbones=backbones, nu=nu, num_steps=num_steps, step_size=step_size,
             ssim_threshold=ssim_threshold, ssim_strict=ssim_strict, chunk_size=chunk_size,
-            chunk_loop=chunk_loop)
+            chunk_loop=chunk_loop, augmix=augmix)
   kw.update(method_kwargs(config))
+  augmix = augmix_lib.check_augmix_kwargs(kw["augmix"])
+  if augmix is not None and post_augment is not None:
+    raise ValueError("give either augmix or post_augment, not both.")
   image_shape, seed = None, 0
   if config is not None and config.get("dataset") is not None:
     from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
@@ -266,6 +275,10 @@ def make_ada(model: nn.Module, config: Any = None, *,
       return model.apply(frozen, images, train=False)
 
     x_train, metrics = stage(logits_fn, x, y, ada_key)
+    if augmix is not None:
+      loss, new_stats, final = augmix_lib.augmix_objective(
+          model, params, batch_stats, x_train, y, post_key, augmix)
+      return loss, {"batch_stats": new_stats, "metrics": dict(metrics, **final)}
     if post_augment is not None:
       x_train = post_augment(x_train, post_key)
     logits, new_stats = train_apply(model, params, batch_stats, x_train, dropout_key)

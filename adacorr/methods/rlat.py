@@ -32,12 +32,13 @@ on the perturbed pass only. Following the paper and the reference code
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adacorr.methods import augmix as augmix_lib
 from adacorr.methods.adversarial_training import (
     accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
     per_example_l2, perturbed_mask, train_apply)
@@ -160,29 +161,59 @@ def _check(eps: float, norm: str, fraction: float) -> None:
 
 
 def make_rlat(model: nn.Module, config: Any = None, *, eps: float = 0.08, norm: str = "l2",
-              layers: Sequence[str] | None = None, fraction: float = 1.0):
+              layers: Sequence[str] | None = None, fraction: float = 1.0,
+              augmix: Mapping[str, Any] | None = None):
   """RLAT LossFn. Defaults: eps 0.08 (CIFAR; 0.02 ImageNet-100, 0.05 with AugMix), l2, all
   FEATURE_POINTS, whole batch. `config.method_kwargs` overrides the keywords.
 
-  Metrics: 'accuracy' (perturbed pass), 'clean_loss' / 'clean_accuracy' (the attack's
-  unperturbed train-mode pass), 'perturbation_norm' (mean over perturbed examples of
-  the l2 norm of the input change after clipping; 0 if the input is not perturbed).
+  AugMix + RLAT (Kireev et al. 2022, Table 2; eps 0.05 there): `augmix` a dict of AugMix
+  hyperparameters (`adacorr.methods.augmix.check_augmix_kwargs`). Without JSD, RLAT runs
+  on AugMix(x). With `jsd=True` the clean view and two AugMix views form one batch of 3B
+  (as AugMix + JSD trains); RLAT perturbs all three views (one attack on the 3B batch,
+  labels repeated; `fraction` counts in that batch) and the loss is CE(perturbed clean
+  view) + 12 * JSD of the three perturbed views. The paper does not spell this out and
+  its code has no AugMix; this is our reading of "AugMix + JSD + RLAT".
+
+  Metrics: 'accuracy' (perturbed pass; the clean view with JSD), 'clean_loss' /
+  'clean_accuracy' (the attack's unperturbed train-mode pass), 'perturbation_norm' (mean
+  over perturbed examples of the l2 norm of the input change after clipping; 0 if the
+  input is not perturbed), and 'jsd' with AugMix + JSD.
   """
-  kw = dict(eps=eps, norm=norm, layers=layers, fraction=fraction)
+  kw = dict(eps=eps, norm=norm, layers=layers, fraction=fraction, augmix=augmix)
   kw.update(method_kwargs(config))
   eps, norm, fraction = float(kw["eps"]), kw["norm"], float(kw["fraction"])
   _check(eps, norm, fraction)
   layers = check_layers(model, kw["layers"])
+  augmix = augmix_lib.check_augmix_kwargs(kw["augmix"])
 
   def loss_fn(params, batch_stats, batch, key):
     x, y = batch["image"], batch["label"]
+    views = 1
+    if augmix is not None:
+      key, aug_key, view_key = jax.random.split(key, 3)
+      aug = augmix_lib.augment_fn(augmix)
+      if augmix["jsd"]:
+        views = 3
+        x = jnp.concatenate([x, aug(x, aug_key), aug(x, view_key)])
+        y = jnp.tile(y, 3)
+      else:
+        x = aug(x, aug_key)
+      batch = {"image": x, "label": y}
     deltas, clean = rlat_deltas(model, params, batch_stats, batch, key, eps=eps, norm=norm,
                                 layers=layers, fraction=fraction)
     logits, new_stats, x_fed = perturbed_apply(model, params, batch_stats, x, deltas, key)
-    loss = cross_entropy(logits, y)
+    extra = {}
+    if views == 3:
+      b = x.shape[0] // 3
+      loss, extra = augmix_lib.consistency_loss(
+          [logits[:b], logits[b:2 * b], logits[2 * b:]], y[:b],
+          jsd_weight=augmix["jsd_weight"])
+    else:
+      loss = cross_entropy(logits, y)
     mask = perturbed_mask(fraction, x.shape[0]).astype(jnp.float32)
     metrics = {
-        "accuracy": accuracy(logits, y),
+        **extra,
+        "accuracy": extra.get("accuracy", accuracy(logits, y)),
         "clean_loss": clean["loss"],
         "clean_accuracy": accuracy(clean["logits"], y),
         "perturbation_norm": jnp.sum(per_example_l2(x_fed - x) * mask)

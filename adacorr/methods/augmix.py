@@ -1,0 +1,179 @@
+"""AugMix (Hendrycks et al. 2020), with and without the JSD consistency loss, and
+RobustAugMix (Martinez et al. 2022), as `LossFn` factories.
+
+* AugMix without JSD: cross-entropy on `augmix(x)` (the reference's `--no-jsd`).
+* AugMix + JSD: the clean view and two independent AugMix views go through the
+  classifier as ONE batch of 3B (train-mode BatchNorm sees all three, as in the
+  reference's `torch.cat`); loss = CE(clean logits) + lambda * JSD(p_clean, p_aug1,
+  p_aug2), lambda = 12.
+* RobustAugMix: the third view is an l2 PGD adversarial example instead of a second
+  AugMix view (eps 1.0, 7 steps of 2.5 * eps / 7, random start; the attack uses
+  `adversarial_training.input_attack` with train-mode BatchNorm whose updates are
+  discarded, like our l_p AT).
+
+`augmix_kwargs(...)`/`check_augmix_kwargs` hold the AugMix hyperparameters that other
+methods accept as their `augmix` keyword (AdA + AugMix, AugMix + RLAT): a dict of
+`severity`, `width`, `depth`, `alpha`, `all_ops` and `jsd` (whether to use the
+consistency loss), or None for no AugMix. `consistency_loss` is the shared objective.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from adacorr.augment.augmix import augmix, jsd_consistency
+from adacorr.methods.adversarial_training import (
+    _check_attack_args, accuracy, check_nonnegative, cross_entropy, input_attack,
+    method_kwargs, train_apply)
+
+AUGMIX_DEFAULTS = dict(severity=3, width=3, depth=-1, alpha=1.0, all_ops=False)
+JSD_WEIGHT = 12.0
+
+
+def check_augmix_kwargs(kwargs: Mapping[str, Any] | None, *, jsd_default: bool = False
+                        ) -> dict[str, Any] | None:
+  """`kwargs` completed with the AugMix defaults and validated; None stays None.
+
+  Raises:
+    ValueError: for an unknown key or a bad value (named).
+  """
+  if kwargs is None:
+    return None
+  kwargs = dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
+  known = set(AUGMIX_DEFAULTS) | {"jsd", "jsd_weight"}
+  unknown = sorted(set(kwargs) - known)
+  if unknown:
+    raise ValueError(f"augmix has unknown keys {unknown}; known: {sorted(known)}.")
+  out = dict(AUGMIX_DEFAULTS, jsd=jsd_default, jsd_weight=JSD_WEIGHT)
+  out.update(kwargs)
+  out["severity"] = float(out["severity"])
+  out["width"], out["depth"] = int(out["width"]), int(out["depth"])
+  out["alpha"], out["all_ops"] = float(out["alpha"]), bool(out["all_ops"])
+  out["jsd"], out["jsd_weight"] = bool(out["jsd"]), float(out["jsd_weight"])
+  if not 0.0 < out["severity"] <= 10.0:
+    raise ValueError(f"augmix severity must be in (0, 10], got severity={out['severity']}.")
+  if out["width"] < 1:
+    raise ValueError(f"augmix width must be >= 1, got width={out['width']}.")
+  if out["depth"] != -1 and out["depth"] < 1:
+    raise ValueError(f"augmix depth must be -1 (random 1-3) or >= 1, got depth={out['depth']}.")
+  if not out["alpha"] > 0:
+    raise ValueError(f"augmix alpha must be > 0, got alpha={out['alpha']}.")
+  check_nonnegative("jsd_weight", out["jsd_weight"])
+  return out
+
+
+def augment_fn(kwargs: Mapping[str, Any]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+  """`(images, key) -> augmix(images, key, **AugMix hyperparameters of kwargs)`."""
+  ops = {k: kwargs[k] for k in AUGMIX_DEFAULTS}
+  return lambda images, key: augmix(images, key, **ops)
+
+
+def consistency_loss(logits: Sequence[jax.Array], labels: jax.Array, *,
+                     jsd_weight: float = JSD_WEIGHT) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """CE(logits[0], labels) + jsd_weight * JSD(logits[0], logits[1], logits[2]).
+
+  `logits`: the clean view's and two other views' (B, K) logits. Returns the loss and
+  metrics: 'accuracy' (clean view), 'jsd', and '<i>_accuracy' of the other views.
+  """
+  clean, view1, view2 = logits
+  jsd = jsd_consistency(clean, view1, view2)
+  metrics = {"accuracy": accuracy(clean, labels), "jsd": jsd,
+             "view1_accuracy": accuracy(view1, labels),
+             "view2_accuracy": accuracy(view2, labels)}
+  return cross_entropy(clean, labels) + jsd_weight * jsd, metrics
+
+
+def views_apply(model: nn.Module, params, batch_stats, views: Sequence[jax.Array], key
+                ) -> tuple[list[jax.Array], Any]:
+  """One train-mode pass over the concatenated views; returns their logits and the stats."""
+  b = views[0].shape[0]
+  logits, new_stats = train_apply(model, params, batch_stats, jnp.concatenate(views), key)
+  return [logits[i * b:(i + 1) * b] for i in range(len(views))], new_stats
+
+
+def augmix_objective(model: nn.Module, params, batch_stats, x: jax.Array, y: jax.Array,
+                     key: jax.Array, kwargs: Mapping[str, Any]):
+  """The final stage of a pipeline: AugMix on `x`, then CE (no JSD) or CE + JSD.
+
+  `kwargs` from `check_augmix_kwargs`. Returns (loss, new batch_stats, metrics).
+  """
+  aug_key, view_key, dropout_key = jax.random.split(key, 3)
+  aug = augment_fn(kwargs)
+  if not kwargs["jsd"]:
+    logits, new_stats = train_apply(model, params, batch_stats, aug(x, aug_key), dropout_key)
+    return cross_entropy(logits, y), new_stats, {"accuracy": accuracy(logits, y)}
+  views = [x, aug(x, aug_key), aug(x, view_key)]
+  logits, new_stats = views_apply(model, params, batch_stats, views, dropout_key)
+  loss, metrics = consistency_loss(logits, y, jsd_weight=kwargs["jsd_weight"])
+  return loss, new_stats, metrics
+
+
+def make_augmix(model: nn.Module, config: Any = None, *, jsd: bool = True,
+                jsd_weight: float = JSD_WEIGHT, severity: float = 3, width: int = 3,
+                depth: int = -1, alpha: float = 1.0, all_ops: bool = False):
+  """AugMix LossFn; defaults: the CIFAR settings with the JSD loss (lambda 12).
+
+  `config.method_kwargs` overrides the keywords. Metrics: 'accuracy' (the clean view
+  with JSD, the AugMix images without), and with JSD 'jsd', 'view1/2_accuracy'.
+  """
+  kw = dict(jsd=jsd, jsd_weight=jsd_weight, severity=severity, width=width, depth=depth,
+            alpha=alpha, all_ops=all_ops)
+  kw.update(method_kwargs(config))
+  kw = check_augmix_kwargs(kw)
+
+  def loss_fn(params, batch_stats, batch, key):
+    loss, new_stats, metrics = augmix_objective(model, params, batch_stats, batch["image"],
+                                                batch["label"], key, kw)
+    return loss, {"batch_stats": new_stats, "metrics": metrics}
+
+  return loss_fn
+
+
+def make_robust_augmix(model: nn.Module, config: Any = None, *, eps: float = 1.0,
+                       num_steps: int = 7, step_size: float | None = None,
+                       random_init: bool = True, jsd_weight: float = JSD_WEIGHT,
+                       severity: float = 3, width: int = 3, depth: int = -1,
+                       alpha: float = 1.0, all_ops: bool = False):
+  """RobustAugMix: CE(clean) + 12 * JSD(p_clean, p_augmix, p_adversarial).
+
+  The adversarial view: l2 PGD, eps 1.0, `num_steps` 7, step 2.5 * eps / num_steps
+  (`step_size=None`), random start (Martinez et al. 2022, Sec. 4). Metrics: 'accuracy'
+  (clean), 'jsd', 'augmix_accuracy', 'adversarial_accuracy', 'perturbation_norm'.
+  """
+  kw = dict(eps=eps, num_steps=num_steps, step_size=step_size, random_init=random_init,
+            jsd_weight=jsd_weight, severity=severity, width=width, depth=depth, alpha=alpha,
+            all_ops=all_ops)
+  kw.update(method_kwargs(config))
+  eps, num_steps = float(kw.pop("eps")), int(kw.pop("num_steps"))
+  step_size = kw.pop("step_size")
+  step_size = 2.5 * eps / num_steps if step_size is None else float(step_size)
+  random_init = bool(kw.pop("random_init"))
+  _check_attack_args("l2", eps, step_size, num_steps)
+  aug_kw = check_augmix_kwargs(dict(kw, jsd=True))
+  aug = augment_fn(aug_kw)
+
+  def loss_fn(params, batch_stats, batch, key):
+    aug_key, attack_key, attack_dropout, dropout_key = jax.random.split(key, 4)
+    x, y = batch["image"], batch["label"]
+    frozen = jax.lax.stop_gradient(params)
+
+    def logits_fn(images):
+      return train_apply(model, frozen, batch_stats, images, attack_dropout)[0]
+
+    x_adv = jax.lax.stop_gradient(input_attack(
+        logits_fn, x, y, attack_key, norm="l2", eps=eps, step_size=step_size,
+        num_steps=num_steps, random_init=random_init))
+    logits, new_stats = views_apply(model, params, batch_stats, [x, aug(x, aug_key), x_adv],
+                                    dropout_key)
+    loss, metrics = consistency_loss(logits, y, jsd_weight=aug_kw["jsd_weight"])
+    metrics["augmix_accuracy"] = metrics.pop("view1_accuracy")
+    metrics["adversarial_accuracy"] = metrics.pop("view2_accuracy")
+    metrics["perturbation_norm"] = jnp.mean(
+        jnp.sqrt(jnp.sum(jnp.square(x_adv - x), axis=(1, 2, 3))))
+    return loss, {"batch_stats": new_stats, "metrics": metrics}
+
+  return loss_fn

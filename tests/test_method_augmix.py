@@ -1,0 +1,191 @@
+"""AugMix (+JSD), RobustAugMix and the AugMix combinations (AdA + AugMix, AugMix (+JSD) +
+RLAT) as training methods (`adacorr.methods.augmix`, `make_ada(augmix=)`,
+`make_rlat(augmix=)`).
+
+The objectives' wiring is checked with AugMix replaced by known functions (identity,
+negative): with identical views the JSD is 0 and each combination reduces to its
+method without AugMix; with different views the loss is CE + 12 * JSD recomputed in
+numpy.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from adacorr import methods
+from adacorr.methods import augmix as augmix_method
+from adacorr.methods import rlat
+from adacorr.models import PreActResNet, SmallCNN
+from flat_init import flat_init, uniform
+
+MEAN, STD = (0.5,) * 3, (0.25,) * 3
+
+
+@pytest.fixture(scope="module")
+def batch():
+  return {"image": uniform(1, (8, 16, 16, 3)), "label": jnp.arange(8, dtype=jnp.int32) % 10}
+
+
+@pytest.fixture(scope="module")
+def cnn():
+  model = SmallCNN(num_classes=10, features=(4, 8), dense=16, mean=MEAN, std=STD)
+  return model, flat_init(model, (1, 16, 16, 3), seed=0)
+
+
+@pytest.fixture(scope="module")
+def resnet():
+  model = PreActResNet(stage_sizes=(1, 1, 1, 1), width=4, mean=MEAN, std=STD)
+  return model, flat_init(model, (1, 16, 16, 3), seed=2, bn_bias=0.1)
+
+
+def _np_ce(logits, labels):
+  logits = np.asarray(logits, np.float64)
+  logp = logits - logits.max(-1, keepdims=True)
+  logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+  return -np.mean(logp[np.arange(len(labels)), labels])
+
+
+def _np_jsd(*logits):
+  ps = []
+  for z in logits:
+    z = np.asarray(z, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    ps.append(e / e.sum(-1, keepdims=True))
+  m = np.clip(sum(ps) / 3, 1e-7, 1)
+  return np.mean([np.sum(p * (np.log(p) - np.log(m)), -1).mean() for p in ps])
+
+
+def _run(loss_fn, variables, batch, seed=3):
+  loss, aux = jax.jit(loss_fn)(variables["params"], variables["batch_stats"], batch,
+                               jax.random.key(seed))
+  return float(loss), jax.device_get(aux["metrics"])
+
+
+@pytest.fixture
+def fake_augmix(monkeypatch):
+  """Replaces AugMix inside the methods by `fn(images) ` (a key-free known function)."""
+  def use(fn):
+    monkeypatch.setattr(augmix_method, "augmix", lambda images, key, **kw: fn(images))
+  return use
+
+
+def _logits(model, variables, x):
+  """Train-mode logits of `x` (BatchNorm on the batch `x`)."""
+  logits, _ = methods.adversarial_training.train_apply(
+      model, variables["params"], variables["batch_stats"], x, jax.random.key(0))
+  return np.asarray(logits)
+
+
+def test_augmix_jsd_loss_is_ce_plus_12_jsd_of_the_three_views(cnn, batch, fake_augmix):
+  model, variables = cnn
+  fake_augmix(lambda x: 1.0 - x)
+  loss, metrics = _run(methods.make_augmix(model), variables, batch)
+  x, y = batch["image"], np.asarray(batch["label"])
+  logits = _logits(model, variables, jnp.concatenate([x, 1.0 - x, 1.0 - x]))
+  clean, aug = logits[:8], logits[8:16]
+  expected_jsd = _np_jsd(clean, aug, aug)
+  assert expected_jsd > 1e-4
+  np.testing.assert_allclose(metrics["jsd"], expected_jsd, rtol=1e-4, atol=1e-7)
+  np.testing.assert_allclose(loss, _np_ce(clean, y) + 12.0 * expected_jsd, rtol=1e-4)
+
+
+def test_augmix_with_identical_views_is_nominal_training(cnn, batch, fake_augmix):
+  model, variables = cnn
+  fake_augmix(lambda x: x)
+  loss, metrics = _run(methods.make_augmix(model), variables, batch)
+  assert abs(float(metrics["jsd"])) < 1e-6
+  np.testing.assert_allclose(
+      loss, _np_ce(_logits(model, variables, batch["image"]), np.asarray(batch["label"])),
+      rtol=1e-4)
+  # Without JSD the classifier trains on the AugMix images only.
+  fake_augmix(lambda x: 1.0 - x)
+  loss, _ = _run(methods.make_augmix(model, jsd=False), variables, batch)
+  np.testing.assert_allclose(
+      loss, _np_ce(_logits(model, variables, 1.0 - batch["image"]),
+                   np.asarray(batch["label"])), rtol=1e-4)
+
+
+def test_real_augmix_jsd_is_positive_and_trains(cnn, batch):
+  model, variables = cnn
+  loss_fn = methods.make_augmix(model, severity=3)
+  grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  (loss, aux), grads = grad_fn(variables["params"], variables["batch_stats"], batch,
+                               jax.random.key(0))
+  assert np.isfinite(float(loss)) and float(aux["metrics"]["jsd"]) > 0
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_robust_augmix_adversarial_view_is_in_the_l2_ball_and_raises_the_jsd(
+    cnn, batch, fake_augmix):
+  model, variables = cnn
+  fake_augmix(lambda x: x)
+  loss, metrics = _run(methods.make_robust_augmix(model, eps=0.5, num_steps=3), variables,
+                       batch)
+  assert 0.0 < float(metrics["perturbation_norm"]) <= 0.5 + 1e-4
+  assert float(metrics["jsd"]) > 1e-6  # only the adversarial view differs
+  # With eps 0 the adversarial view is the clean image: nominal training.
+  loss0, metrics0 = _run(methods.make_robust_augmix(model, eps=0.0, num_steps=1,
+                                                    random_init=False), variables, batch)
+  assert abs(float(metrics0["jsd"])) < 1e-6
+  ce = _np_ce(_logits(model, variables, batch["image"]), np.asarray(batch["label"]))
+  np.testing.assert_allclose(loss0, ce, rtol=1e-4)
+
+
+def test_rlat_with_identical_augmix_views_equals_plain_rlat(resnet, batch, fake_augmix):
+  model, variables = resnet
+  fake_augmix(lambda x: x)
+  plain, _ = _run(rlat.make_rlat(model, eps=0.08), variables, batch)
+  jsd_loss, metrics = _run(rlat.make_rlat(model, eps=0.08, augmix=dict(jsd=True)), variables,
+                           batch)
+  assert abs(float(metrics["jsd"])) < 1e-5
+  np.testing.assert_allclose(jsd_loss, plain, rtol=1e-4)
+  single, _ = _run(rlat.make_rlat(model, eps=0.08, augmix=dict(jsd=False)), variables, batch)
+  np.testing.assert_allclose(single, plain, rtol=1e-4)
+
+
+def test_rlat_augmix_jsd_perturbs_all_views_and_adds_the_jsd(resnet, batch, fake_augmix):
+  model, variables = resnet
+  fake_augmix(lambda x: 1.0 - x)
+  loss, metrics = _run(rlat.make_rlat(model, eps=0.08, augmix=dict(jsd=True)), variables,
+                       batch)
+  assert float(metrics["jsd"]) > 1e-4 and float(metrics["perturbation_norm"]) > 0
+  # eps 0: exactly the AugMix + JSD loss on the same views.
+  loss0, _ = _run(rlat.make_rlat(model, eps=0.0, augmix=dict(jsd=True)), variables, batch)
+  ref, _ = _run(methods.make_augmix(model, jsd=True), variables, batch)
+  np.testing.assert_allclose(loss0, ref, rtol=1e-4)
+  assert loss > loss0  # the perturbation raises the loss
+
+
+def test_ada_with_augmix_is_the_last_stage(cnn, batch, fake_augmix):
+  model, variables = cnn
+  backbone = methods.Backbone("scale", lambda p, x: jnp.clip(x * p["a"], 0.0, 1.0),
+                              {"a": jnp.float32(0.7)})
+  kw = dict(backbones=[backbone], nu=0.1, num_steps=1, chunk_size="none")
+  fake_augmix(lambda x: x)
+  plain, m_plain = _run(methods.make_ada(model, **kw), variables, batch)
+  with_jsd, m_jsd = _run(methods.make_ada(model, augmix=dict(jsd=True), **kw), variables, batch)
+  assert abs(float(m_jsd["jsd"])) < 1e-6
+  np.testing.assert_allclose(with_jsd, plain, rtol=1e-4)
+  np.testing.assert_allclose(m_jsd["ssim"], m_plain["ssim"], rtol=1e-6)
+  fake_augmix(lambda x: 1.0 - x)
+  flipped, _ = _run(methods.make_ada(model, augmix=dict(jsd=False), **kw), variables, batch)
+  assert abs(flipped - plain) > 1e-3  # AugMix's output is what the classifier sees
+
+
+def test_bad_augmix_arguments_raise_named_errors(cnn):
+  model, _ = cnn
+  with pytest.raises(ValueError, match="severity"):
+    methods.make_augmix(model, severity=0)
+  with pytest.raises(ValueError, match="width"):
+    methods.make_augmix(model, width=0)
+  with pytest.raises(ValueError, match="depth"):
+    methods.make_augmix(model, depth=0)
+  with pytest.raises(ValueError, match="alpha"):
+    methods.make_augmix(model, alpha=0.0)
+  with pytest.raises(ValueError, match="jsd_weight"):
+    methods.make_augmix(model, jsd_weight=-1.0)
+  with pytest.raises(ValueError, match="unknown keys"):
+    methods.check_augmix_kwargs(dict(sevrity=3))
+  with pytest.raises(ValueError, match="eps"):
+    methods.make_robust_augmix(model, eps=-1.0)
