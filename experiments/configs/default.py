@@ -14,6 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Fashion-MNIST IDX files (default $ADACORR_FASHION_MNIST_DIR, else Debian's path).
   config.fashion_mnist_dir = ml_collections.config_dict.placeholder(str)
   config.augment = "pad_crop_flip"      # standard augmentation, on device
+  # DeepAugment: directories of stored distorted copies of the training set (written by
+  # experiments/make_deepaugment.py); training samples uniformly from clean + copies.
+  config.deepaugment_dirs = ()
   config.augment_kwargs = ml_collections.ConfigDict()
   config.eval_center_crop = 0           # > 0: center-crop test images to this size
   config.prefetch = 2                   # batches prepared ahead on a background thread

@@ -1,0 +1,37 @@
+"""DeepAugment copies for configs: where `experiments/make_deepaugment.py` writes them.
+
+`dirs(dataset)` are `<root>/<dataset>_<net>` for the EDSR and CAE copies (root
+$ADACORR_DEEPAUGMENT or runs/deepaugment). Make them first, e.g. for Fashion-MNIST:
+
+  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=edsr \
+      --config_name=fashion_mnist_edsr_tiny --out_dir=runs/deepaugment/fashion_mnist_edsr_tiny
+  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=cae \
+      --config_name=fashion_mnist_cae --out_dir=runs/deepaugment/fashion_mnist_cae
+
+(the corruption nets are pretrained on first use), and for CIFAR-10 with DeepAugment's
+published weights `--torch_weights=...` (the paper's choice). Training on clean + two
+copies makes an epoch three times as long; the DeepAugment configs divide `num_epochs`
+by `1 + len(dirs)` so that they take as many steps as the run without DeepAugment.
+"""
+
+import os
+
+DEFAULT_ROOT = os.environ.get("ADACORR_DEEPAUGMENT", os.path.join("runs", "deepaugment"))
+NAMES = {"fashion_mnist": ("fashion_mnist_edsr_tiny", "fashion_mnist_cae"),
+         "cifar10": ("cifar10_edsr", "cifar10_cae")}
+
+
+def dirs(dataset: str, root: str | None = None) -> tuple[str, ...]:
+  """The EDSR and CAE copy directories of `dataset`."""
+  if dataset not in NAMES:
+    raise ValueError(f"dataset={dataset!r} has no DeepAugment copies named; known: "
+                     f"{sorted(NAMES)}.")
+  return tuple(os.path.join(root or DEFAULT_ROOT, name) for name in NAMES[dataset])
+
+
+def add(config):
+  """Turns DeepAugment on in `config`, keeping its number of training steps."""
+  config.deepaugment_dirs = dirs(config.dataset)
+  if config.get("num_steps", -1) <= 0:
+    config.num_epochs = config.num_epochs / (1 + len(config.deepaugment_dirs))
+  return config
