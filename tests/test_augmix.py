@@ -10,6 +10,7 @@ interpolants common).
 """
 
 import functools
+import importlib
 import itertools
 
 import jax
@@ -18,10 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from adacorr.augment import augmix as augmix_module
 from adacorr.augment import image_ops
 from adacorr.augment.augmix import (ALL_OPS, CIFAR_OPS, augment_and_mix, augmix, augmix_views,
                                     jsd_consistency, jsd_consistency_per_example)
+
+# `adacorr.augment.augmix` is the function; the module by its import path.
+augmix_module = importlib.import_module("adacorr.augment.augmix")
 
 # Blends are exact on CPU; an accelerator may fuse d + f * (u - d) into an FMA.
 BLEND_TOL = 0 if jax.default_backend() == "cpu" else 1
