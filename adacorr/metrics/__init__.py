@@ -15,13 +15,16 @@ from adacorr.metrics.calibration import (ReliabilityBins, ece, ece_after_tempera
                                          fit_temperature, nll, reliability_bins,
                                          softmax)
 from adacorr.metrics.classification import accuracy, check_labels
+from adacorr.metrics.noise_robustness import (eps_star, minimal_noise_norm,
+                                              noise_robustness_eps_star)
 from adacorr.metrics.corruption import (ALEXNET_CLEAN_ERR, ALEXNET_ERR, CorruptionResults,
                                         corruption_errors, error_table, mce,
                                         relative_corruption_errors, relative_mce)
 
 __all__ = [
     "ALEXNET_CLEAN_ERR", "ALEXNET_ERR", "CorruptionResults", "ReliabilityBins", "accuracy",
-    "check_labels", "corruption_errors", "ece", "ece_after_temperature", "error_table",
-    "fit_temperature", "mce", "nll", "relative_corruption_errors", "relative_mce",
+    "check_labels", "corruption_errors", "ece", "ece_after_temperature", "eps_star", "error_table",
+    "fit_temperature", "mce", "minimal_noise_norm", "nll", "noise_robustness_eps_star",
+    "relative_corruption_errors", "relative_mce",
     "reliability_bins", "softmax",
 ]

@@ -16,8 +16,23 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import flax
 import jax
 import orbax.checkpoint as ocp
+
+from adacorr.train.state import TrainState
+
+_LEGACY_FIELDS = ("step", "params", "batch_stats", "opt_state", "rng")
+
+
+@flax.struct.dataclass
+class _LegacyTrainState:
+  """`TrainState` as saved before it had `method_state`."""
+  step: Any
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: Any
 
 
 class Checkpointer:
@@ -46,12 +61,31 @@ class Checkpointer:
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores checkpoint `step` (default: latest) into the structure and shardings
-    of `target` (a pytree of arrays or `jax.ShapeDtypeStruct`s)."""
+    of `target` (a pytree of arrays or `jax.ShapeDtypeStruct`s).
+
+    A `TrainState` checkpoint written before `TrainState.method_state` existed restores
+    into a target whose method state is empty (a stateless method's).
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"No complete checkpoint in {self.directory}.")
     abstract = jax.tree.map(_abstract, target)
+    if isinstance(target, TrainState) and "method_state" not in self._saved_keys(step):
+      if jax.tree.leaves(target.method_state):
+        raise ValueError(f"Checkpoint {step} in {self.directory} has no method_state, but "
+                         "the training method needs one: it was written by another method.")
+      legacy = _LegacyTrainState(**{f: getattr(abstract, f) for f in _LEGACY_FIELDS})
+      restored = self._manager.restore(int(step), args=ocp.args.StandardRestore(legacy))
+      return TrainState(**{f: getattr(restored, f) for f in _LEGACY_FIELDS},
+                        method_state=target.method_state)
     return self._manager.restore(int(step), args=ocp.args.StandardRestore(abstract))
+
+  def _saved_keys(self, step: int) -> set[str]:
+    """The top-level keys of the tree saved as checkpoint `step`."""
+    item_path = os.path.join(self.directory, str(step), "default")
+    with ocp.StandardCheckpointer() as checkpointer:
+      tree = checkpointer.metadata(item_path).item_metadata.tree
+    return set(tree) if isinstance(tree, dict) else set()
 
   def wait_until_finished(self) -> None:
     self._manager.wait_until_finished()

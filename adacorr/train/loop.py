@@ -5,6 +5,11 @@ loss function of `config.method` (or one passed in), evaluating on the test spli
 and resumes from the latest checkpoint in `workdir/checkpoints` if there is one. The
 batch of step `s` and the PRNG key of step `s` depend only on the seed and `s`, so a
 run killed at any point and resumed ends with the same parameters as an unbroken run.
+
+A method may be a `step.StatefulLoss` (e.g. ANT): its state is part of the checkpointed
+`TrainState`, and before the first step of every epoch e >= 1 the loop runs its
+`epoch_start` hook, then `epoch_start_step` on `epoch_start_steps` extra batches: those
+of global steps `e * steps_per_epoch + i`, a pure function of the seed and e.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import tqdm
 from adacorr import data as data_lib
 from adacorr import methods
 from adacorr.data import augment as augment_lib
+from adacorr.data import deepaugment as deepaugment_data
 from adacorr import models
 from adacorr import parallel
 from adacorr.train import optim
@@ -34,7 +40,8 @@ from adacorr.train.checkpoint import Checkpointer
 from adacorr.train.metric_writer import MetricWriter
 from adacorr.train.state import TrainState, create_train_state
 
-MakeLossFn = Callable[[Any, ml_collections.ConfigDict], step_lib.LossFn]
+MakeLossFn = Callable[[Any, ml_collections.ConfigDict],
+                      step_lib.LossFn | step_lib.StatefulLoss]
 Hook = Callable[[int, TrainState, dict], None]
 
 # Training methods by `config.method` (`config.method_kwargs` overrides their defaults).
@@ -82,7 +89,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Args:
     config: an experiment config (see `experiments/configs/`).
     workdir: where checkpoints, metrics (JSONL, TensorBoard) and the summary go.
-    make_loss_fn: `make_loss_fn(model, config) -> LossFn`; default: by `config.method`.
+    make_loss_fn: `make_loss_fn(model, config) -> LossFn | StatefulLoss`; default: by
+      `config.method`.
     hooks: called as `hook(step, state, metrics)` after every step (metrics on device).
 
   Raises:
@@ -100,6 +108,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if config.dataset == "fashion_mnist":
     load_kwargs["fashion_mnist_dir"] = config.get("fashion_mnist_dir")
   train_source = data_lib.load_split(config.dataset, info.train_split, **load_kwargs)
+  # DeepAugment: the clean set plus its stored distorted copies (config.deepaugment_dirs).
+  train_source = deepaugment_data.load_train_source(config, info, train_source)
   test_source = data_lib.load_split(config.dataset, info.test_split, **load_kwargs)
   batch_size = config.global_batch_size
   parallel.local_batch_size(batch_size, mesh)  # validates divisibility
@@ -109,7 +119,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   model = build_model(config, info)
   schedule = optim.make_schedule(config, steps_per_epoch=steps_per_epoch, num_steps=num_steps)
   tx = optim.make_optimizer(config, schedule)
+  if make_loss_fn is None:
+    if config.method not in LOSS_FACTORIES:
+      raise ValueError(f"config.method={config.method!r} is not one of {sorted(LOSS_FACTORIES)}.")
+    make_loss_fn = LOSS_FACTORIES[config.method]
+  loss_fn = make_loss_fn(model, config)
+  stateful = loss_fn if isinstance(loss_fn, step_lib.StatefulLoss) else None
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), info.image_shape)
+  if stateful is not None:
+    image_shape = tuple(info.image_shape)
+    init = jax.jit(lambda key: stateful.init(key, image_shape))
+    state = state.replace(method_state=init(step_lib.method_init_key(state.rng)))
   state = parallel.replicate(state, mesh)
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"),
@@ -122,21 +142,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             flush=True)
   start_step = int(state.step)
 
-  if make_loss_fn is None:
-    if config.method not in LOSS_FACTORIES:
-      raise ValueError(f"config.method={config.method!r} is not one of {sorted(LOSS_FACTORIES)}.")
-    make_loss_fn = LOSS_FACTORIES[config.method]
   augment_fn = augment_lib.get_augment(config.augment, **config.get("augment_kwargs", {}))
   replicated = parallel.replicated_sharding(mesh)
   train_step = jax.jit(
-      step_lib.make_train_step(make_loss_fn(model, config), tx, augment_fn=augment_fn,
-                               schedule=schedule),
+      step_lib.make_train_step(loss_fn, tx, augment_fn=augment_fn, schedule=schedule),
       out_shardings=(replicated, replicated), donate_argnums=(0,))
+  epoch_begin = epoch_step = None
+  if stateful is not None and stateful.has_epoch_start:
+    begin, extra_step = step_lib.make_epoch_start(stateful, augment_fn=augment_fn)
+    epoch_begin = jax.jit(begin, out_shardings=replicated, donate_argnums=(0,))
+    epoch_step = jax.jit(extra_step, out_shardings=(replicated, replicated),
+                         donate_argnums=(0,))
   crop = config.get("eval_center_crop", 0)
   eval_step = jax.jit(
       step_lib.make_eval_step(
           model, preprocess=(lambda x: augment_lib.center_crop(x, size=crop)) if crop else None),
       out_shardings=replicated)
+
+  def run_epoch_start(state: TrainState, epoch: int) -> TrainState:
+    """The stateful method's epoch-start hook, then its extra batches (see above)."""
+    t0 = time.perf_counter()
+    state = epoch_begin(state, np.int32(epoch))
+    num_extra = stateful.epoch_start_steps
+    if num_extra > 0:
+      extra = data_lib.train_batches(train_source, global_batch_size=batch_size,
+                                     seed=config.seed, mesh=mesh,
+                                     start_step=epoch * steps_per_epoch,
+                                     prefetch=config.get("prefetch", 2))
+      window = []
+      try:
+        for i in range(num_extra):
+          state, m = epoch_step(state, next(extra), np.int32(epoch), np.int32(i))
+          window.append(m)
+      finally:
+        extra.close()
+      window = jax.device_get(window)
+      means = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+      means.update({f"last_{k}": float(v) for k, v in window[-1].items()})
+      writer.write(epoch * steps_per_epoch, "epoch_start", means)
+    jax.block_until_ready(state.step)
+    if is_main:
+      progress.write(f"epoch {epoch} start: method hook and {num_extra} extra batches "
+                     f"in {time.perf_counter() - t0:.1f}s")
+    return state
 
   def run_eval() -> dict[str, float]:
     return evaluate(eval_step, state.variables,
@@ -188,6 +236,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                      seed=config.seed, mesh=mesh, start_step=start_step,
                                      prefetch=config.get("prefetch", 2))
     for step in range(start_step + 1, num_steps + 1):
+      if epoch_begin is not None and step > 1 and (step - 1) % steps_per_epoch == 0:
+        state = run_epoch_start(state, (step - 1) // steps_per_epoch)
       state, metrics = train_step(state, next(batches))
       pending.append(metrics)
       for hook in hooks:

@@ -9,10 +9,17 @@ standard augmentation), `key` a PRNG key for the method's own randomness, `loss`
 scalar, and `aux` a dict holding `'batch_stats'` (the updated BatchNorm statistics)
 and `'metrics'` (a dict of scalars, e.g. accuracy). Adversarial training, AdA,
 AugMix-JSD and the rest are such functions; the step and the loop stay the same.
+
+A method with state that persists across steps (ANT: its noise generator, the
+generator's optimizer state, a replay buffer of earlier generators) is a
+`StatefulLoss`: its loss function also takes and returns the state, which lives in
+`TrainState.method_state`, so it is checkpointed, replicated and restored with the rest
+of the run, and may have per-epoch hooks that the loop runs (see `StatefulLoss`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -25,6 +32,62 @@ from adacorr.train.state import TrainState
 Batch = dict[str, jax.Array]
 LossFn = Callable[[Any, Any, Batch, jax.Array], tuple[jax.Array, dict[str, Any]]]
 AugmentFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+# fold_in tags of the keys that are not a step's (steps are < 2**31 - 2).
+_METHOD_INIT_STREAM = 0x7FFFFFFE
+_EPOCH_START_STREAM = 0x7FFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class StatefulLoss:
+  """A training method with state carried from step to step (`TrainState.method_state`).
+
+  Attributes:
+    loss_fn: `loss_fn(params, batch_stats, batch, key, method_state) -> (loss, aux)`,
+      a `LossFn` that also reads the method state; `aux['method_state']` is the new
+      state (not differentiated: `stop_gradient` whatever depends on `params`).
+    init: `init(key, image_shape) -> method_state`, a pytree of arrays; `image_shape`
+      is (H, W, C) of one training image.
+    epoch_start: optional `epoch_start(params, batch_stats, method_state, key) ->
+      method_state`, run (jitted) by the loop before the first step of every epoch
+      e >= 1 (e.g. ANT saves its generator into the replay buffer and starts a new one).
+    epoch_start_step: optional `epoch_start_step(params, batch_stats, method_state,
+      batch, key) -> (method_state, metrics)`, run (jitted) after `epoch_start` on each
+      of `epoch_start_steps` extra batches (augmented like the training batches): the
+      batches of global steps `e * steps_per_epoch + i`, i < epoch_start_steps, so
+      a pure function of the seed and e (ANT pretrains the new generator on them).
+    epoch_start_steps: number of extra batches per epoch start (0: none).
+
+  The keys depend only on the run's seed and (epoch, i), and the state is checkpointed
+  between steps, so a run killed at any point and resumed equals an unbroken one.
+  """
+  loss_fn: Callable[..., tuple[jax.Array, dict[str, Any]]]
+  init: Callable[[jax.Array, tuple[int, ...]], Any]
+  epoch_start: Callable[..., Any] | None = None
+  epoch_start_step: Callable[..., tuple[Any, dict[str, jax.Array]]] | None = None
+  epoch_start_steps: int = 0
+
+  def __post_init__(self):
+    steps = self.epoch_start_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+      raise ValueError(f"epoch_start_steps must be a non-negative int, got {steps!r}.")
+    if steps > 0 and self.epoch_start_step is None:
+      raise ValueError(f"epoch_start_steps={steps} needs an epoch_start_step function.")
+
+  @property
+  def has_epoch_start(self) -> bool:
+    return self.epoch_start is not None or self.epoch_start_steps > 0
+
+
+def method_init_key(rng: jax.Array) -> jax.Array:
+  """The key of a stateful method's `init`, from `TrainState.rng`."""
+  return jax.random.fold_in(rng, _METHOD_INIT_STREAM)
+
+
+def epoch_start_key(rng: jax.Array, epoch: Any, index: Any) -> jax.Array:
+  """The key of `epoch_start` (index -1) or of extra batch `index` of epoch `epoch`."""
+  key = jax.random.fold_in(jax.random.fold_in(rng, _EPOCH_START_STREAM), epoch)
+  return jax.random.fold_in(key, jnp.asarray(index, jnp.int32) + 1)
 
 
 def cross_entropy_loss_fn(model: nn.Module) -> LossFn:
@@ -42,7 +105,7 @@ def cross_entropy_loss_fn(model: nn.Module) -> LossFn:
   return loss_fn
 
 
-def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
+def make_train_step(loss_fn: LossFn | StatefulLoss, tx: optax.GradientTransformation, *,
                     augment_fn: AugmentFn | None = None,
                     schedule: optax.Schedule | None = None
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
@@ -51,19 +114,26 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
   The step's key is `fold_in(state.rng, state.step)`, split into the augmentation key
   and the loss key. If the loss or a gradient is not finite, the state is returned
   unchanged and `metrics['finite']` is 0: a bad step never reaches the parameters.
+  A `StatefulLoss` reads `state.method_state` and its update goes into the new state.
   """
+  stateful = isinstance(loss_fn, StatefulLoss)
 
   def train_step(state: TrainState, batch: Batch):
     step_key = jax.random.fold_in(state.rng, state.step)
     augment_key, loss_key = jax.random.split(step_key)
     if augment_fn is not None:
       batch = dict(batch, image=augment_fn(batch["image"], augment_key))
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    if stateful:
+      fn = lambda p, bs, b, k: loss_fn.loss_fn(p, bs, b, k, state.method_state)
+    else:
+      fn = loss_fn
+    (loss, aux), grads = jax.value_and_grad(fn, has_aux=True)(
         state.params, state.batch_stats, batch, loss_key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates),
-        batch_stats=aux["batch_stats"], opt_state=opt_state)
+        batch_stats=aux["batch_stats"], opt_state=opt_state,
+        method_state=aux["method_state"] if stateful else state.method_state)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -74,6 +144,37 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation, *,
     return new_state, metrics
 
   return train_step
+
+
+def make_epoch_start(stateful: StatefulLoss, *, augment_fn: AugmentFn | None = None
+                     ) -> tuple[Callable[[TrainState, Any], TrainState],
+                                Callable[[TrainState, Batch, Any, Any],
+                                         tuple[TrainState, dict[str, jax.Array]]]]:
+  """The loop's epoch-start functions for `stateful` (not yet jitted).
+
+  Returns `(begin, step)`: `begin(state, epoch) -> state` runs `stateful.epoch_start`
+  (identity if None) and `step(state, batch, epoch, index) -> (state, metrics)` runs
+  `stateful.epoch_start_step` on extra batch `index` (augmented with `augment_fn`).
+  Both change only `state.method_state`; their keys are `epoch_start_key(state.rng,
+  epoch, index)` (index -1 for `begin`).
+  """
+
+  def begin(state: TrainState, epoch):
+    if stateful.epoch_start is None:
+      return state
+    key = epoch_start_key(state.rng, epoch, -1)
+    return state.replace(method_state=stateful.epoch_start(
+        state.params, state.batch_stats, state.method_state, key))
+
+  def step(state: TrainState, batch: Batch, epoch, index):
+    augment_key, key = jax.random.split(epoch_start_key(state.rng, epoch, index))
+    if augment_fn is not None:
+      batch = dict(batch, image=augment_fn(batch["image"], augment_key))
+    method_state, metrics = stateful.epoch_start_step(
+        state.params, state.batch_stats, state.method_state, batch, key)
+    return state.replace(method_state=method_state), metrics
+
+  return begin, step
 
 
 def make_eval_step(model: nn.Module, *, preprocess: Callable[[jax.Array], jax.Array] | None = None
