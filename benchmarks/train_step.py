@@ -27,6 +27,7 @@ import optax  # noqa: E402
 from adacorr import models, parallel  # noqa: E402
 from adacorr.data import augment  # noqa: E402
 from adacorr.train import create_train_state, cross_entropy_loss_fn, make_train_step  # noqa: E402
+from adacorr.train.step import StatefulLoss  # noqa: E402
 
 SHAPES = {  # model -> (image shape, mean, std) of the dataset it is benchmarked on
     "preact_resnet18": ((32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -47,6 +48,9 @@ def time_train_step(model_name: str, batch_size: int, dtype: str, steps: int,
   state = parallel.replicate(
       create_train_state(model, tx, jax.random.PRNGKey(0), image_shape), mesh)
   loss_fn = (make_loss_fn or cross_entropy_loss_fn)(model)
+  if isinstance(loss_fn, StatefulLoss):  # e.g. ANT: its generator state rides in the state
+    state = state.replace(method_state=parallel.replicate(
+        loss_fn.init(jax.random.PRNGKey(1), image_shape), mesh))
   step = jax.jit(make_train_step(loss_fn, tx,
                                  augment_fn=augment.get_augment("pad_crop_flip")),
                  donate_argnums=(0,))

@@ -15,6 +15,8 @@ Adversarial robustness on the first test examples: l_p (PGD, APGD-CE/DLR at
 each LPIPS bound of `--lpips_bounds`, the LPIPS distance computed on the classifier's own
 layers (`--lpips_model=self`) or on another trained run's (`--lpips_model=WORKDIR`, e.g.
 a `cifar_alexnet` run), plotted in `lpips_robustness_curve.png` (accuracy vs bound).
+Noise robustness (Rusak et al. 2020): eps*_GN, the median smallest l2 norm of Gaussian
+noise that flips the label, on `--noise_num_examples`.
 """
 
 import json
@@ -38,6 +40,7 @@ from adacorr import parallel  # noqa: E402
 from adacorr import perceptual  # noqa: E402
 from adacorr.attacks.perceptual import lpa  # noqa: E402
 from adacorr.data import corrupted  # noqa: E402
+from adacorr.metrics import noise_robustness as noise_metrics  # noqa: E402
 from adacorr.train.checkpoint import load_classifier  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -59,6 +62,8 @@ flags.DEFINE_list("l2_eps", ["0.1"], "l2 radii for PGD/APGD.")
 flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
 flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses).")
+flags.DEFINE_integer("noise_num_examples", None, "Test examples for the Gaussian-noise "
+                     "robustness eps* (Rusak et al. 2020; default: --lp_num_examples; 0: skip).")
 flags.DEFINE_list("lpips_bounds", ["0.25", "0.5", "1.0"],
                   "LPIPS bounds for LPA (fractions ok; empty: skip the perceptual section).")
 flags.DEFINE_string("lpips_model", "self", "LPIPS network: 'self' (the evaluated classifier's "
@@ -145,6 +150,27 @@ def lp_robustness(logits_fn, x, y, *, pgd_steps, apgd_steps, radii):
                       **{k: float(v) for k, v in r["per_attack"].items()},
                       "worst_case": r["robust_accuracy"]})
   return results
+
+
+def noise_robustness(model, variables, source, *, batch_size, seed):
+  """eps*_GN (Rusak et al. 2020, Eq. 4): the median over `source` of the smallest l2 norm
+  of (clipping-aware rescaled) Gaussian noise that changes the prediction, searched up to
+  the largest possible norm sqrt(H * W * C)."""
+  images, labels = source.get(np.arange(source.num_examples))
+  max_norm = float(np.sqrt(np.prod(images.shape[1:])))
+  logits_fn = lambda x: model.apply(variables, x, train=False)
+  search = jax.jit(lambda x, y, k: noise_metrics.minimal_noise_norm(
+      logits_fn, x, y, k, max_norm=max_norm))
+  norms = []
+  for start in range(0, len(labels), batch_size):
+    x = jnp.asarray(images[start:start + batch_size], jnp.float32) / 255.0
+    y = jnp.asarray(labels[start:start + batch_size])
+    norms.append(np.asarray(search(x, y, jax.random.fold_in(jax.random.PRNGKey(seed), start))))
+  norms = np.concatenate(norms)
+  return {"num_examples": int(len(norms)), "max_norm": max_norm,
+          "eps_star": noise_metrics.eps_star(norms),
+          "fraction_unflipped": float(np.mean(np.isinf(norms))),
+          "fraction_misclassified_clean": float(np.mean(norms == 0))}
 
 
 def lpips_robustness(model, variables, source, *, bounds, features_fn=None, num_steps,
@@ -329,6 +355,14 @@ def markdown_report(report, names):
       lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +
                    " | ".join(f"{100 * r[a]:.1f}" for a in attack_names) +
                    f" | {100 * r['worst_case']:.1f} |")
+  if report.get("noise"):
+    n = report["noise"]
+    lines += ["", f"## Noise robustness ({n['num_examples']} test examples)", "",
+              "| metric | value |", "|---|---|",
+              f"| eps*_GN: median smallest l2 norm of Gaussian noise that flips the label "
+              f"(inf counts as +inf; 0 for misclassified) | {n['eps_star']:.3f} |",
+              f"| examples no noise up to l2 {n['max_norm']:.1f} flips | "
+              f"{100 * n['fraction_unflipped']:.1f}% |"]
   if report.get("lpips"):
     p = report["lpips"]
     lines += ["", f"## Perceptual (LPIPS) robustness ({p['num_examples']} test examples; LPA, "
@@ -431,6 +465,12 @@ def main(argv):
         logits_fn, jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(lp_labels),
         pgd_steps=FLAGS.pgd_steps, apgd_steps=FLAGS.apgd_steps,
         radii={"linf": FLAGS.linf_eps, "l2": FLAGS.l2_eps})
+
+  noise_num_examples = (FLAGS.lp_num_examples if FLAGS.noise_num_examples is None
+                        else FLAGS.noise_num_examples)
+  if noise_num_examples > 0:
+    report["noise"] = noise_robustness(model, variables, _Subset(test_source, noise_num_examples),
+                                       batch_size=FLAGS.batch_size, seed=FLAGS.seed)
 
   if lpa_num_examples > 0 and lpips_bounds:
     r = lpips_robustness(

@@ -52,8 +52,14 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   assert lp["norm"] == "linf" and lp["eps"] == "8/255"
   assert 0.0 <= lp["worst_case"] <= min(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"])
   assert max(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"]) <= lp["clean"]
+  noise = report["noise"]  # eps*_GN on the l_p examples
+  assert noise["num_examples"] == 24 and noise["max_norm"] == pytest.approx(768 ** 0.5)  # 16x16x3
+  assert 0.0 <= noise["fraction_unflipped"] <= 1.0
+  assert noise["fraction_misclassified_clean"] == pytest.approx(1.0 - lp["clean"])
+  if noise["fraction_misclassified_clean"] < 0.5 and noise["fraction_unflipped"] < 0.5:
+    assert 0.0 < noise["eps_star"] <= noise["max_norm"]
   markdown = (out / "report.md").read_text()
-  assert "## l_p robustness" in markdown
+  assert "## l_p robustness" in markdown and "## Noise robustness" in markdown
   assert "lpips" not in report and "LPIPS" not in markdown  # --lpa_num_examples=0
   assert "| gaussian_noise |" in markdown and "clean accuracy" in markdown
   # The generated -C set was cached and is reused by a second report.

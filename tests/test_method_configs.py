@@ -2,9 +2,11 @@
 
 import glob
 import importlib
+import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from adacorr.train import loop
@@ -34,15 +36,44 @@ def test_every_method_has_a_quickstart():
   assert set(loop.LOSS_FACTORIES) <= methods | {"nominal"}, set(loop.LOSS_FACTORIES) - methods
 
 
+def _is_combination(config):
+  """AugMix or ANT + RLAT inside another method, or DeepAugment data."""
+  kwargs = config.method_kwargs
+  return bool(config.get("deepaugment_dirs")) or "augmix" in kwargs or "rlat" in kwargs
+
+
 def _one_quickstart_per_method():
-  chosen = {}
-  for name in QUICKSTARTS:
+  chosen = {}  # the plain method's quickstart, not a combination's
+  for name in sorted(QUICKSTARTS, key=lambda n: _is_combination(_config(n))):
     chosen.setdefault(_config(name).method, name)
   return sorted(chosen.values())
 
 
-@pytest.mark.parametrize("name", _one_quickstart_per_method())
-def test_quickstart_trains_a_few_steps(name, tmp_path):
+def _combinations():
+  chosen = set(_one_quickstart_per_method())
+  return [c for c in QUICKSTARTS if c not in chosen and _is_combination(_config(c))]
+
+
+def _stand_in_copies(directory, count):
+  """DeepAugment-copy directories of the synthetic train set (inverted images)."""
+  from adacorr import data as data_lib
+  from adacorr.data import deepaugment as deepaugment_data
+  source = data_lib.load_split("synthetic", "train")
+  images, labels = source.get(np.arange(source.num_examples))
+  dirs = []
+  for i in range(count):
+    d = os.path.join(directory, f"copy{i}")
+    os.makedirs(d)
+    np.save(os.path.join(d, deepaugment_data.IMAGES_FILE), (255 - images).astype(np.uint8))
+    np.save(os.path.join(d, deepaugment_data.LABELS_FILE), labels)
+    with open(os.path.join(d, deepaugment_data.INFO_FILE), "w", encoding="utf-8") as f:
+      json.dump(dict(net="edsr", dataset="synthetic", count=int(len(labels)), seed=i,
+                     num_classes=10, image_shape=list(images.shape[1:])), f)
+    dirs.append(d)
+  return tuple(dirs)
+
+
+def _train_quickstart(name, tmp_path):
   config = _config(name)
   # The same model, method and optimiser, on the tiny synthetic set for 3 steps.
   config.update(dict(dataset="synthetic", num_steps=3, log_every_steps=1, eval_every_steps=3,
@@ -54,6 +85,33 @@ def test_quickstart_trains_a_few_steps(name, tmp_path):
         dict(net=b["net"], init="random",
              net_kwargs=dict(b["pretrain"]["net_kwargs"]) if b.get("pretrain") else {})
         for b in config.method_kwargs.backbones)
-  summary = loop.train_and_evaluate(config, str(tmp_path))
+    config.method_kwargs.chunk_size = "none"  # one vmapped pass: compiles much faster on CPU
+  if config.get("deepaugment_dirs"):  # stand-ins for the stored copies
+    config.deepaugment_dirs = _stand_in_copies(str(tmp_path / "deepaugment"),
+                                               len(config.deepaugment_dirs))
+  summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["steps"] == 3 and summary["method"] == config.method
   assert math.isfinite(summary["train_loss"]) and 0.0 <= summary["test_accuracy"] <= 1.0
+  return config
+
+
+@pytest.mark.parametrize("name", _one_quickstart_per_method())
+def test_quickstart_trains_a_few_steps(name, tmp_path):
+  _train_quickstart(name, tmp_path)
+
+
+@pytest.mark.parametrize("name", _combinations())
+def test_combination_quickstart_trains_a_few_steps(name, tmp_path):
+  config = _train_quickstart(name, tmp_path)
+  assert _is_combination(config)
+
+
+def test_every_combination_of_the_papers_has_a_quickstart():
+  """AugMix (+JSD), DeepAugment, RobustAugMix, ANT and the combination rows of the AdA and
+  RLAT papers each have a Fashion-MNIST quickstart (and a CIFAR-10 config)."""
+  rows = ["augmix", "robust_augmix", "ant", "deepaugment", "deepaugment_augmix",
+          "ada_augmix", "ada_deepaugment_augmix", "augmix_jsd_rlat", "augmix_rlat",
+          "deepaugment_rlat", "ant_rlat", "ada_all_augmix_deepaugment"]
+  for row in rows:
+    assert f"fashion_mnist_{row}" in QUICKSTARTS, row
+    assert f"cifar10_{row}" in CONFIGS, row
