@@ -50,20 +50,26 @@ def time_methods(factories, args) -> list[dict]:
   return rows
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(factories=None, description=None, default_out=None, argv=None):
+  """Parses the flags, times `factories` (default: METHODS) and writes the JSON."""
+  parser = argparse.ArgumentParser(description=description or __doc__.split("\n")[0])
   parser.add_argument("--model", default="preact_resnet18")
   parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__),
-                                                    "method_steps.json"))
-  args = parser.parse_args()
+  parser.add_argument("--only", default="", help="comma-separated method names (and nominal)")
+  parser.add_argument("--out", default=default_out or os.path.join(os.path.dirname(__file__),
+                                                                   "method_steps.json"))
+  args = parser.parse_args(argv)
+  factories = METHODS if factories is None else factories
+  if args.only:
+    keep = {"nominal", *args.only.split(",")}
+    factories = {k: v for k, v in factories.items() if k in keep}
   device = jax.devices()[0]
   print(f"device: {device.device_kind} x{len(jax.devices())} ({device.platform}), "
         f"jax {jax.__version__}; {args.model}, batch {args.batch_size}, {args.dtype}")
-  rows = time_methods(METHODS, args)
+  rows = time_methods(factories, args)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump({"device": device.device_kind, "platform": device.platform,
                "num_devices": len(jax.devices()), "jax": jax.__version__, "model": args.model,
