@@ -253,6 +253,29 @@ def make_copy(net, params, source, out_dir, *, batch_size=20, chunk_size=5000, s
   return info
 
 
+def ensure_copy(out_dir, *, dataset, net, config_name=None, split="train", seed=0,
+                data_dir=None, fashion_mnist_dir=None):
+  """Makes the DeepAugment copy in `out_dir` unless it is already complete (first use of a
+  DeepAugment config; the corruption net is pretrained first if absent)."""
+  if os.path.isfile(os.path.join(out_dir, da_data.INFO_FILE)):
+    return
+  print(f"DeepAugment copy {out_dir} is missing: making it ({net}, {config_name}) ...",
+        flush=True)
+  info = data_lib.DATASETS[dataset]
+  load_kwargs = {"data_dir": data_dir}
+  if dataset == "fashion_mnist":
+    load_kwargs["fashion_mnist_dir"] = fashion_mnist_dir
+  source = data_lib.load_split(dataset, split, **load_kwargs)
+  spec = backbone_spec(net, dataset, config_name=config_name)
+  model, params = load_net(spec, image_shape=info.image_shape, seed=seed)
+  start = time.time()
+  result = make_copy(model, params, source, out_dir, seed=seed,
+                     meta=dict(dataset=dataset, split=split, weights=f"workdir={spec['workdir']}",
+                               source_examples=source.num_examples))
+  print(f"Wrote {result['count']} images to {out_dir} in {time.time() - start:.1f} s.",
+        flush=True)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

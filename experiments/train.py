@@ -15,6 +15,7 @@ from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from adacorr.train import loop  # noqa: E402
+from experiments.configs import deepaugment_copies  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
@@ -40,6 +41,10 @@ def main(argv):
       config.data_dir = FLAGS.data_dir
       if config.dataset == "fashion_mnist":
         config.fashion_mnist_dir = FLAGS.data_dir
+  for copy in deepaugment_copies.missing(config):  # DeepAugment configs: made on first use
+    from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
+    make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
+                                 fashion_mnist_dir=config.get("fashion_mnist_dir"))
   try:
     loop.train_and_evaluate(config, FLAGS.workdir)
   except loop.NonFiniteLossError as e:

@@ -8,8 +8,9 @@ $ADACORR_DEEPAUGMENT or runs/deepaugment). Make them first, e.g. for Fashion-MNI
   python experiments/make_deepaugment.py --dataset=fashion_mnist --net=cae \
       --config_name=fashion_mnist_cae --out_dir=runs/deepaugment/fashion_mnist_cae
 
-(the corruption nets are pretrained on first use), and for CIFAR-10 with DeepAugment's
-published weights `--torch_weights=...` (the paper's choice). Training on clean + two
+(the corruption nets are pretrained on first use); `experiments/train.py` makes missing
+copies named here on first use. For CIFAR-10, make them beforehand with DeepAugment's
+published weights `--torch_weights=...` (the paper's choice) to use those. Training on clean + two
 copies makes an epoch three times as long; the DeepAugment configs divide `num_epochs`
 by `1 + len(dirs)` so that they take as many steps as the run without DeepAugment.
 """
@@ -27,6 +28,20 @@ def dirs(dataset: str, root: str | None = None) -> tuple[str, ...]:
     raise ValueError(f"dataset={dataset!r} has no DeepAugment copies named; known: "
                      f"{sorted(NAMES)}.")
   return tuple(os.path.join(root or DEFAULT_ROOT, name) for name in NAMES[dataset])
+
+
+def missing(config) -> list[dict]:
+  """`make_deepaugment.ensure_copy` keywords for each copy of `config` that is absent and
+  named here (made on first use by experiments/train.py)."""
+  out = []
+  for directory in config.get("deepaugment_dirs") or ():
+    name = os.path.basename(os.path.normpath(directory))
+    if name not in NAMES.get(config.dataset, ()) or os.path.isfile(
+        os.path.join(directory, "info.json")):
+      continue
+    out.append(dict(out_dir=directory, dataset=config.dataset, config_name=name,
+                    net="cae" if "_cae" in name else "edsr"))
+  return out
 
 
 def add(config):
