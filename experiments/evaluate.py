@@ -41,7 +41,7 @@ from adacorr import perceptual  # noqa: E402
 from adacorr.attacks.perceptual import lpa  # noqa: E402
 from adacorr.data import corrupted  # noqa: E402
 from adacorr.metrics import noise_robustness as noise_metrics  # noqa: E402
-from adacorr.train.checkpoint import load_classifier  # noqa: E402
+from adacorr.run import load_classifier  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")

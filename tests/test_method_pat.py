@@ -12,6 +12,7 @@ import optax
 from adacorr import attacks, methods, perceptual
 from adacorr import data as data_lib
 from adacorr.models import SmallCNN
+from adacorr.run import load_classifier
 from adacorr.train import checkpoint, create_train_state, loop
 
 KEY = jax.random.key(5)
@@ -83,7 +84,7 @@ def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
   ckpt.close()
   (workdir / "config.json").write_text(config.to_json_best_effort())
   workdir = str(workdir)
-  _, net_vars, net_config, step = checkpoint.load_classifier(workdir)
+  _, net_vars, net_config, step = load_classifier(workdir)
   assert net_config.model == "small_cnn" and step == 0
   np.testing.assert_allclose(jax.tree.leaves(net_vars["params"])[0],
                              jax.tree.leaves(state.params)[0])

@@ -36,7 +36,7 @@ import numpy as np
 import optax
 
 from adacorr.attacks.lp import _is_concrete, check_images, check_labels
-from adacorr.keys import per_example_keys
+from adacorr.core.keys import per_example_keys
 
 Array = jax.Array
 PyTree = Any

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adacorr.keys import per_example_keys  # re-exported by adacorr.attacks
+from adacorr.core.keys import per_example_keys  # re-exported by adacorr.attacks
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]

@@ -47,7 +47,7 @@ import numpy as np
 
 from adacorr.attacks.lp import (
     _bcast, _is_concrete, check_images, check_labels, check_steps, l2_norm)
-from adacorr.keys import per_example_keys
+from adacorr.core.keys import per_example_keys
 from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
 Array = jax.Array

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from adacorr.augment import image_ops as ops
-from adacorr.keys import per_example_keys
+from adacorr.core.keys import per_example_keys
 
 Array = jax.Array
 

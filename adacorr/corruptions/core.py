@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adacorr.keys import per_example_keys  # re-exported by adacorr.corruptions
+from adacorr.core.keys import per_example_keys  # re-exported by adacorr.corruptions
 
 PARAM_TABLES = ("cifar10", "imagenet")
 SEVERITIES = (1, 2, 3, 4, 5)

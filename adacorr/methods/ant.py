@@ -54,7 +54,7 @@ from adacorr.methods.adversarial_training import (
     accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
     num_perturbed, per_example_l2, train_apply)
 from adacorr.methods import rlat as rlat_lib
-from adacorr.train.step import StatefulLoss
+from adacorr.core.types import StatefulLoss
 
 PAPER_EPS = 135.0                 # on 224x224x3 images in [0, 1]
 PAPER_DIM = 224 * 224 * 3

@@ -39,7 +39,7 @@ from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
 def load_lpips_network(workdir: str, layers: Sequence[str] | str | None = None):
   """`features_fn` of a trained classifier's LPIPS layers, from its training workdir."""
-  from adacorr.train.checkpoint import load_classifier  # pylint: disable=g-import-not-at-top
+  from adacorr.run import load_classifier  # pylint: disable=g-import-not-at-top
   net, variables, _, _ = load_classifier(workdir)
   return model_features_fn(net, variables, check_lpips_layers(net, layers))
 

@@ -120,31 +120,3 @@ def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
       target = jax.tree.map(
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
       return jax.device_get(checkpointer.restore(item_path, target))
-
-
-def load_classifier(workdir: str, step: int | None = None):
-  """A trained classifier from a training workdir: `(model, variables, config, step)`.
-
-  Reads `workdir/config.json` (written by `train_and_evaluate`) and the checkpoint
-  `step` (default: latest) of `workdir/checkpoints`; `variables` holds 'params' and
-  'batch_stats' for `model.apply(variables, x, train=False)`. Used to load an external
-  LPIPS network (e.g. a CifarAlexNet run) and by `experiments/evaluate.py`.
-
-  Raises:
-    FileNotFoundError: if `workdir` has no config.json or no complete checkpoint.
-  """
-  import json  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from adacorr import data as data_lib  # pylint: disable=g-import-not-at-top
-  from adacorr.train import loop  # pylint: disable=g-import-not-at-top  (loop imports us)
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir!r} is not a training workdir "
-                            "(run experiments/train.py with --workdir first).")
-  with open(path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  model = loop.build_model(config, data_lib.DATASETS[config.dataset])
-  state = restore_params(os.path.join(workdir, "checkpoints"), step)
-  variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
-  return model, variables, config, int(state["step"])
