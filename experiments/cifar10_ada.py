@@ -1,26 +1,20 @@
 r"""AdA (Calian et al. 2022) on CIFAR-10 with the paper's defaults; see configs/cifar10_ada.py.
 
-  python experiments/cifar10_ada.py --workdir=runs/cifar10_ada \
+  python -m experiments.cifar10_ada --workdir=runs/cifar10_ada \
       [--backbones=edsr | edsr,cae,vqvae,unet] [--nu=0.015] [--ada_steps=10] \
       [--ssim_threshold=0.3] [--edsr_torch_weights=PATH] [--cae_torch_weights=PATH] \
       [--chunk_size=auto|none|N] [--config=...] [--config.k=v]
 
-Backbones are pretrained on first use (experiments/train_corruption_net.py with
+Backbones are pretrained on first use (`python -m experiments.train_corruption_net` with
 configs/corruption_nets/<dataset>_<net>.py) into --corruption_net_dir and reused after.
 The Fashion-MNIST quickstart (`make demo`) is --config=experiments/configs/fashion_mnist_ada.py.
 Rerunning with the same --workdir resumes from the latest checkpoint.
 """
 
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-import train  # noqa: E402  (experiments/train.py: flags, main)
-from experiments.configs import ada_backbones  # noqa: E402
+from experiments import train
+from experiments.configs import ada_backbones
 
 flags.DEFINE_list("backbones", None, "Corruption nets, e.g. 'edsr' or 'edsr,cae,vqvae,unet' "
                   "(AdA(All)); default: the config's.")
@@ -64,7 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
-    sys.argv.insert(1, "--config=" + os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "configs", "cifar10_ada.py"))
-  app.run(main)
+  train.run_with_default_config("cifar10_ada", main)

@@ -1,24 +1,33 @@
-r"""Trains a nominal classifier (or any registered method) and evaluates it.
+r"""Trains a classifier with any registered method and evaluates it.
 
-  python experiments/train.py --config=experiments/configs/fashion_mnist_quickstart.py \
+  python -m experiments.train --config=experiments/configs/fashion_mnist_quickstart.py \
       --workdir=runs/quickstart [--config.num_epochs=2] [--data_dir=...]
 
-Rerunning with the same --workdir resumes from the latest checkpoint.
+Rerunning with the same --workdir resumes from the latest checkpoint. `--help` lists the
+configs and the methods.
 """
 
+import glob
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from adacorr import methods
+from adacorr import run
+from adacorr.train import loop
+from experiments.configs import deepaugment_copies
 
-from adacorr.train import loop  # noqa: E402
-from experiments.configs import deepaugment_copies  # noqa: E402
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(_CONFIG_DIR, "*.py"))
+                  if not os.path.basename(p).startswith("_"))
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, experiments/configs/<name>.py; names: "
+    + ", ".join(_CONFIGS) + ". Methods (config.method): " + ", ".join(sorted(methods.FACTORIES))
+    + ".", lock_config=True)
 # Method scripts (e.g. experiments/cifar10_rlat.py) reuse this module's flags and main()
 # with their own default config.
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
@@ -33,7 +42,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
-    import jax
+    import jax  # pylint: disable=import-outside-toplevel
     jax.distributed.initialize()
   config = FLAGS.config
   if FLAGS.data_dir:
@@ -46,18 +55,18 @@ def main(argv):
     make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
                                  fashion_mnist_dir=config.get("fashion_mnist_dir"))
   try:
-    loop.train_and_evaluate(config, FLAGS.workdir)
+    run.train_and_evaluate(config, FLAGS.workdir)
   except loop.NonFiniteLossError as e:
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)
 
 
-def run_with_default_config(config_path: str) -> None:
-  """Runs `main` with `--config` defaulting to `config_path` (for the method scripts)."""
+def run_with_default_config(config_name: str, main_fn=main) -> None:
+  """Runs `main_fn` with `--config` defaulting to experiments/configs/<config_name>.py."""
   if not any(a == "--config" or a.startswith("--config=") for a in sys.argv[1:]):
-    sys.argv.insert(1, f"--config={config_path}")
-  app.run(main)
+    sys.argv.insert(1, f"--config={os.path.join(_CONFIG_DIR, config_name + '.py')}")
+  app.run(main_fn)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,22 @@
 r"""Pretrains an AdA corruption net (EDSR, CAE, VQ-VAE or U-Net) and evaluates it.
 
-  python experiments/train_corruption_net.py \
+  python -m experiments.train_corruption_net \
       --config=experiments/configs/corruption_nets/fashion_mnist_edsr_tiny.py \
       --workdir=runs/corruption_nets/fashion_mnist_edsr_tiny [--config.num_epochs=2] \
       [--data_dir=...] [--fashion_mnist_dir=...]
 
 Rerunning with the same --workdir resumes from the latest checkpoint. The run writes
 `config.json`, `metrics.jsonl`, `checkpoints/` and `summary.json` (test PSNR/SSIM) to the
-workdir; `adacorr.train.corruption_pretraining.load_corruption_net(workdir)` loads the net.
+workdir; `adacorr.run.load_corruption_net(workdir)` loads the net.
 """
 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from adacorr.train import corruption_pretraining  # noqa: E402
+from adacorr.train import corruption_nets, loop
 
 FLAGS = flags.FLAGS
 # Guarded, so this module can share a process with experiments/train.py (same flag names).
@@ -44,7 +42,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
-    import jax
+    import jax  # pylint: disable=import-outside-toplevel
     jax.distributed.initialize()
   config = FLAGS.config
   with config.unlocked():
@@ -55,8 +53,8 @@ def main(argv):
     if FLAGS.fashion_mnist_dir:
       config.fashion_mnist_dir = FLAGS.fashion_mnist_dir
   try:
-    corruption_pretraining.pretrain(config, FLAGS.workdir)  # app.run exits with main's value
-  except corruption_pretraining.NonFiniteLossError as e:
+    corruption_nets.pretrain(config, FLAGS.workdir)  # app.run exits with main's value
+  except loop.NonFiniteLossError as e:
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)

@@ -12,7 +12,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from adacorr import attacks, methods, parallel  # noqa: E402
+from adacorr import attacks, methods, parallel, run  # noqa: E402
 from adacorr.models import SmallCNN  # noqa: E402
 from adacorr.train import make_train_step  # noqa: E402
 from adacorr.train.state import create_train_state  # noqa: E402
@@ -21,7 +21,7 @@ from adacorr.train.state import create_train_state  # noqa: E402
 def main():
   assert jax.device_count() == 8, jax.devices()
   mesh = parallel.make_mesh()
-  backbone = methods.load_backbone(
+  backbone = run.load_backbone(
       dict(net="edsr", init="random", net_kwargs=dict(num_blocks=1, features=4)),
       image_shape=(8, 8, 3))
   model = SmallCNN(num_classes=10, features=(4, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
@@ -41,8 +41,7 @@ def main():
     diffs.append(float(jnp.max(jnp.abs(np.asarray(sharded) - np.asarray(single)))))
 
   # The whole AdA train step: data-parallel over 8 devices vs everything on one.
-  config = ml_collections.ConfigDict(dict(method_kwargs=dict(nu=0.1, num_steps=2)))
-  loss_fn = methods.make_ada(model, config, backbones=[backbone])
+  loss_fn = methods.make_ada(model, nu=0.1, num_steps=2, backbones=[backbone])
   tx = optax.sgd(0.1)
   step = jax.jit(make_train_step(loss_fn, tx))
   state = create_train_state(model, tx, jax.random.PRNGKey(0), (8, 8, 3))

@@ -20,7 +20,7 @@ from adacorr.augment.noise_generator import (
 from adacorr.methods import ant as ant_lib
 from adacorr.metrics.noise_robustness import eps_star, minimal_noise_norm
 from adacorr.models import common
-from adacorr.train import loop
+from adacorr import run
 from adacorr.train import step as step_lib
 from adacorr.train.checkpoint import Checkpointer, restore_params
 from adacorr.train.state import TrainState
@@ -429,15 +429,15 @@ def compilation_cache(tmp_path):
 
 def test_killed_and_resumed_across_the_epoch_start_equals_unbroken(tmp_path, compilation_cache):
   unbroken, broken = str(tmp_path / "unbroken"), str(tmp_path / "broken")
-  summary = loop.train_and_evaluate(_ant_config(), unbroken)
+  summary = run.train_and_evaluate(_ant_config(), unbroken)
 
   def kill(step, state, metrics):
     if step == 18:  # after the epoch-1 start; the last checkpoint is step 16, before it
       raise _Kill()
 
   with pytest.raises(_Kill):
-    loop.train_and_evaluate(_ant_config(), broken, hooks=[kill])
-  resumed = loop.train_and_evaluate(_ant_config(), broken)
+    run.train_and_evaluate(_ant_config(), broken, hooks=[kill])
+  resumed = run.train_and_evaluate(_ant_config(), broken)
   assert resumed["resumed_from_step"] == 16 and summary["steps"] == 32
   a = restore_params(str(tmp_path / "unbroken" / "checkpoints"))
   b = restore_params(str(tmp_path / "broken" / "checkpoints"))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from adacorr import attacks
+from adacorr import run
 from adacorr import methods
 from adacorr.methods import ada as ada_method
 from adacorr.models import SmallCNN
@@ -91,12 +92,12 @@ def test_bad_stage_arguments_raise():
 
 
 def test_load_backbone_specs():
-  b = methods.load_backbone(dict(net="unet", init="random"), image_shape=(16, 16, 3))
+  b = run.load_backbone(dict(net="unet", init="random"), image_shape=(16, 16, 3))
   assert b.name == "unet"
   x = jax.random.uniform(jax.random.key(7), (2, 16, 16, 3))
   out = b.apply(b.params, x)
   assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-  b2 = methods.load_backbone(dict(net="vqvae", name="vq", init="random", nu=0.02,
+  b2 = run.load_backbone(dict(net="vqvae", name="vq", init="random", nu=0.02,
                                   net_kwargs=dict(num_hiddens=16, num_residual_hiddens=8,
                                                   embedding_dim=8, num_embeddings=16)),
                              image_shape=(16, 16, 1))
@@ -105,13 +106,13 @@ def test_load_backbone_specs():
   assert "vq_ema" not in b2.params
   assert b2.apply(b2.params, x[..., :1]).shape == (2, 16, 16, 1)
   with pytest.raises(ValueError, match="net"):
-    methods.load_backbone(dict(init="random"), image_shape=(16, 16, 3))
+    run.load_backbone(dict(init="random"), image_shape=(16, 16, 3))
   with pytest.raises(ValueError, match="corruption net"):
-    methods.load_backbone(dict(net="nope", init="random"), image_shape=(16, 16, 3))
+    run.load_backbone(dict(net="nope", init="random"), image_shape=(16, 16, 3))
   with pytest.raises(ValueError, match="names no weights"):
-    methods.load_backbone(dict(net="edsr"))
+    run.load_backbone(dict(net="edsr"))
   with pytest.raises(FileNotFoundError):
-    methods.load_backbone(dict(net="edsr", workdir="/nonexistent/adacorr_run"))
+    run.load_backbone(dict(net="edsr", workdir="/nonexistent/adacorr_run"))
 
 
 def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
@@ -122,7 +123,8 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
                          nu=0.05, num_steps=2, chunk_size="none")))
   model = SmallCNN(num_classes=10, features=(4, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False)
-  loss_fn = methods.FACTORIES["ada"](model, config)
+  config.method = "ada"
+  loss_fn = run.make_method(model, config)
   batch = {"image": jax.random.uniform(jax.random.key(1), (4, 16, 16, 3)),
            "label": jnp.arange(4, dtype=jnp.int32)}
   grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
@@ -134,7 +136,7 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
   assert 0.3 - 1e-5 <= float(aux["metrics"]["ssim"]) <= 1.0
   # The gradient equals that of plain CE on the (constant) AdA images.
   stage = methods.ada_stage(
-      [methods.load_backbone(config.method_kwargs.backbones[0], image_shape=(16, 16, 3))],
+      [run.load_backbone(config.method_kwargs.backbones[0], image_shape=(16, 16, 3))],
       nu=0.05, num_steps=2, chunk_size=None)
   ada_key = jax.random.split(jax.random.key(2), 3)[0]
   frozen = lambda imgs: model.apply(variables, imgs, train=False)

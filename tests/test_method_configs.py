@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from adacorr.train import loop
+from adacorr import methods
+from adacorr import run
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "experiments", "configs")
@@ -26,14 +27,14 @@ def _config(name):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_names_a_registered_method_and_model(name):
   config = _config(name)
-  assert config.method in loop.LOSS_FACTORIES
+  assert config.method in methods.FACTORIES
   from adacorr import models
   assert config.model in models.MODELS
 
 
 def test_every_method_has_a_quickstart():
-  methods = {_config(c).method for c in QUICKSTARTS}
-  assert set(loop.LOSS_FACTORIES) <= methods | {"nominal"}, set(loop.LOSS_FACTORIES) - methods
+  methods_ = {_config(c).method for c in QUICKSTARTS}
+  assert set(methods.FACTORIES) <= methods_ | {"nominal"}, set(methods.FACTORIES) - methods_
 
 
 def _is_combination(config):
@@ -89,7 +90,7 @@ def _train_quickstart(name, tmp_path):
   if config.get("deepaugment_dirs"):  # stand-ins for the stored copies
     config.deepaugment_dirs = _stand_in_copies(str(tmp_path / "deepaugment"),
                                                len(config.deepaugment_dirs))
-  summary = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  summary = run.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["steps"] == 3 and summary["method"] == config.method
   assert math.isfinite(summary["train_loss"]) and 0.0 <= summary["test_accuracy"] <= 1.0
   return config

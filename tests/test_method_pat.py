@@ -12,6 +12,7 @@ import optax
 from adacorr import attacks, methods, perceptual
 from adacorr import data as data_lib
 from adacorr.models import SmallCNN
+from adacorr import run
 from adacorr.run import load_classifier
 from adacorr.train import checkpoint, create_train_state, loop
 
@@ -88,7 +89,7 @@ def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
   assert net_config.model == "small_cnn" and step == 0
   np.testing.assert_allclose(jax.tree.leaves(net_vars["params"])[0],
                              jax.tree.leaves(state.params)[0])
-  feats = methods.load_lpips_network(workdir)
+  feats = run.load_lpips_network(workdir)
   x = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3))
   model = SmallCNN(num_classes=10, features=(4,), dense=8, mean=(0.5,) * 3, std=(0.25,) * 3)
   variables = jax.jit(lambda k: model.init(k, x[:1]))(jax.random.key(4))
@@ -109,11 +110,15 @@ def test_pat_config_overrides_and_bad_arguments():
   model = SmallCNN(num_classes=3, features=(4, 8), dense=16, mean=(0.5,), std=(0.25,))
   config = ml_collections.ConfigDict({"method_kwargs": {"bound": -1.0}})
   with pytest.raises(ValueError, match="bound"):
-    methods.make_pat(model, config)
+    run.make_method(model, ml_collections.ConfigDict(dict(method="pat", **config)))
   with pytest.raises(ValueError, match="nope"):
     methods.make_pat(model, lpips_layers=["nope"])
   with pytest.raises(ValueError, match="num_steps"):
     methods.make_pat(model, num_steps=0)
   with pytest.raises(FileNotFoundError):
-    methods.make_pat(model, lpips_model="/nonexistent/run")
-  assert loop.LOSS_FACTORIES["pat"] is methods.make_pat
+    run.make_method(model, ml_collections.ConfigDict(dict(
+        method="pat", method_kwargs=dict(lpips_model="/nonexistent/run"))))
+  with pytest.raises(ValueError, match="bonud"):  # a misspelt key names itself
+    run.make_method(model, ml_collections.ConfigDict(dict(
+        method="pat", method_kwargs=dict(bonud=0.5))))
+  assert methods.FACTORIES["pat"] is methods.make_pat

@@ -407,8 +407,9 @@ def test_factory_trains_under_jit(name, batch, cnn, resnet):
   import ml_collections
   from adacorr.methods import FACTORIES
   model = (resnet if name == "rlat" else cnn)[0]
-  config = ml_collections.ConfigDict({"method_kwargs": {"fraction": 1.0}})
-  loss_fn = FACTORIES[name](model, config)
+  from adacorr import run
+  config = ml_collections.ConfigDict({"method": name, "method_kwargs": {"fraction": 1.0}})
+  loss_fn = run.make_method(model, config)
   tx = optax.sgd(0.05, momentum=0.9)
   _, params, stats = resnet if name == "rlat" else cnn
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from adacorr import methods
 from adacorr.train import checkpoint as ckpt_lib
 from adacorr.train import loop
 from adacorr.train import optim
@@ -103,7 +104,7 @@ def _tiny_state(lr=0.1):
 
 def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
   model, tx, state = _tiny_state()
-  train_step = jax.jit(step_lib.make_train_step(step_lib.cross_entropy_loss_fn(model), tx))
+  train_step = jax.jit(step_lib.make_train_step(methods.make_nominal(model), tx))
   batch = _batch()
   losses = []
   for _ in range(30):
@@ -119,7 +120,7 @@ def test_non_finite_loss_leaves_the_state_unchanged():
   model, tx, state = _tiny_state()
 
   def nan_loss(params, batch_stats, batch, key):
-    loss, aux = step_lib.cross_entropy_loss_fn(model)(params, batch_stats, batch, key)
+    loss, aux = methods.make_nominal(model)(params, batch_stats, batch, key)
     return loss * jnp.nan, aux
 
   train_step = jax.jit(step_lib.make_train_step(nan_loss, tx))
@@ -139,7 +140,7 @@ def test_step_randomness_depends_only_on_seed_and_step():
     seen.append(key)
     return images + 0.01 * jax.random.normal(key, images.shape)
 
-  train_step = step_lib.make_train_step(step_lib.cross_entropy_loss_fn(model), tx,
+  train_step = step_lib.make_train_step(methods.make_nominal(model), tx,
                                         augment_fn=augment)
   s1, m1 = train_step(state, _batch())
   s2, m2 = train_step(state, _batch())
@@ -228,7 +229,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
   workdir = str(tmp_path / "run")
 
   def make_loss_fn(model, config):
-    base = step_lib.cross_entropy_loss_fn(model)
+    base = methods.make_nominal(model)
 
     def loss_fn(params, batch_stats, batch, key):
       loss, aux = base(params, batch_stats, batch, key)

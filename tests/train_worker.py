@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from adacorr.train import loop  # noqa: E402
+from adacorr import run  # noqa: E402
 
 config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "tiny_synthetic.py"), "Config.")
@@ -27,7 +27,7 @@ def main(argv):
   hooks = []
   if flags.FLAGS.step_sleep > 0:
     hooks.append(lambda step, state, metrics: time.sleep(flags.FLAGS.step_sleep))
-  loop.train_and_evaluate(flags.FLAGS.config, workdir, hooks=hooks)
+  run.train_and_evaluate(flags.FLAGS.config, workdir, hooks=hooks)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,14 @@
-"""Training methods as `LossFn` factories (see `adacorr.train.step`).
+"""Training methods as pure `LossFn` factories (see `adacorr.core.types`).
 
-Each `make_*(model, config=None, **keywords) -> LossFn`; the keywords default to the
-papers' settings and `config.method_kwargs` (if a config is passed) overrides them.
-`FACTORIES` maps method names to `(model, config) -> LossFn`, the form of
-`adacorr.train.loop.LOSS_FACTORIES`.
+Each `make_*(model, **hyperparameters) -> LossFn` (ANT: a `StatefulLoss`); the keywords
+default to the papers' settings. A factory parses no config and does no I/O: objects
+such as AdA's backbones or PAT's external LPIPS network are passed in built. `FACTORIES`
+maps `config.method` names to factories; the run layer (`adacorr.run.methods`)
+translates `config.method_kwargs` into their keywords. Shared helpers: `methods.common`.
 """
 
 from adacorr.methods.ada import (
-    Backbone, ada_stage, backbone_from_net, load_backbone, make_ada, split_sizes)
+    Backbone, ada_stage, backbone_from_net, make_ada, split_sizes)
 from adacorr.methods.augmix import (
     augmix_objective, check_augmix_kwargs, consistency_loss, make_augmix, make_robust_augmix)
 from adacorr.methods.ant import make_ant
@@ -16,10 +17,12 @@ from adacorr.methods.adversarial_training import (
 from adacorr.methods.noise_augmentation import (
     GNT_MULT_SIGMAS, SPECKLE_SIGMAS, add_noise, make_gaussian_augmentation, make_gnt_mult,
     make_noise_augmentation, make_speckle)
-from adacorr.methods.pat import load_lpips_network, make_pat
+from adacorr.methods.nominal import make_nominal
+from adacorr.methods.pat import make_pat
 from adacorr.methods.rlat import make_rlat, rlat_deltas, rlat_eps_multipliers
 
 FACTORIES = {
+    "nominal": make_nominal,
     "linf_at": make_linf_at,
     "l2_at": make_l2_at,
     "gaussian_augmentation": make_gaussian_augmentation,
@@ -34,10 +37,10 @@ FACTORIES = {
 }
 
 __all__ = [
-    "Backbone", "ada_stage", "backbone_from_net", "load_backbone", "make_ada", "split_sizes",
+    "Backbone", "ada_stage", "backbone_from_net", "make_ada", "split_sizes",
     "FACTORIES", "make_ant", "augmix_objective", "check_augmix_kwargs", "consistency_loss", "make_augmix",
     "make_robust_augmix", "GNT_MULT_SIGMAS", "SPECKLE_SIGMAS", "add_noise", "input_attack",
     "make_adversarial_training", "make_gaussian_augmentation", "make_gnt_mult", "make_l2_at",
-    "load_lpips_network", "make_linf_at", "make_noise_augmentation", "make_pat", "make_rlat", "make_speckle", "rlat_deltas",
+    "make_nominal", "make_linf_at", "make_noise_augmentation", "make_pat", "make_rlat", "make_speckle", "rlat_deltas",
     "rlat_eps_multipliers",
 ]

@@ -15,8 +15,8 @@ attack API requires) and no gradient flows from it into the classifier's paramet
 AdA(All): with several backbones, each one corrupts an equal, contiguous share of the
 batch (App. E.4).
 
-A backbone is a pretrained corruption net. In a config it is a dict (see
-`load_backbone`): `net` (a name in `adacorr.models.corruption.CORRUPTION_NETS`), and
+A backbone is a pretrained corruption net (`Backbone`). In a config it is a dict that the
+run layer resolves (`adacorr.run.corruption_nets.load_backbone`): `net` (a name in `adacorr.models.corruption.CORRUPTION_NETS`), and
 where its weights come from: `workdir` (a run of `experiments/train_corruption_net.py`;
 with `pretrain`, a corruption-net config, it is trained there first if absent),
 `torch_weights` (DeepAugment's published EDSR / CAE PyTorch files), or `init='random'`
@@ -27,20 +27,17 @@ with `pretrain`, a corruption-net config, it is trained there first if absent),
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from adacorr.attacks import adversarial_augment as ada_attack
 from adacorr.methods import augmix as augmix_lib
-from adacorr.methods.adversarial_training import (
-    accuracy, check_nonnegative, cross_entropy, method_kwargs, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_nonnegative, cross_entropy, train_apply)
 
 PyTree = Any
 PostAugment = Callable[[jax.Array, jax.Array], jax.Array]
@@ -77,66 +74,6 @@ def backbone_from_net(name: str, net: nn.Module, variables: Mapping[str, Any],
     return net.apply({"params": params, **state}, images, train=False)
 
   return Backbone(name=name, apply=apply, params=variables["params"], **overrides)
-
-
-def load_backbone(spec: Mapping[str, Any], *, image_shape: Sequence[int] | None = None,
-                  seed: int = 0) -> Backbone:
-  """Builds a `Backbone` from a config dict (see the module docstring).
-
-  Args:
-    spec: {'net', 'net_kwargs'?, 'name'?, one of 'workdir' (+ 'pretrain'?) /
-      'torch_weights' / init='random', 'nu'?, 'num_steps'?, 'step_size'?}.
-    image_shape: (H, W, C) of the data, needed for `init='random'`.
-    seed: seed of the random init.
-
-  Raises:
-    ValueError: for an unknown net or a spec that names no weights.
-    FileNotFoundError: for a `workdir` with no finished run and no `pretrain` config.
-  """
-  from adacorr.models import corruption  # pylint: disable=import-outside-toplevel
-  spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
-  if "net" not in spec:
-    raise ValueError(f"backbone spec {spec} must name its 'net' "
-                     f"(one of {sorted(corruption.CORRUPTION_NETS)}).")
-  name = spec.get("name") or spec["net"]
-  overrides = {k: spec[k] for k in ("nu", "num_steps", "step_size") if spec.get(k) is not None}
-  net_kwargs = dict(spec.get("net_kwargs") or {})
-  if spec.get("workdir"):
-    from adacorr.train import corruption_pretraining  # pylint: disable=import-outside-toplevel
-    if spec.get("pretrain") is not None:
-      pretrain = spec["pretrain"]
-      if not isinstance(pretrain, ml_collections.ConfigDict):  # e.g. read from config.json
-        pretrain = ml_collections.ConfigDict(dict(pretrain))
-      net, variables = corruption_pretraining.ensure_pretrained(pretrain, spec["workdir"])
-    else:
-      net, variables = corruption_pretraining.load_corruption_net(spec["workdir"])
-    if type(net) is not corruption.CORRUPTION_NETS.get(spec["net"]):
-      raise ValueError(f"backbone {name!r}: {spec['workdir']} holds a "
-                       f"{type(net).__name__}, not a {spec['net']!r} net.")
-  elif spec.get("torch_weights"):
-    from adacorr.models.corruption import convert_torch  # pylint: disable=import-outside-toplevel
-    state_dict = convert_torch.load_torch_state_dict(os.path.expanduser(spec["torch_weights"]))
-    if spec["net"] == "edsr":
-      net_kwargs.setdefault("scale", 4)
-      params = convert_torch.edsr_params_from_torch(state_dict, scale=net_kwargs["scale"])
-    elif spec["net"] == "cae":
-      params = convert_torch.cae_params_from_torch(state_dict)
-    else:
-      raise ValueError(f"torch_weights are supported for 'edsr' and 'cae' (DeepAugment's "
-                       f"published nets), not {spec['net']!r}.")
-    net = corruption.get_corruption_net(spec["net"], **net_kwargs)
-    variables = {"params": params}
-  elif spec.get("init") == "random":
-    if image_shape is None:
-      raise ValueError("init='random' needs the image_shape.")
-    net = corruption.get_corruption_net(spec["net"], **net_kwargs)
-    variables = dict(jax.jit(net.init)(jax.random.PRNGKey(seed),
-                                       jnp.zeros((1,) + tuple(image_shape), jnp.float32)))
-  else:
-    raise ValueError(f"backbone spec {spec} names no weights: give 'workdir' (a pretrained "
-                     "run, optionally with a 'pretrain' config), 'torch_weights', or "
-                     "init='random'.")
-  return backbone_from_net(name, net, variables, **overrides)
 
 
 def split_sizes(batch_size: int, num_backbones: int) -> list[int]:
@@ -209,8 +146,7 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
   return stage
 
 
-def make_ada(model: nn.Module, config: Any = None, *,
-             backbones: Sequence[Backbone | Mapping[str, Any]] = (),
+def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
              nu: float = 0.015, num_steps: int = 10, step_size: float | None = None,
              ssim_threshold: float | None = 0.3, ssim_strict: bool = True,
              chunk_size: int | str | None = "auto", chunk_loop: str = "map",
@@ -219,13 +155,13 @@ def make_ada(model: nn.Module, config: Any = None, *,
   """AdA training: CE of the classifier (train mode) on the AdA images.
 
   Defaults are the paper's CIFAR-10 settings (nu 0.015, 10 steps, step size 1/4 of the
-  median block radius, SSIM threshold 0.3). `config.method_kwargs` overrides them;
-  `backbones` there are spec dicts (`load_backbone`), built with the dataset's image
-  shape from `config.dataset` when `init='random'`.
+  median block radius, SSIM threshold 0.3). In an experiment config, `backbones` are
+  spec dicts that the run layer turns into `Backbone`s
+  (`adacorr.run.corruption_nets.load_backbone`).
 
   Args:
     model: the classifier.
-    backbones: `Backbone`s or spec dicts; several = AdA(All) (equal shares of the batch).
+    backbones: `Backbone`s; several = AdA(All) (equal shares of the batch).
     chunk_size: examples per nano-batch (`adacorr.attacks.ada`); 'auto' (default): 1 on
       CPU, the whole batch on GPU/TPU (see `resolve_chunk_size`).
     augmix: stage 5 of the pipeline, AugMix on the AdA images (a dict of AugMix
@@ -236,35 +172,26 @@ def make_ada(model: nn.Module, config: Any = None, *,
 
   The LossFn's metrics: accuracy (on the AdA images), ssim, ssim_before_line_search,
   line_search_fraction (and 'jsd' with AugMix + JSD).
+
+  Raises:
+    TypeError: if a backbone is not a `Backbone` (a spec dict must be resolved first).
   """
-  kw = dict(backbones=backbones, nu=nu, num_steps=num_steps, step_size=step_size,
-            ssim_threshold=ssim_threshold, ssim_strict=ssim_strict, chunk_size=chunk_size,
-            chunk_loop=chunk_loop, augmix=augmix)
-  kw.update(method_kwargs(config))
-  augmix = augmix_lib.check_augmix_kwargs(kw["augmix"])
+  augmix = augmix_lib.check_augmix_kwargs(augmix)
   if augmix is not None and post_augment is not None:
     raise ValueError("give either augmix or post_augment, not both.")
-  image_shape, seed = None, 0
-  if config is not None and config.get("dataset") is not None:
-    from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
-    info = data_lib.DATASETS.get(config.dataset)
-    image_shape = info.image_shape if info is not None else None
-    seed = int(config.get("seed", 0))
-  resolved = []
-  for i, b in enumerate(kw["backbones"]):
-    if isinstance(b, Backbone):
-      resolved.append(b)
-    else:
-      resolved.append(load_backbone(b, image_shape=image_shape, seed=seed + i))
-      logging.info("AdA backbone %d: %s", i, resolved[-1].name)
-  if kw["step_size"] is not None:
-    check_nonnegative("step_size", float(kw["step_size"]))
+  for i, b in enumerate(backbones):
+    if not isinstance(b, Backbone):
+      raise TypeError(
+          f"backbones[{i}] is a {type(b).__name__}, not a Backbone; build it with "
+          "backbone_from_net(name, net, variables) or, from a config spec, "
+          "adacorr.run.corruption_nets.load_backbone(spec).")
+  if step_size is not None:
+    check_nonnegative("step_size", float(step_size))
   stage = ada_stage(
-      resolved, nu=float(kw["nu"]), num_steps=int(kw["num_steps"]),
-      step_size=None if kw["step_size"] is None else float(kw["step_size"]),
-      ssim_threshold=None if kw["ssim_threshold"] is None else float(kw["ssim_threshold"]),
-      ssim_strict=bool(kw["ssim_strict"]),
-      chunk_size=kw["chunk_size"], chunk_loop=kw["chunk_loop"])
+      tuple(backbones), nu=float(nu), num_steps=int(num_steps),
+      step_size=None if step_size is None else float(step_size),
+      ssim_threshold=None if ssim_threshold is None else float(ssim_threshold),
+      ssim_strict=bool(ssim_strict), chunk_size=chunk_size, chunk_loop=chunk_loop)
 
   def loss_fn(params, batch_stats, batch, key):
     ada_key, post_key, dropout_key = jax.random.split(key, 3)

@@ -31,76 +31,17 @@ with step eps, and the training PGD returns the last iterate without best tracki
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
-NORMS = ("linf", "l2")
+from adacorr.methods.common import (
+    NORMS, accuracy, check_attack_args, check_fraction, cross_entropy, per_example_l2,
+    perturbed_mask, train_apply, where_examples)
+
 _TINY = 1e-12
-
-
-# ---------------------------------------------------------------------------------------
-# Helpers shared by the methods.
-
-
-def method_kwargs(config: Any) -> dict[str, Any]:
-  """The keyword overrides of a method in an experiment config: `config.method_kwargs`."""
-  if config is None:
-    return {}
-  kwargs = config.get("method_kwargs", None) if hasattr(config, "get") else None
-  if kwargs is None:
-    return {}
-  return dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
-
-
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy with integer labels."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return jnp.mean(jnp.argmax(logits, -1) == labels)
-
-
-def per_example_l2(x: jax.Array, keepdims: bool = False) -> jax.Array:
-  """The l2 norm of each example of `x` over all non-batch dimensions."""
-  return jnp.sqrt(jnp.sum(jnp.square(x), axis=tuple(range(1, x.ndim)), keepdims=keepdims))
-
-
-def num_perturbed(fraction: float, batch_size: int) -> int:
-  """`round(fraction * batch_size)`, halves rounded up: how many examples are perturbed."""
-  return int(math.floor(fraction * batch_size + 0.5))
-
-
-def perturbed_mask(fraction: float, batch_size: int) -> jax.Array:
-  """(B,) bool: True for the first `num_perturbed(fraction, B)` examples."""
-  return jnp.arange(batch_size) < num_perturbed(fraction, batch_size)
-
-
-def check_fraction(fraction: float) -> None:
-  if not 0.0 <= fraction <= 1.0:
-    raise ValueError(f"fraction must be in [0, 1], got fraction={fraction}.")
-
-
-def check_nonnegative(name: str, value: float) -> None:
-  if not value >= 0:  # also rejects NaN
-    raise ValueError(f"{name} must be >= 0, got {name}={value}.")
-
-
-def train_apply(model: nn.Module, params, batch_stats, images, key, **variables):
-  """`model.apply` in train mode; returns (logits, new batch_stats)."""
-  logits, updates = model.apply(
-      {"params": params, "batch_stats": batch_stats, **variables}, images, train=True,
-      mutable=["batch_stats"], rngs={"dropout": key})
-  return logits, updates.get("batch_stats", batch_stats)
-
-
-def _where_examples(mask: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
-  return jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,7 +61,7 @@ def input_attack(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: j
     num_steps: iterations (1 = FGSM / FGM). random_init: uniform (linf) or a random
       direction with radius U(0, eps) per example (l2) start instead of zero.
   """
-  _check_attack_args(norm, eps, step_size, num_steps)
+  check_attack_args(norm, eps, step_size, num_steps)
   if random_init:
     if key is None:
       raise ValueError("random_init=True needs a PRNG key.")
@@ -156,15 +97,6 @@ def input_attack(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: j
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
-def _check_attack_args(norm: str, eps: float, step_size: float, num_steps: int) -> None:
-  if norm not in NORMS:
-    raise ValueError(f"norm={norm!r} is not one of {NORMS}.")
-  check_nonnegative("eps", eps)
-  check_nonnegative("step_size", step_size)
-  if int(num_steps) != num_steps or num_steps < 1:
-    raise ValueError(f"num_steps must be a positive integer, got num_steps={num_steps}.")
-
-
 def adversarial_batch(model: nn.Module, params, batch_stats, batch: Mapping[str, jax.Array],
                       key: jax.Array, *, norm: str, eps: float, step_size: float,
                       num_steps: int = 1, random_init: bool = False,
@@ -183,7 +115,7 @@ def adversarial_batch(model: nn.Module, params, batch_stats, batch: Mapping[str,
 
   x_adv = input_attack(logits_fn, x, y, attack_key, norm=norm, eps=eps,
                        step_size=step_size, num_steps=num_steps, random_init=random_init)
-  x_adv = _where_examples(perturbed_mask(fraction, x.shape[0]), x_adv, x)
+  x_adv = where_examples(perturbed_mask(fraction, x.shape[0]), x_adv, x)
   return jax.lax.stop_gradient(x_adv)
 
 
@@ -191,7 +123,7 @@ def adversarial_batch(model: nn.Module, params, batch_stats, batch: Mapping[str,
 # Factories.
 
 
-def make_adversarial_training(model: nn.Module, config: Any = None, *, norm: str = "linf",
+def make_adversarial_training(model: nn.Module, *, norm: str = "linf",
                               eps: float = 1.0 / 255, step_size: float | None = None,
                               num_steps: int = 1, random_init: bool = False,
                               fraction: float = 1.0):
@@ -203,7 +135,6 @@ def make_adversarial_training(model: nn.Module, config: Any = None, *, norm: str
   """
   kw = dict(norm=norm, eps=eps, step_size=step_size, num_steps=num_steps,
             random_init=random_init, fraction=fraction)
-  kw.update(method_kwargs(config))
   norm, eps, num_steps = kw["norm"], float(kw["eps"]), int(kw["num_steps"])
   random_init, fraction = bool(kw["random_init"]), float(kw["fraction"])
   step_size = kw["step_size"]
@@ -212,7 +143,7 @@ def make_adversarial_training(model: nn.Module, config: Any = None, *, norm: str
   if step_size is None:
     step_size = eps if norm == "linf" else 0.5
   step_size = float(step_size)
-  _check_attack_args(norm, eps, step_size, num_steps)
+  check_attack_args(norm, eps, step_size, num_steps)
   check_fraction(fraction)
 
   def loss_fn(params, batch_stats, batch, key):
@@ -236,19 +167,19 @@ def make_adversarial_training(model: nn.Module, config: Any = None, *, norm: str
   return loss_fn
 
 
-def make_linf_at(model: nn.Module, config: Any = None, *, eps: float = 1.0 / 255,
+def make_linf_at(model: nn.Module, *, eps: float = 1.0 / 255,
                  step_size: float | None = None, num_steps: int = 1,
                  random_init: bool = False, fraction: float = 1.0):
   """l_inf AT; defaults: FGSM, eps 1/255, zero init, whole batch. PGD-k: `num_steps=k`."""
-  return make_adversarial_training(model, config, norm="linf", eps=eps, step_size=step_size,
+  return make_adversarial_training(model, norm="linf", eps=eps, step_size=step_size,
                                    num_steps=num_steps, random_init=random_init,
                                    fraction=fraction)
 
 
-def make_l2_at(model: nn.Module, config: Any = None, *, eps: float = 0.1,
+def make_l2_at(model: nn.Module, *, eps: float = 0.1,
                step_size: float = 0.5, num_steps: int = 1, random_init: bool = False,
                fraction: float = 1.0):
   """l2 AT; defaults: FGM step 0.5, clip to [0, 1], project onto eps=0.1 ball, zero init."""
-  return make_adversarial_training(model, config, norm="l2", eps=eps, step_size=step_size,
+  return make_adversarial_training(model, norm="l2", eps=eps, step_size=step_size,
                                    num_steps=num_steps, random_init=random_init,
                                    fraction=fraction)

@@ -50,9 +50,8 @@ import optax
 
 from adacorr.augment.noise_generator import (
     KERNELS, NoiseGenerator, clip_aware_rescale, init_generator, sample_noise)
-from adacorr.methods.adversarial_training import (
-    accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
-    num_perturbed, per_example_l2, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_fraction, check_nonnegative, cross_entropy, num_perturbed, per_example_l2, train_apply)
 from adacorr.methods import rlat as rlat_lib
 from adacorr.core.types import StatefulLoss
 
@@ -113,7 +112,7 @@ def _eval_logits(model, params, batch_stats, images):
                       "batch_stats": jax.lax.stop_gradient(batch_stats)}, images, train=False)
 
 
-def make_ant(model: nn.Module, config: Any = None, *, generator: str = "1x1",
+def make_ant(model: nn.Module, *, generator: str = "1x1",
              eps: float | None = None, clean_fraction: float = 0.5,
              current_fraction: float = 0.3, generator_lr: float = 1e-4,
              restart_lr: float = 5e-4, restart_steps: int = 1000, replay_size: int = 100,
@@ -122,7 +121,6 @@ def make_ant(model: nn.Module, config: Any = None, *, generator: str = "1x1",
 
   Args:
     model: the classifier (flax, NHWC in [0, 1]).
-    config: an experiment config; `config.method_kwargs` overrides the keywords.
     generator: '1x1' (i.i.d. noise) or '3x3' (locally correlated noise).
     eps: l2 norm of every noise sample after clipping; None: 135 scaled to the image
       size (see the module docstring).
@@ -148,11 +146,6 @@ def make_ant(model: nn.Module, config: Any = None, *, generator: str = "1x1",
             current_fraction=current_fraction, generator_lr=generator_lr,
             restart_lr=restart_lr, restart_steps=restart_steps, replay_size=replay_size,
             features=features, rlat=rlat)
-  overrides = method_kwargs(config)
-  unknown = sorted(set(overrides) - set(kw))
-  if unknown:
-    raise ValueError(f"unknown ANT method_kwargs {unknown}; expected some of {sorted(kw)}.")
-  kw.update(overrides)
   kernel = kw["generator"]
   if kernel not in KERNELS:
     raise ValueError(f"generator={kernel!r} is not one of {KERNELS}.")

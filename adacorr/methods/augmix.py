@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 
 from adacorr.augment.augmix import augmix, jsd_consistency
-from adacorr.methods.adversarial_training import (
-    _check_attack_args, accuracy, check_nonnegative, cross_entropy, input_attack,
-    method_kwargs, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_attack_args, check_nonnegative, cross_entropy, train_apply)
+from adacorr.methods.adversarial_training import input_attack
 
 AUGMIX_DEFAULTS = dict(severity=3, width=3, depth=-1, alpha=1.0, all_ops=False)
 JSD_WEIGHT = 12.0
@@ -112,17 +112,16 @@ def augmix_objective(model: nn.Module, params, batch_stats, x: jax.Array, y: jax
   return loss, new_stats, metrics
 
 
-def make_augmix(model: nn.Module, config: Any = None, *, jsd: bool = True,
+def make_augmix(model: nn.Module, *, jsd: bool = True,
                 jsd_weight: float = JSD_WEIGHT, severity: float = 3, width: int = 3,
                 depth: int = -1, alpha: float = 1.0, all_ops: bool = False):
   """AugMix LossFn; defaults: the CIFAR settings with the JSD loss (lambda 12).
 
-  `config.method_kwargs` overrides the keywords. Metrics: 'accuracy' (the clean view
+  Metrics: 'accuracy' (the clean view
   with JSD, the AugMix images without), and with JSD 'jsd', 'view1/2_accuracy'.
   """
   kw = dict(jsd=jsd, jsd_weight=jsd_weight, severity=severity, width=width, depth=depth,
             alpha=alpha, all_ops=all_ops)
-  kw.update(method_kwargs(config))
   kw = check_augmix_kwargs(kw)
 
   def loss_fn(params, batch_stats, batch, key):
@@ -133,7 +132,7 @@ def make_augmix(model: nn.Module, config: Any = None, *, jsd: bool = True,
   return loss_fn
 
 
-def make_robust_augmix(model: nn.Module, config: Any = None, *, eps: float = 1.0,
+def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
                        num_steps: int = 7, step_size: float | None = None,
                        random_init: bool = True, jsd_weight: float = JSD_WEIGHT,
                        severity: float = 3, width: int = 3, depth: int = -1,
@@ -147,12 +146,11 @@ def make_robust_augmix(model: nn.Module, config: Any = None, *, eps: float = 1.0
   kw = dict(eps=eps, num_steps=num_steps, step_size=step_size, random_init=random_init,
             jsd_weight=jsd_weight, severity=severity, width=width, depth=depth, alpha=alpha,
             all_ops=all_ops)
-  kw.update(method_kwargs(config))
   eps, num_steps = float(kw.pop("eps")), int(kw.pop("num_steps"))
   step_size = kw.pop("step_size")
   step_size = 2.5 * eps / num_steps if step_size is None else float(step_size)
   random_init = bool(kw.pop("random_init"))
-  _check_attack_args("l2", eps, step_size, num_steps)
+  check_attack_args("l2", eps, step_size, num_steps)
   aug_kw = check_augmix_kwargs(dict(kw, jsd=True))
   aug = augment_fn(aug_kw)
 

@@ -24,9 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adacorr.methods.adversarial_training import (
-    accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
-    perturbed_mask, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_fraction, check_nonnegative, cross_entropy, perturbed_mask, train_apply)
 
 KINDS = ("gaussian", "speckle")
 GNT_MULT_SIGMAS = (0.08, 0.12, 0.18, 0.26, 0.38)
@@ -73,20 +72,16 @@ def add_noise(images: jax.Array, key: jax.Array, *, kind: str = "gaussian",
   return jnp.clip(images + delta, 0.0, 1.0), sigma
 
 
-def make_noise_augmentation(model: nn.Module, config: Any = None, *, kind: str = "gaussian",
+def make_noise_augmentation(model: nn.Module, *, kind: str = "gaussian",
                             sigma: float | Sequence[float] = 0.1, fraction: float = 0.5):
   """Noise augmentation LossFn; `sigma` a float or a sequence to draw from per image.
 
-  `config.method_kwargs` overrides the keywords. Metrics: 'accuracy' (whole trained-on
+  Metrics: 'accuracy' (whole trained-on
   batch), 'clean_accuracy' / 'noisy_accuracy' (on the clean / noisy part; 0 when that
   part is empty) and 'perturbation_norm' (mean l2 norm of the noise actually added, over
   the noisy examples).
   """
   kw = dict(kind=kind, sigma=sigma, fraction=fraction)
-  overrides = method_kwargs(config)
-  if "sigmas" in overrides:
-    overrides["sigma"] = overrides.pop("sigmas")
-  kw.update(overrides)
   kind, fraction = kw["kind"], float(kw["fraction"])
   sigmas = tuple(float(s) for s in (kw["sigma"] if isinstance(kw["sigma"], (list, tuple))
                                     else (kw["sigma"],)))
@@ -119,22 +114,22 @@ def make_noise_augmentation(model: nn.Module, config: Any = None, *, kind: str =
   return loss_fn
 
 
-def make_gaussian_augmentation(model: nn.Module, config: Any = None, *, sigma: float = 0.1,
+def make_gaussian_augmentation(model: nn.Module, *, sigma: float = 0.1,
                                fraction: float = 0.5):
   """Gaussian augmentation; defaults: sigma 0.1 on 50% (the other CIFAR setting: 0.05, 1.0)."""
-  return make_noise_augmentation(model, config, kind="gaussian", sigma=sigma,
+  return make_noise_augmentation(model, kind="gaussian", sigma=sigma,
                                  fraction=fraction)
 
 
-def make_gnt_mult(model: nn.Module, config: Any = None, *,
+def make_gnt_mult(model: nn.Module, *,
                   sigmas: Sequence[float] = GNT_MULT_SIGMAS, fraction: float = 0.5):
   """GNT_mult: Gaussian noise, sigma per image uniform over `sigmas`."""
-  return make_noise_augmentation(model, config, kind="gaussian", sigma=tuple(sigmas),
+  return make_noise_augmentation(model, kind="gaussian", sigma=tuple(sigmas),
                                  fraction=fraction)
 
 
-def make_speckle(model: nn.Module, config: Any = None, *,
+def make_speckle(model: nn.Module, *,
                  sigmas: Sequence[float] = SPECKLE_SIGMAS, fraction: float = 0.5):
   """Speckle noise `x + x * n * sigma`, sigma per image uniform over `sigmas`."""
-  return make_noise_augmentation(model, config, kind="speckle", sigma=tuple(sigmas),
+  return make_noise_augmentation(model, kind="speckle", sigma=tuple(sigmas),
                                  fraction=fraction)

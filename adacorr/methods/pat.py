@@ -29,24 +29,15 @@ import jax
 import jax.numpy as jnp
 
 from adacorr.attacks.perceptual import fast_lpa
-from adacorr.methods.adversarial_training import (
-    accuracy, check_nonnegative, cross_entropy, method_kwargs, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_nonnegative, cross_entropy, train_apply)
 from adacorr.perceptual import lpips_layers as check_lpips_layers
-from adacorr.perceptual.features import (
-    features_and_logits_fn, model_features_fn, model_logits_fn)
+from adacorr.perceptual.features import features_and_logits_fn, model_logits_fn
 from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
 
-def load_lpips_network(workdir: str, layers: Sequence[str] | str | None = None):
-  """`features_fn` of a trained classifier's LPIPS layers, from its training workdir."""
-  from adacorr.run import load_classifier  # pylint: disable=g-import-not-at-top
-  net, variables, _, _ = load_classifier(workdir)
-  return model_features_fn(net, variables, check_lpips_layers(net, layers))
-
-
-def make_pat(model: nn.Module, config: Any = None, *, bound: float = 0.5,
-             num_steps: int = 10, lpips_model: str = "self",
-             lpips_layers: Sequence[str] | str | None = None, step_size: float | None = None,
+def make_pat(model: nn.Module, *, bound: float = 0.5,
+             num_steps: int = 10, lpips_layers: Sequence[str] | str | None = None, step_size: float | None = None,
              lam: float = 10.0, h: float = 0.1, derivative: str = "jvp",
              kappa: float = math.inf, only_attack_correct: bool = True,
              unroll: int | bool | str = "auto", features_fn=None):
@@ -54,26 +45,24 @@ def make_pat(model: nn.Module, config: Any = None, *, bound: float = 0.5,
 
   Args:
     model: the classifier being trained.
-    config: experiment config; `config.method_kwargs` overrides the keywords.
     bound: LPIPS bound of the training attack (1.0 for AlexNet-bounded on CIFAR-10).
     num_steps, step_size, lam, h, derivative, kappa, unroll: Fast-LPA's (see
       `adacorr.attacks.fast_lpa`).
-    lpips_model: 'self', or the workdir of a trained classifier whose `lpips_layers`
-      define the distance (externally bounded).
-    lpips_layers: layers of the LPIPS network (default: its `lpips_layers`).
+    lpips_layers: the model's layers that define its own LPIPS distance (default: its
+      `lpips_layers`); used when no `features_fn` is given (self-bounded PAT).
     only_attack_correct: attack only the examples the model classifies correctly.
-    features_fn: an external LPIPS `features_fn(x) -> [maps]` given directly (tests,
-      ImageNet AlexNet); overrides `lpips_model`.
+    features_fn: an external LPIPS network `features_fn(x) -> [maps]` (externally
+      bounded PAT, e.g. a trained CifarAlexNet or ImageNet AlexNet); None: self-bounded.
+      In an experiment config, `lpips_model` (the workdir of a trained classifier) is
+      resolved into it by the run layer (`adacorr.run.methods`).
 
   Metrics: 'accuracy' (training pass on the trained-on batch), 'clean_accuracy'
   (evaluation mode, clean), 'attacked_fraction', 'lpips' (mean LPIPS distance of the
   attacked examples from their clean images, under the bounding network).
   """
-  kw = dict(bound=bound, num_steps=num_steps, lpips_model=lpips_model,
-            lpips_layers=lpips_layers, step_size=step_size, lam=lam, h=h,
+  kw = dict(bound=bound, num_steps=num_steps, lpips_layers=lpips_layers, step_size=step_size, lam=lam, h=h,
             derivative=derivative, kappa=kappa, only_attack_correct=only_attack_correct,
             unroll=unroll)
-  kw.update(method_kwargs(config))
   bound = float(kw["bound"])
   check_nonnegative("bound", bound)
   num_steps = int(kw["num_steps"])
@@ -85,11 +74,6 @@ def make_pat(model: nn.Module, config: Any = None, *, bound: float = 0.5,
                    lam=float(kw["lam"]), h=float(kw["h"]), derivative=kw["derivative"],
                    kappa=float(kw["kappa"]), unroll=kw["unroll"])
   external = features_fn
-  if external is None and kw["lpips_model"] != "self":
-    if not isinstance(kw["lpips_model"], str) or not kw["lpips_model"]:
-      raise ValueError(f"lpips_model={kw['lpips_model']!r} must be 'self' or the workdir of "
-                       "a trained LPIPS network.")
-    external = load_lpips_network(kw["lpips_model"], kw["lpips_layers"])
   layers = None if external is not None else check_lpips_layers(model, kw["lpips_layers"])
 
   def loss_fn(params, batch_stats, batch, key):

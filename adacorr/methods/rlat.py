@@ -39,9 +39,8 @@ import jax
 import jax.numpy as jnp
 
 from adacorr.methods import augmix as augmix_lib
-from adacorr.methods.adversarial_training import (
-    accuracy, check_fraction, check_nonnegative, cross_entropy, method_kwargs,
-    per_example_l2, perturbed_mask, train_apply)
+from adacorr.methods.common import (
+    accuracy, check_fraction, check_nonnegative, cross_entropy, per_example_l2, perturbed_mask, train_apply)
 
 NORMS = ("l2", "linf")
 _TINY = 1e-12
@@ -160,11 +159,11 @@ def _check(eps: float, norm: str, fraction: float) -> None:
   check_fraction(fraction)
 
 
-def make_rlat(model: nn.Module, config: Any = None, *, eps: float = 0.08, norm: str = "l2",
+def make_rlat(model: nn.Module, *, eps: float = 0.08, norm: str = "l2",
               layers: Sequence[str] | None = None, fraction: float = 1.0,
               augmix: Mapping[str, Any] | None = None):
   """RLAT LossFn. Defaults: eps 0.08 (CIFAR; 0.02 ImageNet-100, 0.05 with AugMix), l2, all
-  FEATURE_POINTS, whole batch. `config.method_kwargs` overrides the keywords.
+  FEATURE_POINTS, whole batch.
 
   AugMix + RLAT (Kireev et al. 2022, Table 2; eps 0.05 there): `augmix` a dict of AugMix
   hyperparameters (`adacorr.methods.augmix.check_augmix_kwargs`). Without JSD, RLAT runs
@@ -180,7 +179,6 @@ def make_rlat(model: nn.Module, config: Any = None, *, eps: float = 0.08, norm: 
   input is not perturbed), and 'jsd' with AugMix + JSD.
   """
   kw = dict(eps=eps, norm=norm, layers=layers, fraction=fraction, augmix=augmix)
-  kw.update(method_kwargs(config))
   eps, norm, fraction = float(kw["eps"]), kw["norm"], float(kw["fraction"])
   _check(eps, norm, fraction)
   layers = check_layers(model, kw["layers"])

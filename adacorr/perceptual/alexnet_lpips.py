@@ -31,9 +31,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.core import checks
 from adacorr.models.alexnet import AlexNet
 from adacorr.models.corruption.convert_torch import (
-    _check_keys, _conv, _strip_prefix, _to_numpy, load_torch_state_dict)
+    check_state_dict_keys, conv_params, strip_prefix, to_numpy, load_torch_state_dict)
 from adacorr.perceptual.features import model_features_fn
 from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
@@ -98,7 +99,7 @@ def alexnet_params_from_torch(state_dict: Mapping[str, Any], *,
   Raises:
     ValueError: naming missing / unexpected keys or wrongly shaped entries.
   """
-  sd = _canonical_trunk_keys(_strip_prefix(state_dict))
+  sd = _canonical_trunk_keys(strip_prefix(state_dict))
   has_classifier = any(k.startswith("classifier.") for k in sd)
   if classifier is None:
     classifier = has_classifier
@@ -109,21 +110,21 @@ def alexnet_params_from_torch(state_dict: Mapping[str, Any], *,
   if classifier:
     prefixes += [f"classifier.{i}" for i in _DENSES]
   expected = {f"{p}.{t}" for p in prefixes for t in ("weight", "bias")}
-  _check_keys(sd, expected, ignored, "torchvision's AlexNet" +
+  check_state_dict_keys(sd, expected, ignored, "torchvision's AlexNet" +
               ("" if classifier else " trunk (features.*)"))
 
   params: dict[str, Any] = {}
   for i, (name, shape) in _CONVS.items():
-    w = _to_numpy(sd[f"features.{i}.weight"])
+    w = to_numpy(sd[f"features.{i}.weight"])
     _check_shape(f"features.{i}.weight", w, shape)
-    _check_shape(f"features.{i}.bias", _to_numpy(sd[f"features.{i}.bias"]), shape[:1])
-    params[name] = _conv(sd, f"features.{i}")
+    _check_shape(f"features.{i}.bias", to_numpy(sd[f"features.{i}.bias"]), shape[:1])
+    params[name] = conv_params(sd, f"features.{i}")
   if classifier:
     for i, (name, fan_in) in _DENSES.items():
-      w = _to_numpy(sd[f"classifier.{i}.weight"])
+      w = to_numpy(sd[f"classifier.{i}.weight"])
       out = w.shape[0] if i == 6 else 4096
       _check_shape(f"classifier.{i}.weight", w, (out, fan_in))
-      b = _to_numpy(sd[f"classifier.{i}.bias"])
+      b = to_numpy(sd[f"classifier.{i}.bias"])
       _check_shape(f"classifier.{i}.bias", b, (out,))
       params[name] = {"kernel": w.T, "bias": b}
   return {"params": jax.tree_util.tree_map(jnp.asarray, params)}
@@ -139,7 +140,7 @@ def lpips_linear_weights_from_torch(state_dict: Mapping[str, Any]) -> list[Array
   Raises:
     ValueError: naming missing / unexpected keys, wrong shapes or negative weights.
   """
-  sd = _strip_prefix(state_dict)
+  sd = strip_prefix(state_dict)
   keys = {}
   for l in range(len(LPIPS_CHANNELS)):
     found = [k for k in (f"lin{l}.model.1.weight", f"lin{l}.model.0.weight") if k in sd]
@@ -147,10 +148,10 @@ def lpips_linear_weights_from_torch(state_dict: Mapping[str, Any]) -> list[Array
       raise ValueError(f"The state dict holds both {found}; pass one.")
     keys[l] = found[0] if found else f"lin{l}.model.1.weight"
   ignored = {k for k in sd if k.startswith(("net.", "scaling_layer."))}
-  _check_keys(sd, set(keys.values()), ignored, "the lpips AlexNet linear layers (lin0..lin4)")
+  check_state_dict_keys(sd, set(keys.values()), ignored, "the lpips AlexNet linear layers (lin0..lin4)")
   weights = []
   for l, c in enumerate(LPIPS_CHANNELS):
-    w = _to_numpy(sd[keys[l]])
+    w = to_numpy(sd[keys[l]])
     _check_shape(keys[l], w, (1, c, 1, 1))
     if np.any(w < 0):
       raise ValueError(f"{keys[l]} has negative entries (min {w.min():.3g}); LPIPS weights "
@@ -240,11 +241,8 @@ def weighted_lpips_distance(features_fn: FeaturesFn, x1: Array, x2: Array,
     ValueError: if the batches are not rank 4, differ in shape, or (when concrete) lie
       outside [0, 1], or channel_weights do not fit the features.
   """
-  from adacorr.attacks.lp import check_images  # late import, as in lpips.py
-  check_images(x1, "x1")
-  check_images(x2, "x2")
-  if jnp.shape(x1) != jnp.shape(x2):
-    raise ValueError(f"x1 and x2 must have the same shape, got {jnp.shape(x1)} and "
-                     f"{jnp.shape(x2)}.")
+  checks.check_images(x1, "x1")
+  checks.check_images(x2, "x2")
+  checks.check_same_shape(x1, x2, ("x1", "x2"))
   return embedding_distance(normalize_features(features_fn(x1), channel_weights),
                             normalize_features(features_fn(x2), channel_weights))

@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.core import checks
+
 Array = jax.Array
 FeaturesFn = Callable[[Array], Sequence[Array]]
 
@@ -97,11 +99,8 @@ def lpips_distance(features_fn: FeaturesFn, x1: Array, x2: Array) -> Array:
     ValueError: if the batches are not rank 4, differ in shape, or (when concrete) lie
       outside [0, 1].
   """
-  from adacorr.attacks.lp import check_images  # late import: attacks import this module
-  check_images(x1, "x1")
-  check_images(x2, "x2")
-  if jnp.shape(x1) != jnp.shape(x2):
-    raise ValueError(f"x1 and x2 must have the same shape, got {jnp.shape(x1)} and "
-                     f"{jnp.shape(x2)}.")
+  checks.check_images(x1, "x1")
+  checks.check_images(x2, "x2")
+  checks.check_same_shape(x1, x2, ("x1", "x2"))
   return embedding_distance(lpips_embedding(features_fn, x1),
                             lpips_embedding(features_fn, x2))

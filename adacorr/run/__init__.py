@@ -1,10 +1,18 @@
 """The run layer: what reads and writes run directories around the engine.
 
-Reading a workdir's config, loading a trained classifier or corruption net, making sure
-a pretrained net exists, and turning an experiment config into a training method.
-Nothing below this layer does file I/O on run directories (see ARCHITECTURE.md).
+Reading a workdir's config, loading a trained classifier or corruption net, pretraining
+a corruption net on first use, and turning an experiment config into a training method
+(`make_method`, `train_and_evaluate`). Nothing below this layer reads run directories
+(see ARCHITECTURE.md).
 """
 
 from adacorr.run.classifiers import load_classifier
+from adacorr.run.corruption_nets import (
+    ensure_pretrained, load_backbone, load_corruption_net, read_config)
+from adacorr.run.methods import (
+    load_lpips_network, make_method, method_kwargs, train_and_evaluate)
 
-__all__ = ["load_classifier"]
+__all__ = [
+    "ensure_pretrained", "load_backbone", "load_classifier", "load_corruption_net",
+    "load_lpips_network", "make_method", "method_kwargs", "read_config", "train_and_evaluate",
+]

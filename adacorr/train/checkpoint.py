@@ -120,3 +120,16 @@ def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
       target = jax.tree.map(
           lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
       return jax.device_get(checkpointer.restore(item_path, target))
+
+
+def latest_checkpoint_step(directory: str) -> int | None:
+  """The step of the newest complete checkpoint in `directory`, or None (reads only)."""
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    return None
+  # Not `read_only=True`, which logs three warnings per use.
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, cleanup_tmp_directories=False,
+      enable_async_checkpointing=False)) as manager:
+    return manager.latest_step()
+

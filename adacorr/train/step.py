@@ -46,21 +46,6 @@ def epoch_start_key(rng: jax.Array, epoch: Any, index: Any) -> jax.Array:
   return jax.random.fold_in(key, jnp.asarray(index, jnp.int32) + 1)
 
 
-def cross_entropy_loss_fn(model: nn.Module) -> LossFn:
-  """Nominal training: mean softmax cross-entropy on the (augmented) batch."""
-
-  def loss_fn(params, batch_stats, batch, key):
-    logits, updates = model.apply(
-        {"params": params, "batch_stats": batch_stats}, batch["image"], train=True,
-        mutable=["batch_stats"], rngs={"dropout": key})
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-    return loss, {"batch_stats": updates.get("batch_stats", batch_stats),
-                  "metrics": {"accuracy": accuracy}}
-
-  return loss_fn
-
-
 def make_train_step(loss_fn: LossFn | StatefulLoss, tx: optax.GradientTransformation, *,
                     augment_fn: AugmentFn | None = None,
                     schedule: optax.Schedule | None = None

@@ -1,8 +1,8 @@
 """AdA backbone specs for configs: which pretrained corruption net, and where its weights
-come from (see `adacorr.methods.ada.load_backbone`).
+come from (see `adacorr.run.corruption_nets.load_backbone`).
 
 `backbone(net, dataset)` points at `<root>/<dataset>_<net>`, a run of
-`experiments/train_corruption_net.py` with the config `configs/corruption_nets/
+`python -m experiments.train_corruption_net` with the config `configs/corruption_nets/
 <dataset>_<net>.py`; AdA trains it there first when the run is absent, and reuses it
 afterwards. `torch_weights` uses DeepAugment's published EDSR / CAE weights instead (the
 paper's choice for those two nets; they cannot be downloaded here).

@@ -24,8 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = "preact_resnet18"      # a name for adacorr.models.get_model
   config.model_kwargs = ml_collections.ConfigDict()
   config.compute_dtype = "float32"      # or "bfloat16" on GPU/TPU
-  # Method: a key of adacorr.train.loop.LOSS_FACTORIES ("nominal" or adacorr.methods.FACTORIES);
-  # method_kwargs override the method's paper defaults (see adacorr/methods/).
+  # Method: a key of adacorr.methods.FACTORIES ("nominal", "rlat", "ada", ...);
+  # method_kwargs: the factory's keywords (paper defaults otherwise; an unknown key is an error).
   config.method = "nominal"
   config.method_kwargs = ml_collections.ConfigDict()
   # Optimisation: SGD with Nesterov momentum, coupled weight decay.

@@ -46,13 +46,13 @@ Params = dict[str, Any]
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 
 
-def _to_numpy(value: Any) -> np.ndarray:
+def to_numpy(value: Any) -> np.ndarray:
   if hasattr(value, "detach"):  # torch.Tensor
     value = value.detach().cpu().numpy()
   return np.asarray(value, dtype=np.float32)
 
 
-def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+def strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Drops a 'module.' prefix (DataParallel / DistributedDataParallel) from every key."""
   out = {}
   for key, value in state_dict.items():
@@ -89,19 +89,19 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     obj = inner
   if not isinstance(obj, Mapping) or not obj:
     raise ValueError(f"{path!r} does not hold a state dict (got {type(obj).__name__}).")
-  obj = _strip_prefix(obj)
+  obj = strip_prefix(obj)
   bad = [k for k, v in obj.items() if not hasattr(v, "shape")]
   if bad:
     raise ValueError(f"{path!r}: entries that are not tensors: {bad[:10]}.")
-  return {k: _to_numpy(v) for k, v in obj.items()}
+  return {k: to_numpy(v) for k, v in obj.items()}
 
 
-def _conv(sd: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
+def conv_params(sd: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
   """Conv2d weight (out, in, kh, kw) -> {'kernel': (kh, kw, in, out), 'bias'}."""
-  w = _to_numpy(sd[prefix + ".weight"])
+  w = to_numpy(sd[prefix + ".weight"])
   if w.ndim != 4:
     raise ValueError(f"{prefix}.weight must be 4-D (out, in, kh, kw), got {w.shape}.")
-  return {"kernel": np.transpose(w, (2, 3, 1, 0)), "bias": _to_numpy(sd[prefix + ".bias"])}
+  return {"kernel": np.transpose(w, (2, 3, 1, 0)), "bias": to_numpy(sd[prefix + ".bias"])}
 
 
 def _conv_transpose(sd: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]:
@@ -109,13 +109,13 @@ def _conv_transpose(sd: Mapping[str, Any], prefix: str) -> dict[str, np.ndarray]
 
   The layout of `nn.ConvTranspose(transpose_kernel=True)`.
   """
-  w = _to_numpy(sd[prefix + ".weight"])
+  w = to_numpy(sd[prefix + ".weight"])
   if w.ndim != 4:
     raise ValueError(f"{prefix}.weight must be 4-D (in, out, kh, kw), got {w.shape}.")
-  return {"kernel": np.transpose(w, (2, 3, 1, 0)), "bias": _to_numpy(sd[prefix + ".bias"])}
+  return {"kernel": np.transpose(w, (2, 3, 1, 0)), "bias": to_numpy(sd[prefix + ".bias"])}
 
 
-def _check_keys(state_dict: Mapping[str, Any], expected: set[str], ignored: set[str],
+def check_state_dict_keys(state_dict: Mapping[str, Any], expected: set[str], ignored: set[str],
                 what: str) -> None:
   keys = set(state_dict)
   missing = sorted(expected - keys)
@@ -131,14 +131,14 @@ def _check_mean_shift(state_dict: Mapping[str, Any], rgb_range: float) -> None:
   mean = np.asarray(DIV2K_RGB_MEAN, np.float32)
   for name, sign in (("sub_mean", -1.0), ("add_mean", 1.0)):
     if name + ".weight" in state_dict:
-      w = _to_numpy(state_dict[name + ".weight"]).reshape(-1)
+      w = to_numpy(state_dict[name + ".weight"]).reshape(-1)
       if w.size != 9 or not np.allclose(w, np.eye(3, dtype=np.float32).reshape(-1),
                                          atol=1e-5):
         raise ValueError(
             f"{name}.weight is not the identity (rgb_std != 1?): {w.tolist()}; our EDSR "
             "only supports the fixed mean shift x - rgb_range * DIV2K mean.")
     if name + ".bias" in state_dict:
-      b = _to_numpy(state_dict[name + ".bias"])
+      b = to_numpy(state_dict[name + ".bias"])
       want = sign * rgb_range * mean
       if b.shape != want.shape or not np.allclose(b, want, rtol=1e-4, atol=1e-4):
         raise ValueError(
@@ -161,7 +161,7 @@ def edsr_params_from_torch(state_dict: Mapping[str, Any], *, scale: int = 4,
   """
   if scale not in (2, 4):
     raise ValueError(f"scale must be 2 or 4, got {scale}.")
-  sd = _strip_prefix(state_dict)
+  sd = strip_prefix(state_dict)
   blocks = sorted({int(m.group(1)) for k in sd
                    if (m := re.fullmatch(r"body\.(\d+)\.body\.0\.weight", k))})
   num_blocks = len(blocks)
@@ -171,17 +171,17 @@ def edsr_params_from_torch(state_dict: Mapping[str, Any], *, scale: int = 4,
   expected |= {f"tail.0.{2 * s}" for s in range(stages)}
   expected = {f"{p}.{t}" for p in expected for t in ("weight", "bias")}
   ignored = {f"{n}.{t}" for n in ("sub_mean", "add_mean") for t in ("weight", "bias")}
-  _check_keys(sd, expected, ignored, f"EDSR (scale {scale}, {num_blocks} blocks)")
+  check_state_dict_keys(sd, expected, ignored, f"EDSR (scale {scale}, {num_blocks} blocks)")
   _check_mean_shift(sd, rgb_range)
 
-  params: Params = {"head": _conv(sd, "head.0")}
+  params: Params = {"head": conv_params(sd, "head.0")}
   for i in range(num_blocks):
-    params[f"body_{i}"] = {"conv1": _conv(sd, f"body.{i}.body.0"),
-                           "conv2": _conv(sd, f"body.{i}.body.2")}
-  params["body_conv"] = _conv(sd, f"body.{num_blocks}")
+    params[f"body_{i}"] = {"conv1": conv_params(sd, f"body.{i}.body.0"),
+                           "conv2": conv_params(sd, f"body.{i}.body.2")}
+  params["body_conv"] = conv_params(sd, f"body.{num_blocks}")
   for s in range(stages):
-    params[f"upsample_{s}"] = _conv(sd, f"tail.0.{2 * s}")
-  params["tail"] = _conv(sd, "tail.1")
+    params[f"upsample_{s}"] = conv_params(sd, f"tail.0.{2 * s}")
+  params["tail"] = conv_params(sd, "tail.1")
   return jax.tree_util.tree_map(jnp.asarray, params)
 
 
@@ -208,12 +208,12 @@ def cae_params_from_torch(state_dict: Mapping[str, Any]) -> Params:
   Raises:
     ValueError: naming the missing / unexpected keys if the state dict does not fit.
   """
-  sd = _strip_prefix(state_dict)
+  sd = strip_prefix(state_dict)
   prefixes = list(_CAE_CONVS) + list(_CAE_DECONVS)
   expected = {f"{p}.{t}" for p in prefixes for t in ("weight", "bias")}
-  _check_keys(sd, expected, set(), "the CAE (cae_32x32x32_zero_pad_bin)")
+  check_state_dict_keys(sd, expected, set(), "the CAE (cae_32x32x32_zero_pad_bin)")
   params: Params = {}
-  for table, convert in ((_CAE_CONVS, _conv), (_CAE_DECONVS, _conv_transpose)):
+  for table, convert in ((_CAE_CONVS, conv_params), (_CAE_DECONVS, _conv_transpose)):
     for prefix, path in table.items():
       node = params
       for part in path[:-1]:

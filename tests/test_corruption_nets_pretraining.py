@@ -14,7 +14,9 @@ import pytest
 
 from adacorr import data as data_lib
 from adacorr.train import checkpoint as ckpt_lib
-from adacorr.train import corruption_pretraining as cp
+from adacorr.run import corruption_nets as rcn
+from adacorr.train import corruption_nets as cp
+from adacorr.train import step as step_lib
 from experiments.configs import corruption_nets
 
 # Tiny variants on the 16x16x3 'synthetic' images (the CAE has no size options).
@@ -114,20 +116,20 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
   loss_fn = cp.make_loss_fn(name, net, data_variance=variance)
   tx = cp.make_optimizer(config, optax.constant_schedule(1e-3 if name == "cae" else 3e-3))
   start = cp.create_pretrain_state(net, tx, jax.random.PRNGKey(0), images.shape[1:])
-  train_step = jax.jit(cp.make_train_step(loss_fn, tx))
-  state, first = train_step(start, images)  # the loss before the update
+  train_step = jax.jit(step_lib.make_train_step(loss_fn, tx))
+  state, first = train_step(start, {"image": images})  # the loss before the update
   for _ in range(7):
-    state, metrics = train_step(state, images)
+    state, metrics = train_step(state, {"image": images})
     assert float(metrics["finite"]) == 1.0
   assert int(state.step) == 8
   # The loss of the trained params with step 0's key (same masks / binarisation).
-  _, after = train_step(state.replace(step=start.step, rng=start.rng), images)
+  _, after = train_step(state.replace(step=start.step, rng=start.rng), {"image": images})
   assert float(after["loss"]) < 0.9 * float(first["loss"]), (first["loss"], after["loss"])
   if name == "vqvae":  # the codebook follows its EMA updates, outside the gradient
-    assert set(state.collections) == {"vq_ema"}
+    assert set(state.batch_stats) == {"vq_ema"}
     assert "perplexity" in metrics and float(metrics["vq_loss"]) >= 0
   else:
-    assert state.collections == {}
+    assert state.batch_stats == {}
 
 
 def test_zero_init_zeroes_the_named_modules_only():
@@ -181,7 +183,7 @@ def test_cli_run_checkpoints_logs_and_summarises(finished_run):
     recorded = json.load(f)
   assert recorded["fashion_mnist_dir"] == "/nonexistent"  # the CLI flag reached the config
   assert recorded["net_kwargs"]["num_hiddens"] == 16
-  assert cp.latest_checkpoint_step(workdir) == 6
+  assert ckpt_lib.latest_checkpoint_step(os.path.join(workdir, "checkpoints")) == 6
   assert ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints")).all_steps() == [2, 4, 6]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
@@ -198,24 +200,24 @@ def test_resumed_run_ends_with_the_state_of_an_unbroken_run(finished_run, tmp_pa
     shutil.rmtree(os.path.join(resumed, "checkpoints", step))
   os.remove(os.path.join(resumed, "summary.json"))
   # ensure_pretrained finds an unfinished run of its config: it resumes it, then loads it.
-  _, variables = cp.ensure_pretrained(_run_config(), resumed)
+  _, variables = rcn.ensure_pretrained(_run_config(), resumed)
   with open(os.path.join(resumed, "summary.json")) as f:
     summary = json.load(f)
   assert summary["resumed_from_step"] == 2 and summary["steps"] == 6
   unbroken = ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"))
   again = ckpt_lib.restore_params(os.path.join(resumed, "checkpoints"))
   _assert_trees_equal(again, unbroken)  # params, the vq_ema codebook, Adam state, step
-  _assert_trees_equal(variables, {"params": unbroken["params"], **unbroken["collections"]})
+  _assert_trees_equal(variables, {"params": unbroken["params"], **unbroken["batch_stats"]})
 
 
 def test_load_corruption_net_reproduces_the_trained_net(finished_run):
   workdir, summary = finished_run
-  net, variables = cp.load_corruption_net(workdir)
+  net, variables = rcn.load_corruption_net(workdir)
   assert type(net).__name__ == "VQVAE" and net.num_hiddens == 16
   assert set(variables) == {"params", "vq_ema"}
   saved = ckpt_lib.restore_params(os.path.join(workdir, "checkpoints"))
   _assert_trees_equal(variables["params"], saved["params"])
-  _assert_trees_equal(variables["vq_ema"], saved["collections"]["vq_ema"])
+  _assert_trees_equal(variables["vq_ema"], saved["batch_stats"]["vq_ema"])
   # The loaded net reproduces the run's own test PSNR (first 128 test images).
   images = _images(128, "test")
   out = jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, images)
@@ -234,10 +236,10 @@ def test_ensure_pretrained_reuses_a_finished_run(finished_run):
   before = _snapshot(workdir)
   # As the AdA quickstart calls it; bookkeeping fields (logging, data paths) do not matter.
   config = _run_config(log_every_steps=1, checkpoint_every_steps=3)
-  net, variables = cp.ensure_pretrained(config, workdir)
+  net, variables = rcn.ensure_pretrained(config, workdir)
   assert _snapshot(workdir) == before  # nothing trained, saved or rewritten
-  assert cp.latest_checkpoint_step(workdir) == 6
-  _assert_trees_equal(variables, cp.load_corruption_net(workdir)[1])
+  assert ckpt_lib.latest_checkpoint_step(os.path.join(workdir, "checkpoints")) == 6
+  _assert_trees_equal(variables, rcn.load_corruption_net(workdir)[1])
   assert type(net).__name__ == "VQVAE"
 
 
@@ -246,13 +248,13 @@ def test_ensure_pretrained_rejects_bad_configs(finished_run):
   bad = _run_config()
   bad.net = "nope"
   with pytest.raises(ValueError, match="config.net='nope'.*known"):
-    cp.ensure_pretrained(bad, workdir)
+    rcn.ensure_pretrained(bad, workdir)
   with pytest.raises(ValueError, match="config.dataset"):
-    cp.ensure_pretrained(_run_config(dataset="nope"), workdir)
+    rcn.ensure_pretrained(_run_config(dataset="nope"), workdir)
   with pytest.raises(ValueError, match=r"different config.*learning_rate"):
-    cp.ensure_pretrained(_run_config(learning_rate=1e-2), workdir)
+    rcn.ensure_pretrained(_run_config(learning_rate=1e-2), workdir)
   with pytest.raises(ValueError, match=r"different config.*net_kwargs"):
-    cp.ensure_pretrained(_run_config(**{"net_kwargs.num_hiddens": 32}), workdir)
+    rcn.ensure_pretrained(_run_config(**{"net_kwargs.num_hiddens": 32}), workdir)
   with pytest.raises(ValueError, match="another net"):  # pretrain refuses to mix runs
     cp.pretrain(_config("edsr"), workdir)
 
@@ -261,7 +263,7 @@ def test_load_without_a_run_names_the_workdir_and_the_command(tmp_path):
   workdir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError,
                      match=r"(?s)missing.*train_corruption_net\.py --config=.*--workdir="):
-    cp.load_corruption_net(workdir)
+    rcn.load_corruption_net(workdir)
 
 
 def test_every_config_builds_its_net():

@@ -1,0 +1,111 @@
+"""From an experiment config to a training method: the one place where
+`config.method` and `config.method_kwargs` become a factory call.
+
+`make_method(model, config)` looks up `config.method` in `adacorr.methods.FACTORIES`,
+resolves the keywords that name things on disk into objects (AdA's backbone specs into
+`Backbone`s, PAT's `lpips_model` workdir into an LPIPS `features_fn`), checks every
+remaining key against the factory's signature (a misspelt key is an error, for every
+method) and calls the factory. `train_and_evaluate(config, workdir)` trains with it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+from adacorr import data as data_lib
+from adacorr import methods
+from adacorr.core.types import LossFn, StatefulLoss
+from adacorr.perceptual import lpips_layers as check_lpips_layers
+from adacorr.perceptual.features import model_features_fn
+from adacorr.run.classifiers import load_classifier
+from adacorr.run.corruption_nets import load_backbone
+from adacorr.train import loop
+
+
+def load_lpips_network(workdir: str, layers: Sequence[str] | str | None = None):
+  """`features_fn` of a trained classifier's LPIPS layers, from its training workdir."""
+  net, variables, _, _ = load_classifier(workdir)
+  return model_features_fn(net, variables, check_lpips_layers(net, layers))
+
+
+def _resolve_ada(kwargs: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """AdA: backbone spec dicts -> `Backbone`s (random inits seeded by `config.seed + i`)."""
+  info = data_lib.DATASETS.get(config.get("dataset"))
+  image_shape = info.image_shape if info is not None else None
+  seed = int(config.get("seed", 0))
+  resolved = []
+  for i, spec in enumerate(kwargs.get("backbones", ())):
+    if not isinstance(spec, methods.Backbone):
+      spec = load_backbone(spec, image_shape=image_shape, seed=seed + i)
+      logging.info("AdA backbone %d: %s", i, spec.name)
+    resolved.append(spec)
+  return dict(kwargs, backbones=tuple(resolved))
+
+
+def _resolve_pat(kwargs: dict[str, Any], config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """PAT: `lpips_model` ('self' or a classifier's workdir) -> `features_fn`."""
+  del config
+  kwargs = dict(kwargs)
+  lpips_model = kwargs.pop("lpips_model", "self")
+  if lpips_model != "self" and kwargs.get("features_fn") is None:
+    if not isinstance(lpips_model, str) or not lpips_model:
+      raise ValueError(f"method_kwargs.lpips_model={lpips_model!r} must be 'self' or the "
+                       "workdir of a trained LPIPS network.")
+    kwargs["features_fn"] = load_lpips_network(lpips_model, kwargs.get("lpips_layers"))
+  return kwargs
+
+
+# Per method: keywords that name things on disk, turned into objects before the call.
+RESOLVERS: dict[str, Callable[[dict, ml_collections.ConfigDict], dict]] = {
+    "ada": _resolve_ada,
+    "pat": _resolve_pat,
+}
+
+
+def method_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`config.method_kwargs` as a plain dict ({} if absent)."""
+  kwargs = config.get("method_kwargs", None)
+  if kwargs is None:
+    return {}
+  return dict(kwargs.to_dict() if hasattr(kwargs, "to_dict") else kwargs)
+
+
+def accepted_keywords(factory: Callable) -> tuple[str, ...]:
+  """The keyword arguments of a method factory (everything after `model`)."""
+  params = list(inspect.signature(factory).parameters.values())[1:]
+  return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def make_method(model, config: ml_collections.ConfigDict) -> LossFn | StatefulLoss:
+  """The training method of `config.method` with `config.method_kwargs`.
+
+  Raises:
+    ValueError: for an unknown method, or a method_kwargs key the factory does not take
+      (naming the key and the accepted ones).
+  """
+  name = config.get("method", "nominal")
+  if name not in methods.FACTORIES:
+    raise ValueError(f"config.method={name!r} is not one of {sorted(methods.FACTORIES)}.")
+  factory = methods.FACTORIES[name]
+  kwargs = method_kwargs(config)
+  accepted = accepted_keywords(factory)
+  extra = {"pat": ("lpips_model",)}.get(name, ())
+  unknown = sorted(set(kwargs) - set(accepted) - set(extra))
+  if unknown:
+    raise ValueError(
+        f"config.method_kwargs has keys {unknown} that method {name!r} does not take; "
+        f"it accepts {sorted(set(accepted) | set(extra))}.")
+  if name in RESOLVERS:
+    kwargs = RESOLVERS[name](kwargs, config)
+  return factory(model, **kwargs)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       hooks: Sequence[loop.Hook] = ()) -> dict[str, Any]:
+  """Trains `config.method` on `config` in `workdir` (`adacorr.train.loop.train_and_evaluate`
+  with the method built by `make_method`); returns the summary."""
+  return loop.train_and_evaluate(config, workdir, make_loss_fn=make_method, hooks=hooks)
