@@ -19,8 +19,9 @@ from adacorr.attacks.apgd import apgd, checkpoints
 from adacorr.attacks.evaluation import robust_accuracy
 from adacorr.attacks.perceptual import (
     fast_lpa, gauss_newton_direction, lpa, margin_loss, perceptual_step, ppgd, project_lpips)
+from adacorr.core.checks import NORMS
 from adacorr.attacks.lp import (
-    LOSSES, NORMS, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
+    LOSSES, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
     per_example_keys, pgd, pgd_step, project, project_l2, project_linf, random_init,
     steepest_direction)
 

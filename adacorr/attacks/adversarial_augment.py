@@ -35,8 +35,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from adacorr.attacks.lp import _is_concrete, check_images, check_labels
+from adacorr.attacks.lp import check_attack_inputs
+from adacorr.core.checks import (
+    check_choice, check_images, check_key, check_nonnegative, check_positive,
+    check_same_shape, check_steps)
 from adacorr.core.keys import per_example_keys
+from adacorr.core.tree import TINY, is_concrete
 
 Array = jax.Array
 PyTree = Any
@@ -46,23 +50,18 @@ LogitsFn = Callable[[Array], Array]
 CHUNK_LOOPS = ("map", "unroll")
 LINE_SEARCH_GAMMAS = 9
 
-_TINY = 1e-12
-
 
 # --------------------------------------------------------------------------- validation
 
 
 def check_nu(nu) -> None:
-  if nu is None:
-    raise ValueError("nu (the relative perturbation radius) is required and must be > 0.")
-  if _is_concrete(nu) and not np.all(np.asarray(nu) > 0):
-    raise ValueError(f"nu={nu!r} must be > 0 (relative radius ||delta_i|| / ||phi_i||).")
+  """ValueError unless nu (the relative radius ||delta_i|| / ||phi_i||) is > 0."""
+  check_positive(nu, "nu")
 
 
 def check_num_steps(num_steps) -> None:
-  if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) \
-      or num_steps < 0:
-    raise ValueError(f"num_steps={num_steps!r} must be a non-negative Python int.")
+  """`adacorr.core.checks.check_steps` (kept for `adacorr.methods.ada`)."""
+  check_steps(num_steps)
 
 
 def check_corruption_params(params: PyTree, name: str = "corruption_params") -> None:
@@ -120,7 +119,7 @@ def random_delta(key: Array, params: PyTree, nu) -> PyTree:
   for i, (p, size, radius) in enumerate(zip(leaves, sizes, radii)):
     direction = normal[start:start + size].reshape(p.shape)
     start += size
-    direction = direction / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(direction))), _TINY)
+    direction = direction / jnp.maximum(jnp.sqrt(jnp.sum(jnp.square(direction))), TINY)
     out.append((direction * lengths[i] * radius).astype(p.dtype))
   return jax.tree.unflatten(treedef, out)
 
@@ -146,7 +145,7 @@ def _project(deltas: PyTree, radii: PyTree) -> PyTree:
   def one(d, radius):
     flat = d.reshape(d.shape[0], -1).astype(jnp.float32)
     norm = jnp.sqrt(jnp.sum(jnp.square(flat), axis=1))
-    scale = jnp.minimum(1.0, radius / jnp.maximum(norm, _TINY))
+    scale = jnp.minimum(1.0, radius / jnp.maximum(norm, TINY))
     return (d * scale.reshape((-1,) + (1,) * (d.ndim - 1))).astype(d.dtype)
   return jax.tree.map(one, deltas, radii)
 
@@ -157,7 +156,7 @@ def relative_norms(deltas: PyTree, params: PyTree) -> PyTree:
   def one(d, p):
     dn = jnp.sqrt(jnp.sum(jnp.square(d.reshape(d.shape[0], -1).astype(jnp.float32)), 1))
     pn = jnp.sqrt(jnp.sum(jnp.square(p.astype(jnp.float32))))
-    return jnp.where(dn > 0, dn / jnp.maximum(pn, _TINY), 0.0)
+    return jnp.where(dn > 0, dn / jnp.maximum(pn, TINY), 0.0)
   return jax.tree.map(one, deltas, params)
 
 
@@ -235,21 +234,22 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
     `deltas` has the structure of `corruption_params` with a leading batch axis.
 
   Raises:
-    ValueError: for nu <= 0, num_steps < 0, a bad chunk_size / chunk_loop, images not
-      rank 4 or outside [0, 1], labels of the wrong shape, params that are not a pytree
-      of float arrays, or a `corruption_apply` whose output shape differs from its input.
+    ValueError: for nu <= 0 or NaN, num_steps < 0, a bad chunk_size / chunk_loop,
+      images not float, rank 4 and in [0, 1], labels of the wrong shape or (when
+      concrete) outside [0, K), a `logits_fn` not returning (B, K), key=None, params
+      that are not a pytree of float arrays, or a `corruption_apply` whose output shape
+      differs from its input.
   """
-  check_images(x)
-  check_labels(y, x)
+  check_attack_inputs(logits_fn, x, y)
   check_nu(nu)
-  check_num_steps(num_steps)
+  check_steps(num_steps)
   check_corruption_params(corruption_params)
+  check_key(key, reason="AdA draws a random initial perturbation")
   if chunk_size is not None and (isinstance(chunk_size, bool) or
                                  not isinstance(chunk_size, (int, np.integer)) or
                                  chunk_size < 1):
     raise ValueError(f"chunk_size={chunk_size!r} must be None or a positive int.")
-  if chunk_loop not in CHUNK_LOOPS:
-    raise ValueError(f"chunk_loop={chunk_loop!r} must be one of {CHUNK_LOOPS}.")
+  check_choice(chunk_loop, CHUNK_LOOPS, "chunk_loop")
   try:
     out = jax.eval_shape(corruption_apply, corruption_params,
                          jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
@@ -261,8 +261,8 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
     raise ValueError(
         f"corruption_apply must map images of shape {(1,) + x.shape[1:]} to the same "
         f"shape; it returned {getattr(out, 'shape', type(out))}.")
-  if step_size is not None and _is_concrete(step_size) and np.any(np.asarray(step_size) < 0):
-    raise ValueError(f"step_size={step_size!r} must be non-negative.")
+  if step_size is not None:
+    check_nonnegative(step_size, "step_size")
 
   batch = x.shape[0]
   keys = per_example_keys(key, batch)
@@ -390,10 +390,8 @@ def ssim_line_search(x: Array, x_adv: Array, *, threshold, strict: bool = True,
   """
   check_images(x)
   check_images(x_adv, "x_adv")
-  if jnp.shape(x) != jnp.shape(x_adv):
-    raise ValueError(f"x_adv must have the shape of x {jnp.shape(x)}, got "
-                     f"{jnp.shape(x_adv)}.")
-  if threshold is None or (_is_concrete(threshold) and
+  check_same_shape(x, x_adv, ("x", "x_adv"))
+  if threshold is None or (is_concrete(threshold) and
                            not -1.0 <= float(np.asarray(threshold)) <= 1.0):
     raise ValueError(f"threshold={threshold!r} must be an SSIM value in [-1, 1].")
 

@@ -24,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import lp
+from adacorr.core.checks import check_key, check_steps
+from adacorr.core.keys import per_example_keys
+from adacorr.core.tree import bcast
 
 APGD_LOSSES = ("ce", "dlr", "margin")
 
@@ -48,11 +51,11 @@ def checkpoints(num_steps: int) -> list[int]:
 def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
   """One APGD run; returns (x_best (B, ...), loss_best (B,))."""
   b = x.shape[0]
-  bc = lambda v: lp._bcast(v, x)  # pylint: disable=protected-access
+  bc = lambda v: bcast(v, x)
   proj = lambda xa: lp.project(xa, x, norm=norm, eps=eps)
 
   def obj_grad(xa):
-    return lp._objective_and_grad(logits_fn, xa, y, loss, False)  # pylint: disable=protected-access
+    return lp.objective_and_grad(logits_fn, xa, y, loss=loss)
 
   # Static checkpoint schedule as arrays indexed by the iteration (0-based: the check
   # runs at the end of iteration i when i + 1 is a checkpoint).
@@ -128,16 +131,17 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
-    ValueError: unknown norm/loss, negative eps, bad shapes, x outside [0, 1] (when
-      concrete), rho outside [0, 1], restarts < 1.
+    ValueError: as `pgd` (unknown norm/loss, negative or NaN eps, bad shapes or
+      values of x and y, a `logits_fn` not returning (B, K)), rho outside [0, 1],
+      restarts < 1, key=None.
   """
-  lp._check_common(x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)  # pylint: disable=protected-access
-  lp.check_steps(num_steps)
+  lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)
+  check_steps(num_steps)
   if not 0.0 <= rho <= 1.0:
     raise ValueError(f"rho={rho!r} must be in [0, 1].")
-  if not isinstance(restarts, (int, np.integer)) or restarts < 1:
-    raise ValueError(f"restarts={restarts!r} must be a Python int >= 1.")
-  keys = lp.per_example_keys(key, x.shape[0])
+  lp.check_restarts(restarts)
+  check_key(key, reason="APGD starts at a random point in the ball")
+  keys = per_example_keys(key, x.shape[0])
   restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)
   best_x, best_loss = None, None
   for r in range(restarts):
@@ -147,6 +151,6 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
       best_x, best_loss = xa, la
     else:
       better = la > best_loss
-      best_x = jnp.where(lp._bcast(better, xa), xa, best_x)  # pylint: disable=protected-access
+      best_x = jnp.where(bcast(better, xa), xa, best_x)
       best_loss = jnp.where(better, la, best_loss)
   return best_x

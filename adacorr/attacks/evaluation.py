@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import lp
+from adacorr.core.checks import check_images, check_key, check_labels
 
 Attack = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -53,8 +54,9 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     correct clean and under every attack), 'per_attack' ({name: fraction correct clean
     and under that attack}), 'robust' (N,) bool numpy mask, 'num_examples' (int).
   """
-  lp.check_images(x)
-  lp.check_labels(y, x)
+  check_images(x)
+  check_labels(y, jnp.shape(x)[0])
+  check_key(key)
   names, fns = _names(attacks)
   n = x.shape[0]
   attack_keys = jax.random.split(key, max(len(fns), 1))

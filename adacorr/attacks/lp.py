@@ -8,8 +8,8 @@ the eps-ball around `x` and inside [0, 1].
 
 All functions are pure and jittable; norms, losses, step counts and flags are static
 Python values (`functools.partial` them before `jax.jit`), eps and step sizes may be
-traced. Validation of values (negative eps, x outside [0, 1]) happens only when the
-argument is concrete.
+traced. The checks are `adacorr.core.checks`: values (negative or NaN eps, x outside
+[0, 1], labels outside [0, K)) are checked only when the argument is concrete.
 
 Keys: an attack that draws random numbers takes `key`, either ONE key or one key per
 example (typed keys of shape (B,), raw uint32 keys of shape (B, 2)). With one key, the
@@ -27,89 +27,68 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adacorr.core.checks import (
+    check_images, check_key, check_labels, check_logits_fn,
+    check_nonnegative, check_norm, check_steps, warn_if_255_scale)
 from adacorr.core.keys import per_example_keys  # re-exported by adacorr.attacks
+from adacorr.core.tree import TINY, bcast, per_example_l2
 
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
-NORMS = ("linf", "l2")
 LOSSES = ("ce", "margin", "dlr")
-
-_TINY = 1e-12
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _is_concrete(v) -> bool:
-  return not isinstance(v, jax.core.Tracer)
-
-
-def check_norm(norm: str, name: str = "norm") -> None:
-  if norm not in NORMS:
-    raise ValueError(f"{name}={norm!r} is not a supported norm; use one of {NORMS}.")
-
-
 def check_loss(loss: str, allowed=LOSSES, name: str = "loss") -> None:
-  if loss not in allowed:
+  """ValueError unless `loss` is one of `allowed` ('ce', 'margin', 'dlr')."""
+  if isinstance(loss, (list, dict, set)) or loss not in tuple(allowed):
     raise ValueError(f"{name}={loss!r} is not a supported loss; use one of {tuple(allowed)}.")
 
 
-def check_nonneg(value, name: str) -> None:
-  if value is None:
-    raise ValueError(f"{name} is required (a non-negative number).")
-  if _is_concrete(value) and np.any(np.asarray(value) < 0):
-    raise ValueError(f"{name}={value!r} must be non-negative.")
+def check_attack_inputs(logits_fn: LogitsFn, x, y) -> int:
+  """Checks an attack's images, classifier and labels; returns the number of classes K.
 
-
-def check_images(x, name: str = "x") -> None:
-  if jnp.ndim(x) != 4:
-    raise ValueError(f"{name} must be a rank-4 NHWC batch, got shape {jnp.shape(x)}.")
-  if _is_concrete(x):
-    xn = np.asarray(x)
-    if xn.size and np.isnan(xn).any():
-      raise ValueError(f"{name} contains NaN values.")
-    if xn.size and (xn.min() < 0.0 or xn.max() > 1.0):
-      raise ValueError(
-          f"{name} must lie in [0, 1]; got values in [{xn.min():.4g}, {xn.max():.4g}].")
-
-
-def check_labels(y, x, name: str = "y") -> None:
-  if jnp.ndim(y) != 1 or jnp.shape(y)[0] != jnp.shape(x)[0]:
-    raise ValueError(
-        f"{name} must have shape (B,) = ({jnp.shape(x)[0]},), got {jnp.shape(y)}.")
-
-
-def check_steps(num_steps, name: str = "num_steps") -> None:
-  if not isinstance(num_steps, (int, np.integer)) or num_steps < 0:
-    raise ValueError(f"{name}={num_steps!r} must be a non-negative Python int.")
-
-
-def _check_common(x, y, *, norm, eps, loss=None, losses=LOSSES):
+  `x`: rank-4 float images in [0, 1] (values when concrete); `logits_fn(x)`: shape
+  (B, K) (traced with `jax.eval_shape`, no computation); `y`: int (B,) in [0, K) (values
+  when concrete).
+  """
   check_images(x)
-  check_labels(y, x)
+  num_classes = check_logits_fn(logits_fn, x)
+  check_labels(y, jnp.shape(x)[0], num_classes)
+  return num_classes
+
+
+def check_radius(eps, norm: str, name: str = "eps") -> None:
+  """ValueError for a missing, negative or NaN radius; a warning for an l_inf radius > 1
+  (a 0-255 value such as 8 instead of 8/255)."""
+  check_nonnegative(eps, name)
+  warn_if_255_scale(eps, name, norm=norm)
+
+
+def check_restarts(restarts) -> None:
+  if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
+    raise ValueError(f"restarts={restarts!r} must be a Python int >= 1.")
+
+
+def check_attack_args(logits_fn: LogitsFn, x, y, *, norm: str, eps, loss: str | None = None,
+                      losses=LOSSES) -> int:
+  """The checks of an l_p attack's arguments (see `check_attack_inputs`, `check_radius`);
+  returns the number of classes K."""
+  check_images(x)
   check_norm(norm)
-  check_nonneg(eps, "eps")
+  check_radius(eps, norm)
   if loss is not None:
     check_loss(loss, losses)
-
-
-# --------------------------------------------------------------------------- keys
+  return check_attack_inputs(logits_fn, x, y)
 
 
 # --------------------------------------------------------------------------- norms
 
 
-def _bcast(v: Array, like: Array) -> Array:
-  """Per-example (B,) values reshaped to broadcast against `like` (B, ...)."""
-  return jnp.reshape(v, v.shape + (1,) * (like.ndim - v.ndim))
-
-
-def l2_norm(v: Array) -> Array:
-  """Per-example l2 norm (B,) of `v` (B, ...), over all non-batch dims (0 grad at 0)."""
-  sq = jnp.sum(jnp.square(v).reshape(v.shape[0], -1), axis=1)
-  safe = jnp.where(sq > 0, sq, 1.0)
-  return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
+l2_norm = per_example_l2  # (B,) per-example l2 norm; 0 gradient at 0
 
 
 def linf_norm(v: Array) -> Array:
@@ -120,7 +99,7 @@ def linf_norm(v: Array) -> Array:
 def l2_normalize(v: Array) -> Array:
   """`v / ||v||_2` per example; examples with `v == 0` stay 0."""
   n = l2_norm(v)
-  return v / _bcast(jnp.maximum(n, _TINY), v)
+  return v / bcast(jnp.maximum(n, TINY), v)
 
 
 def steepest_direction(g: Array, norm: str) -> Array:
@@ -140,8 +119,8 @@ def project_linf(delta: Array, eps) -> Array:
 def project_l2(delta: Array, eps) -> Array:
   """Projects perturbations `delta` (B, ...) onto the l2 ball of radius `eps` (per example)."""
   n = l2_norm(delta)
-  scale = jnp.minimum(1.0, eps / jnp.maximum(n, _TINY))
-  return delta * _bcast(scale, delta)
+  scale = jnp.minimum(1.0, eps / jnp.maximum(n, TINY))
+  return delta * bcast(scale, delta)
 
 
 def project(x_adv: Array, x: Array, *, norm: str, eps) -> Array:
@@ -163,7 +142,7 @@ def project(x_adv: Array, x: Array, *, norm: str, eps) -> Array:
   check_norm(norm)
   delta = x_adv - x
   if jnp.ndim(eps) == 1:
-    eps_b = _bcast(jnp.asarray(eps), delta)
+    eps_b = bcast(jnp.asarray(eps), delta)
   else:
     eps_b = eps
   if norm == "linf":
@@ -183,7 +162,7 @@ def _random_delta_one(key: Array, shape, norm: str, eps) -> Array:
   k_dir, k_rad = jax.random.split(key)
   d = int(np.prod(shape))
   direction = jax.random.normal(k_dir, shape)
-  direction = direction / jnp.maximum(jnp.sqrt(jnp.sum(direction ** 2)), _TINY)
+  direction = direction / jnp.maximum(jnp.sqrt(jnp.sum(direction ** 2)), TINY)
   radius = eps * jax.random.uniform(k_rad, ()) ** (1.0 / d)
   return direction * radius
 
@@ -206,7 +185,8 @@ def random_init(key, x: Array, *, norm: str, eps) -> Array:
     (B, H, W, C) starting points in the ball and in [0, 1].
   """
   check_norm(norm)
-  check_nonneg(eps, "eps")
+  check_nonnegative(eps, "eps")
+  check_key(key, reason="random_init draws a random start")
   keys = per_example_keys(key, x.shape[0])
   delta = jax.vmap(lambda k: _random_delta_one(k, x.shape[1:], norm, eps))(keys)
   return jnp.clip(x + delta.astype(x.dtype), 0.0, 1.0)
@@ -245,9 +225,10 @@ def loss_per_example(logits: Array, y: Array, *, loss: str) -> Array:
   return -(z_y - _max_other(logits, y)) / (top3[:, 0] - top3[:, 2] + 1e-12)
 
 
-def _objective_and_grad(logits_fn: LogitsFn, x_adv: Array, y: Array, loss: str,
-                        targeted: bool):
-  """Per-example objective (B,) to maximise, and its gradient w.r.t. `x_adv`."""
+def objective_and_grad(logits_fn: LogitsFn, x_adv: Array, y: Array, *, loss: str,
+                       targeted: bool = False):
+  """Per-example objective (B,) to maximise (the loss, or minus it if `targeted`) and
+  the gradient of its sum w.r.t. `x_adv`."""
   sign = -1.0 if targeted else 1.0
 
   def total(xa):
@@ -277,7 +258,7 @@ def pgd_step(logits_fn: LogitsFn, x_adv: Array, x: Array, y: Array, *, norm: str
   Returns:
     `(x_next, loss_at_x_adv)`: (B, H, W, C) next iterate and the (B,) loss at `x_adv`.
   """
-  obj, g = _objective_and_grad(logits_fn, x_adv, y, loss, targeted)
+  obj, g = objective_and_grad(logits_fn, x_adv, y, loss=loss, targeted=targeted)
   x_next = project(x_adv + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
   return x_next, (-obj if targeted else obj)
 
@@ -292,9 +273,9 @@ def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_s
 
   def body(_, carry):
     xa, best_x, best_obj = carry
-    obj, g = _objective_and_grad(logits_fn, xa, y, loss, targeted)
+    obj, g = objective_and_grad(logits_fn, xa, y, loss=loss, targeted=targeted)
     better = obj > best_obj
-    best_x = jnp.where(_bcast(better, xa), xa, best_x)
+    best_x = jnp.where(bcast(better, xa), xa, best_x)
     best_obj = jnp.where(better, obj, best_obj)
     xa = project(xa + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
     return xa, best_x, best_obj
@@ -306,7 +287,7 @@ def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_s
   if not track_best:
     return xa, obj
   better = obj > best_obj
-  best_x = jnp.where(_bcast(better, xa), xa, best_x)
+  best_x = jnp.where(bcast(better, xa), xa, best_x)
   return best_x, jnp.where(better, obj, best_obj)
 
 
@@ -323,8 +304,8 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
     logits_fn: x (B, H, W, C) -> logits (B, K); the model in evaluation mode.
     x: (B, H, W, C) clean images in [0, 1].
     y: (B,) int labels; the target labels if `targeted`.
-    key: one key or per-example keys (see module docstring); unused without
-      `random_init` and with `restarts == 1`.
+    key: one key or per-example keys (see module docstring); needed only with
+      `random_init` (may be None without it).
     norm: 'linf' or 'l2'.
     eps: ball radius (>= 0).
     step_size: step length (>= 0), e.g. 2.5 * eps / num_steps.
@@ -340,26 +321,35 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
-    ValueError: for an unknown norm or loss, negative eps/step_size, bad shapes, x
-      outside [0, 1] (when concrete), or restarts < 1.
+    ValueError: for an unknown norm or loss, a negative or NaN eps/step_size, bad
+      shapes, non-float x, x outside [0, 1] or labels outside [0, K) (when concrete), a
+      `logits_fn` not returning (B, K), restarts < 1, or key=None with `random_init`.
+  Warns:
+    UserWarning: for an l_inf eps > 1 (a 0-255 value such as 8 instead of 8/255).
   """
-  _check_common(x, y, norm=norm, eps=eps, loss=loss)
-  check_nonneg(step_size, "step_size")
+  check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss)
+  check_nonnegative(step_size, "step_size")
   check_steps(num_steps)
-  if not isinstance(restarts, (int, np.integer)) or restarts < 1:
-    raise ValueError(f"restarts={restarts!r} must be a Python int >= 1.")
-  keys = per_example_keys(key, x.shape[0])
-  restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)  # (B, R[, 2])
+  check_restarts(restarts)
+  if random_init:
+    check_key(key, reason="random_init=True draws a random start; pass random_init=False "
+              "to start at x without a key")
+  if key is None:  # no random draws: every restart starts at x
+    restart_keys = [None] * restarts
+  else:
+    keys = per_example_keys(key, x.shape[0])
+    restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)  # (B, R[, 2])
+    restart_keys = [restart_keys[:, r] for r in range(restarts)]
   best_x, best_obj = None, None
   for r in range(restarts):
-    xa, obj = _pgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
+    xa, obj = _pgd_run(logits_fn, x, y, restart_keys[r], norm=norm, eps=eps,
                        step_size=step_size, num_steps=num_steps, random_start=random_init,
                        loss=loss, targeted=targeted, track_best=track_best)
     if best_x is None:
       best_x, best_obj = xa, obj
     else:
       better = obj > best_obj
-      best_x = jnp.where(_bcast(better, xa), xa, best_x)
+      best_x = jnp.where(bcast(better, xa), xa, best_x)
       best_obj = jnp.where(better, obj, best_obj)
   return best_x
 
@@ -368,7 +358,7 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
 
 
 def _one_step(logits_fn, x, y, eps, norm):
-  _, g = _objective_and_grad(logits_fn, x, y, "ce", False)
+  _, g = objective_and_grad(logits_fn, x, y, loss="ce")
   return jnp.clip(x + eps * steepest_direction(g, norm), 0.0, 1.0)
 
 
@@ -379,11 +369,13 @@ def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
     logits_fn: x (B, H, W, C) -> logits (B, K).
     x: (B, H, W, C) clean images in [0, 1].
     y: (B,) int labels.
-    eps: l_inf radius (>= 0).
+    eps: l_inf radius (>= 0; a value > 1 warns: 0-255 scale?).
   Returns:
     x_adv (B, H, W, C) in [0, 1], ||x_adv - x||_inf <= eps.
+  Raises:
+    ValueError: as `pgd`.
   """
-  _check_common(x, y, norm="linf", eps=eps)
+  check_attack_args(logits_fn, x, y, norm="linf", eps=eps)
   return _one_step(logits_fn, x, y, eps, "linf")
 
 
@@ -399,6 +391,8 @@ def fgm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
     eps: l2 radius (>= 0).
   Returns:
     x_adv (B, H, W, C) in [0, 1], ||x_adv - x||_2 <= eps.
+  Raises:
+    ValueError: as `pgd`.
   """
-  _check_common(x, y, norm="l2", eps=eps)
+  check_attack_args(logits_fn, x, y, norm="l2", eps=eps)
   return _one_step(logits_fn, x, y, eps, "l2")

@@ -43,11 +43,13 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from adacorr.attacks.lp import (
-    _bcast, _is_concrete, check_images, check_labels, check_steps, l2_norm)
+from adacorr.attacks.lp import check_attack_inputs
+from adacorr.core.checks import (
+    check_choice, check_images, check_key, check_nonnegative, check_positive,
+    check_same_shape, check_steps)
 from adacorr.core.keys import per_example_keys
+from adacorr.core.tree import TINY, bcast, per_example_l2 as l2_norm
 from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
 Array = jax.Array
@@ -57,31 +59,18 @@ FeaturesFn = Callable[[Array], Sequence[Array]]
 DERIVATIVES = ("jvp", "finite_difference")
 JACOBIANS = ("exact", "finite_difference")
 PROJECTIONS = ("newton", "bisection", "none")
-_TINY = 1e-12
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def _check_positive(value, name: str, allow_zero: bool = False) -> None:
-  if value is None:
-    raise ValueError(f"{name} is required.")
-  if _is_concrete(value):
-    v = np.asarray(value)
-    bad = np.any(v < 0) if allow_zero else np.any(v <= 0)
-    if bad or np.any(np.isnan(v)):
-      raise ValueError(f"{name}={value!r} must be {'non-negative' if allow_zero else 'positive'}.")
-
-
-def _check_choice(value: str, choices, name: str) -> None:
-  if value not in choices:
-    raise ValueError(f"{name}={value!r} is not one of {choices}.")
-
-
-def _check_inputs(x, y, bound) -> None:
-  check_images(x)
-  check_labels(y, x)
-  _check_positive(bound, "bound", allow_zero=True)
+def _check_inputs(logits_fn, features_fn, x, y, bound, key) -> "_Networks":
+  """The shared checks of Fast-LPA / LPA / PPGD; returns the networks."""
+  nets = _networks(logits_fn, features_fn)
+  check_attack_inputs(nets.logits, x, y)
+  check_nonnegative(bound, "bound")
+  check_key(key, reason="the attack starts at a random point x + init_std N(0, 1)")
+  return nets
 
 
 # --------------------------------------------------------------------------- loss
@@ -198,12 +187,12 @@ def _bisection(phi, phi_x, x, x_adv, bound, num_steps):
   def body(_, carry):
     lo, hi = carry
     mid = 0.5 * (lo + hi)
-    out = embedding_distance(phi(x + _bcast(mid, x) * delta), phi_x) > bound
+    out = embedding_distance(phi(x + bcast(mid, x) * delta), phi_x) > bound
     return jnp.where(out, lo, mid), jnp.where(out, mid, hi)
 
   b = x.shape[0]
   lo, _ = jax.lax.fori_loop(0, num_steps, body, (jnp.zeros((b,)), jnp.ones((b,))))
-  return jnp.where(_bcast(inside, x), x_adv, x + _bcast(lo, x) * delta)
+  return jnp.where(bcast(inside, x), x_adv, x + bcast(lo, x) * delta)
 
 
 def _newton(phi, phi_x, x, x_adv, bound, num_steps, overshoot, bisection_steps):
@@ -223,15 +212,15 @@ def _newton(phi, phi_x, x, x_adv, bound, num_steps, overshoot, bisection_steps):
     done = done | (r <= 0)
     (g,) = vjp(jnp.ones_like(d))
     g2 = jnp.sum(jnp.square(g).reshape(g.shape[0], -1), axis=1)
-    step = (r + overshoot) / jnp.maximum(g2, _TINY)
-    x_new = jnp.clip(xp - _bcast(step, g) * g, 0.0, 1.0)
-    return i + 1, jnp.where(_bcast(done, xp), xp, x_new), done
+    step = (r + overshoot) / jnp.maximum(g2, TINY)
+    x_new = jnp.clip(xp - bcast(step, g) * g, 0.0, 1.0)
+    return i + 1, jnp.where(bcast(done, xp), xp, x_new), done
 
   b = x.shape[0]
   _, xp, done = jax.lax.while_loop(cond, body, (0, x_adv, jnp.zeros((b,), bool)))
   return jax.lax.cond(
       jnp.all(done), lambda: xp,
-      lambda: jnp.where(_bcast(done, xp), xp,
+      lambda: jnp.where(bcast(done, xp), xp,
                         _bisection(phi, phi_x, x, x_adv, bound, bisection_steps)))
 
 
@@ -264,13 +253,11 @@ def project_lpips(features_fn: FeaturesFn, x: Array, x_adv: Array, *, bound,
   """
   check_images(x)
   check_images(x_adv, "x_adv")
-  if jnp.shape(x) != jnp.shape(x_adv):
-    raise ValueError(f"x and x_adv must have the same shape, got {jnp.shape(x)} and "
-                     f"{jnp.shape(x_adv)}.")
-  _check_positive(bound, "bound", allow_zero=True)
-  _check_choice(method, ("newton", "bisection"), "method")
+  check_same_shape(x, x_adv, ("x", "x_adv"))
+  check_nonnegative(bound, "bound")
+  check_choice(method, ("newton", "bisection"), "method")
   check_steps(num_steps)
-  _check_positive(overshoot, "overshoot", allow_zero=True)
+  check_nonnegative(overshoot, "overshoot")
 
   def phi(z):
     return normalize_features(features_fn(z))
@@ -297,20 +284,22 @@ def _lagrangian_step(nets, phi_x, x_adv, y, *, lam, bound, eta, kappa, derivativ
 
   c_logits, c_phi = jax.grad(lagrangian, argnums=(0, 1))(lin.logits, lin.phi)
   g = lin.grad(c_logits, c_phi)
-  direction = g / _bcast(l2_norm(g) + 1e-8, g)
+  direction = g / bcast(l2_norm(g) + 1e-8, g)
   m = _directional_derivative(nets, lin, x_adv, direction, derivative, h)
-  x_next = jnp.clip(x_adv + direction * _bcast(eta / (m + denominator_eps), g), 0.0, 1.0)
+  x_next = jnp.clip(x_adv + direction * bcast(eta / (m + denominator_eps), g), 0.0, 1.0)
   return x_next, lin.logits, embedding_distance(lin.phi, phi_x)
 
 
-def _check_lpa_args(x, y, bound, num_steps, step_size, h, derivative, kappa):
-  _check_inputs(x, y, bound)
+def _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
+                    derivative, kappa) -> "_Networks":
+  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key)
   check_steps(num_steps)
   if step_size is not None:
-    _check_positive(step_size, "step_size", allow_zero=True)
-  _check_positive(h, "h")
-  _check_choice(derivative, DERIVATIVES, "derivative")
-  _check_positive(kappa, "kappa")
+    check_nonnegative(step_size, "step_size")
+  check_positive(h, "h")
+  check_choice(derivative, DERIVATIVES, "derivative")
+  check_positive(kappa, "kappa")
+  return nets
 
 
 def fast_lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *,
@@ -343,8 +332,8 @@ def fast_lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key,
   Returns:
     x_adv (B, H, W, C) in [0, 1].
   """
-  _check_lpa_args(x, y, bound, num_steps, step_size, h, derivative, kappa)
-  nets = _networks(logits_fn, features_fn)
+  nets = _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
+                         derivative, kappa)
   eta0 = bound if step_size is None else step_size
   phi_x = jax.lax.stop_gradient(nets.phi(x))
   x_adv = _random_start(key, x, init_std)
@@ -386,10 +375,10 @@ def lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, b
   Returns:
     x_adv (B, H, W, C) in [0, 1] with d(x, x_adv) <= bound.
   """
-  _check_lpa_args(x, y, bound, num_steps, step_size, h, derivative, kappa)
+  nets = _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
+                         derivative, kappa)
   check_steps(lambda_steps, "lambda_steps")
-  _check_choice(projection, ("newton", "bisection"), "projection")
-  nets = _networks(logits_fn, features_fn)
+  check_choice(projection, ("newton", "bisection"), "projection")
   eta0 = (bound if decay_step_size else 2.0 * bound / max(num_steps, 1)) \
       if step_size is None else step_size
   phi_x = jax.lax.stop_gradient(nets.phi(x))
@@ -409,7 +398,7 @@ def lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, b
         derivative=derivative, h=h, denominator_eps=1e-8)
     success = (jnp.argmax(logits, -1) != y) & (d <= bound)
     moving = live & ~success
-    xa = jnp.where(_bcast(moving, xa), x_next, xa)
+    xa = jnp.where(bcast(moving, xa), x_next, xa)
     end_of_round = t == num_steps - 1
     lam_b = jnp.where(end_of_round & moving & (d >= bound), lam_b * lam_factor, lam_b)
     return i + 1, xa, lam_b, moving
@@ -445,7 +434,7 @@ def gauss_newton_direction(phi: Callable[[Array], Array], x: Array, g: Array, *,
   Returns:
     delta (B, H, W, C), and m (B,) = ||J delta|| (exact, or the finite difference).
   """
-  _check_choice(jacobian, JACOBIANS, "jacobian")
+  check_choice(jacobian, JACOBIANS, "jacobian")
   check_steps(cg_steps, "cg_steps")
 
   def phi1(xi):
@@ -460,7 +449,7 @@ def gauss_newton_direction(phi: Callable[[Array], Array], x: Array, g: Array, *,
       jv = lambda v: (phi1(xi + h * v) - p) / h  # noqa: E731
     matvec = lambda v: lin_t(jv(v))[0]  # noqa: E731
     scale = jnp.sqrt(jnp.sum(jnp.square(gi)))
-    b = gi / jnp.maximum(scale, _TINY)  # unit rhs: the relative tolerance is on ||g||
+    b = gi / jnp.maximum(scale, TINY)  # unit rhs: the relative tolerance is on ||g||
     delta, _ = jax.scipy.sparse.linalg.cg(matvec, b, tol=cg_tol, maxiter=cg_steps)
     delta = delta * scale
     return delta, jnp.sqrt(jnp.sum(jnp.square(jv(delta))))
@@ -489,15 +478,14 @@ def ppgd(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, 
   Returns:
     x_adv (B, H, W, C) in [0, 1] with d(x, x_adv) <= bound.
   """
-  _check_inputs(x, y, bound)
+  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key)
   check_steps(num_steps)
   if step_size is not None:
-    _check_positive(step_size, "step_size", allow_zero=True)
-  _check_choice(jacobian, JACOBIANS, "jacobian")
-  _check_choice(projection, ("newton", "bisection"), "projection")
-  _check_positive(h, "h")
-  _check_positive(kappa, "kappa")
-  nets = _networks(logits_fn, features_fn)
+    check_nonnegative(step_size, "step_size")
+  check_choice(jacobian, JACOBIANS, "jacobian")
+  check_choice(projection, ("newton", "bisection"), "projection")
+  check_positive(h, "h")
+  check_positive(kappa, "kappa")
   if step_size is None:
     eta0 = bound if decay_step_size else 2.0 * bound / max(num_steps, 1)
   else:
@@ -512,7 +500,7 @@ def ppgd(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, 
                                       jacobian=jacobian, h=h)
     moves = (l2_norm(g) >= 1e-4) & (m > 0)
     scale = jnp.where(moves, eta / jnp.where(moves, m, 1.0), 0.0)
-    xa = jnp.clip(xa + _bcast(scale, delta) * delta, 0.0, 1.0)
+    xa = jnp.clip(xa + bcast(scale, delta) * delta, 0.0, 1.0)
     return _project(nets.phi, phi_x, x, xa, bound=bound, method=projection,
                     num_steps=projection_steps, overshoot=overshoot)
 
@@ -529,5 +517,5 @@ def perceptual_step(logits_fn, features_fn: FeaturesFn | None, x_adv: Array, y: 
   g = jax.grad(lambda z: jnp.sum(margin_loss(nets.logits(z), y, kappa)))(x_adv)
   delta, m = gauss_newton_direction(nets.phi, x_adv, g, cg_steps=cg_steps, cg_tol=cg_tol,
                                     jacobian=jacobian, h=h)
-  return x_adv + _bcast(eta / jnp.maximum(m, _TINY), delta) * delta
+  return x_adv + bcast(eta / jnp.maximum(m, TINY), delta) * delta
 

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from adacorr.augment import image_ops as ops
+from adacorr.core.checks import check_images, is_number
 from adacorr.core.keys import per_example_keys
 
 Array = jax.Array
@@ -48,30 +49,18 @@ _MAX_RANDOM_DEPTH = 3  # depth = -1: uniform in {1, 2, 3}
 
 
 def _check_images(images, name: str = "images") -> None:
-  if getattr(images, "ndim", None) != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"{name} must be a rank-4 NHWC batch with 1 or 3 channels, got shape "
-                     f"{jnp.shape(images)}.")
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise ValueError(f"{name} must be floating point in [0, 1], got dtype {images.dtype}.")
-  if not isinstance(images, jax.core.Tracer) and images.size:  # values only outside jit
-    lo, hi = float(jnp.min(images)), float(jnp.max(images))
-    if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
-      raise ValueError(f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}].")
-
-
-def _is_number(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, bool)
+  check_images(images, name, channels=(1, 3))
 
 
 def _check_options(severity, width, depth, alpha, all_ops) -> None:
-  if not _is_number(severity) or not 0 < severity <= 10:
+  if not is_number(severity) or not 0 < severity <= 10:
     raise ValueError(f"severity={severity!r} must be a number in (0, 10].")
   if not isinstance(width, numbers.Integral) or isinstance(width, bool) or width < 1:
     raise ValueError(f"width={width!r} must be an int >= 1.")
   if (not isinstance(depth, numbers.Integral) or isinstance(depth, bool)
       or not (depth == -1 or depth >= 1)):
     raise ValueError(f"depth={depth!r} must be -1 (random in 1..3) or an int >= 1.")
-  if not _is_number(alpha) or not alpha > 0:
+  if not is_number(alpha) or not alpha > 0:
     raise ValueError(f"alpha={alpha!r} must be a number > 0.")
   if not isinstance(all_ops, bool):
     raise ValueError(f"all_ops={all_ops!r} must be a bool.")

@@ -29,8 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.core.checks import check_nonnegative, check_same_shape, check_unit_interval
+from adacorr.core.tree import is_concrete
+
 KERNELS = ("1x1", "3x3")
-_TINY = 1e-30  # delta_j^2 at or below this counts as zero (the pixel never moves)
+# delta_j^2 at or below this counts as zero (the pixel never moves). Not core.tree.TINY
+# (1e-12, a denominator floor): a threshold on squared entries, with its own value.
+_ZERO_SQUARED = 1e-30
 
 __all__ = ["KERNELS", "NoiseGenerator", "clip_aware_eta", "clip_aware_rescale",
            "init_generator", "noise_input_shape", "sample_noise"]
@@ -116,28 +121,33 @@ def sample_noise(generator: NoiseGenerator, params: Any, key: jax.Array,
   return generator.apply({"params": params}, z)
 
 
-def _check_eps(eps: Any, batch_size: int) -> None:
-  """ValueError naming eps if a concrete eps is negative, NaN or of the wrong shape."""
-  try:
-    value = np.asarray(eps, np.float64)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    return  # traced: cannot check here
-  if value.ndim > 1 or (value.ndim == 1 and value.shape[0] != batch_size):
+def _check_inputs(x: jax.Array, delta: jax.Array, eps: Any) -> None:
+  """ValueError naming the argument: x not float / NaN / outside [0, 1], delta not of
+  x's shape or not finite, eps negative / NaN / not a scalar or (B,) (values when
+  concrete)."""
+  if jnp.ndim(x) < 1:
+    raise ValueError(f"x must have a leading batch axis, got shape {jnp.shape(x)}.")
+  check_unit_interval(x, "x")
+  check_same_shape(x, delta, ("x", "delta"))
+  if is_concrete(delta) and not np.all(np.isfinite(np.asarray(delta))):
+    raise ValueError("delta contains NaN or inf values.")
+  batch_size = jnp.shape(x)[0]
+  shape = jnp.shape(eps)
+  if len(shape) > 1 or (len(shape) == 1 and shape[0] != batch_size):
     raise ValueError(f"eps must be a scalar or have shape ({batch_size},), got shape "
-                     f"{value.shape}.")
-  if not np.all(value >= 0):  # also rejects NaN
-    raise ValueError(f"eps must be >= 0, got eps={eps}.")
+                     f"{shape}.")
+  check_nonnegative(eps, "eps")
 
 
 def _solve(x: jax.Array, delta: jax.Array, eps: Any):
   """(eta (B,), reachable (B,) bool, moving (B, N) bool, flat delta (B, N))."""
+  _check_inputs(x, delta, eps)
   b = x.shape[0]
-  _check_eps(eps, b)
   x = x.reshape(b, -1)
   d = delta.reshape(b, -1).astype(x.dtype)
   eps = jnp.broadcast_to(jnp.asarray(eps, x.dtype), (b,))
   d2 = jnp.square(d)
-  moving = d2 > _TINY
+  moving = d2 > _ZERO_SQUARED
   d2 = jnp.where(moving, d2, 0.0)
   room = jnp.clip(jnp.where(d > 0, 1.0 - x, x), 0.0, None)
   room2 = jnp.where(moving, jnp.square(room), 0.0)
@@ -192,7 +202,9 @@ def clip_aware_rescale(x: jax.Array, delta: jax.Array, eps: Any) -> jax.Array:
     Differentiable w.r.t. delta (and x), through eta as well.
 
   Raises:
-    ValueError: if a concrete eps is negative or NaN, or has the wrong shape.
+    ValueError: naming `x` (not floating point; NaN or outside [0, 1] when concrete),
+      `delta` (not the shape of x; NaN or inf when concrete) or `eps` (negative or NaN
+      when concrete, or not a scalar / (B,)).
   """
   eta, reachable, moving, d = _solve(x, delta, eps)
   b = x.shape[0]

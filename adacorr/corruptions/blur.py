@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.corruptions import filters
-from adacorr.corruptions.core import Corruption
+from adacorr.corruptions.base import Corruption
 
 # ----------------------------------------------------------------------------- defocus
 

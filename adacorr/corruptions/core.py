@@ -11,41 +11,20 @@ on the other images in the batch.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.core.checks import check_choice, check_images, check_key
 from adacorr.core.keys import per_example_keys  # re-exported by adacorr.corruptions
-
-PARAM_TABLES = ("cifar10", "imagenet")
-SEVERITIES = (1, 2, 3, 4, 5)
-
-ImageFn = Callable[[jax.Array, jax.Array, Any], jax.Array]
-
-
-@dataclasses.dataclass(frozen=True)
-class Corruption:
-  """One corruption.
-
-  Attributes:
-    name: its name in the benchmark (e.g. 'gaussian_noise').
-    fn: `fn(image (H, W, 3) float32 in [0, 1], key, p) -> (H, W, 3)`; jittable in
-      `image` and `key`, with `p` static.
-    params: table name ('cifar10', 'imagenet') -> the five per-severity entries `p`.
-    random: whether the result depends on `key`.
-  """
-  name: str
-  fn: ImageFn
-  params: Mapping[str, Sequence[Any]]
-  random: bool
+from adacorr.corruptions import blur, digital, noise, weather
+from adacorr.corruptions.base import PARAM_TABLES, SEVERITIES, Corruption
 
 
 def _registry() -> dict[str, Corruption]:
-  from adacorr.corruptions import blur, digital, noise, weather  # pylint: disable=g-import-not-at-top
   found: dict[str, Corruption] = {}
   for module in (noise, blur, weather, digital):
     for c in module.CORRUPTIONS:
@@ -73,22 +52,15 @@ def registry() -> dict[str, Corruption]:
   return found
 
 
-def _check(images, name, severity, params) -> None:
+def _check(images, name, severity, params, key) -> None:
   if name not in ALL_CORRUPTIONS:
     raise ValueError(f"Unknown corruption name={name!r}; known: {', '.join(ALL_CORRUPTIONS)}.")
   if isinstance(severity, bool) or severity not in SEVERITIES:
     raise ValueError(f"severity={severity!r} must be an int in 1..5.")
-  if params not in PARAM_TABLES:
-    raise ValueError(f"params={params!r} must be one of {PARAM_TABLES}.")
-  if getattr(images, "ndim", None) != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f"images must be NHWC with 1 or 3 channels, got shape "
-                     f"{getattr(images, 'shape', None)}.")
-  if not jnp.issubdtype(images.dtype, jnp.floating):
-    raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}.")
-  if not isinstance(images, jax.core.Tracer):  # values can be checked only outside jit
-    lo, hi = float(jnp.min(images)), float(jnp.max(images))
-    if lo < 0.0 or hi > 1.0:
-      raise ValueError(f"images must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}].")
+  check_choice(params, PARAM_TABLES, "params")
+  check_images(images, "images", channels=(1, 3), allow_empty=False)
+  if key is not None or registry()[name].random:
+    check_key(key, reason=f"{name!r} is a random corruption")
 
 
 @functools.cache
@@ -117,7 +89,8 @@ def corrupt(images: jax.Array, name: str, severity: int, key: jax.Array, *,
     images: (B, H, W, C) floating point in [0, 1], C = 1 or 3.
     name: one of `ALL_CORRUPTIONS`.
     severity: 1 (mildest) .. 5.
-    key: one PRNG key (split into one per image) or one key per image, shape (B,).
+    key: one PRNG key (split into one per image) or one key per image, shape (B,);
+      may be None for a deterministic corruption (`registry()[name].random` False).
     params: parameter table, 'cifar10' (CIFAR-10-C, for ~32x32 images) or
       'imagenet' (ImageNet-C, for ~224x224 images).
 
@@ -125,10 +98,13 @@ def corrupt(images: jax.Array, name: str, severity: int, key: jax.Array, *,
     (B, H, W, C) corrupted images in [0, 1], same dtype as `images`.
 
   Raises:
-    ValueError: for an unknown `name` or `params`, a `severity` not in 1..5, or
-      `images` of the wrong rank, channels, dtype or range.
+    ValueError: for an unknown `name` or `params`, a `severity` not in 1..5,
+      `images` of the wrong rank, channels or dtype, an empty batch, NaN or values
+      outside [0, 1] (when concrete), or key=None for a random corruption.
   """
-  _check(images, name, severity, params)
+  _check(images, name, severity, params, key)
+  if key is None:  # a deterministic corruption: the keys are never read
+    key = jax.random.key(0)
   keys = per_example_keys(key, images.shape[0])
   return _batched(name, int(severity), params)(images, keys)
 

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from adacorr.corruptions import filters
-from adacorr.corruptions.core import Corruption
+from adacorr.corruptions.base import Corruption
 
 # ----------------------------------------------------------------------------- HSV
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from adacorr.corruptions.core import Corruption
+from adacorr.corruptions.base import Corruption
 
 
 def gaussian_noise(image: jax.Array, key: jax.Array, sigma: float) -> jax.Array:

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from adacorr.corruptions import filters
-from adacorr.corruptions.core import Corruption
+from adacorr.corruptions.base import Corruption
 
 _LUMA = (0.299, 0.587, 0.114)  # cv2 COLOR_RGB2GRAY
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from adacorr.core.checks import check_labels as check_label_values
+
 
 def check_scores(scores, name: str = "logits_or_probs") -> np.ndarray:
   """`scores` as a float64 `(N, K)` array with `N >= 1`, `K >= 1`, all finite."""
@@ -21,16 +23,8 @@ def check_scores(scores, name: str = "logits_or_probs") -> np.ndarray:
 def check_labels(labels, num_examples: int, num_classes: int) -> np.ndarray:
   """`labels` as an int64 `(num_examples,)` array checked to lie in `[0, num_classes)`."""
   labels = np.asarray(labels)
-  if labels.shape != (num_examples,):
-    raise ValueError(f"labels must have shape ({num_examples},) to match the scores, got "
-                     f"{labels.shape}.")
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
-  labels = labels.astype(np.int64)
-  if labels.min() < 0 or labels.max() >= num_classes:
-    raise ValueError(f"labels must lie in [0, {num_classes}), got values in "
-                     f"[{labels.min()}, {labels.max()}].")
-  return labels
+  check_label_values(labels, num_examples, num_classes, name="labels")
+  return labels.astype(np.int64)
 
 
 def accuracy(logits_or_probs, labels) -> float:

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 
+from adacorr.core.checks import check_fraction
 from adacorr.corruptions import ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS, SEVERITIES
 
 # Corruption name -> its 5 per-severity values (accuracies or errors, in [0, 1]).
@@ -36,8 +37,7 @@ _STYLES = ("cifar", "imagenet")
 
 def _check_fraction(value, name: str) -> np.ndarray:
   value = np.asarray(value, np.float64)
-  if not np.all(np.isfinite(value)) or value.min(initial=0.0) < 0 or value.max(initial=0.0) > 1:
-    raise ValueError(f"{name} must be fractions in [0, 1] (not percent), got {value}.")
+  check_fraction(value, name)
   return value
 
 

@@ -26,16 +26,24 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.augment.noise_generator import clip_aware_rescale
+from adacorr.core.checks import (
+    check_images, check_key, check_labels, check_logits_fn, check_positive, check_same_shape,
+    check_steps)
 
 __all__ = ["eps_star", "minimal_noise_norm", "noise_robustness_eps_star"]
 
 
-def _check(max_norm: float, num_steps: int, num_grid: int) -> None:
-  if not max_norm > 0:
-    raise ValueError(f"max_norm must be > 0, got max_norm={max_norm}.")
-  for name, value, low in (("num_steps", num_steps, 0), ("num_grid", num_grid, 1)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-      raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}.")
+def _check(logits_fn, x, y, key, noise, max_norm, num_steps: int, num_grid: int) -> None:
+  check_positive(max_norm, "max_norm")
+  check_steps(num_steps, "num_steps")
+  check_steps(num_grid, "num_grid", minimum=1)
+  check_images(x)
+  num_classes = check_logits_fn(logits_fn, x)
+  check_labels(y, jnp.shape(x)[0], num_classes)
+  if noise is None:
+    check_key(key, reason="the Gaussian noise directions are drawn from it; or pass noise")
+  else:
+    check_same_shape(x, noise, ("x", "noise"))
 
 
 def minimal_noise_norm(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
@@ -58,12 +66,16 @@ def minimal_noise_norm(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array
     float32 (B,): 0 where already misclassified, inf where nothing up to max_norm flips
     the label, else the norm of a misclassified point at most 2^-num_steps times the
     grid interval above the boundary. Jittable (max_norm, num_steps, num_grid static).
+
+  Raises:
+    ValueError: naming `max_norm` (<= 0 or NaN), `num_steps`, `num_grid`, `x` (not a
+      float NHWC batch; NaN or outside [0, 1] when concrete), `logits_fn` (not (B, K)),
+      `y` (not int (B,); outside [0, K) when concrete), `key` (None without `noise`)
+      or `noise` (not the shape of x).
   """
-  _check(max_norm, num_steps, num_grid)
+  _check(logits_fn, x, y, key, noise, max_norm, num_steps, num_grid)
   b = x.shape[0]
   if noise is None:
-    if key is None:
-      raise ValueError("minimal_noise_norm needs a key when noise is not given.")
     noise = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], jnp.float32))(
         jax.random.split(key, b))
 

@@ -1,0 +1,239 @@
+"""Input checks shared by every layer: one clear `ValueError` naming the argument.
+
+Every check works under `jax.jit`: checks on SHAPES and DTYPES always run (they are
+static), checks on VALUES (ranges, NaN, labels < K) run only when the value is concrete
+(`adacorr.core.tree.is_concrete`); traced values pass unchecked. Checks return None
+unless said otherwise.
+
+Conventions checked: images NHWC floating point in [0, 1]; labels int (B,) in [0, K);
+keys one PRNG key or one per example; step counts Python ints; norms 'linf' / 'l2'.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+import os
+import warnings
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from adacorr.core.tree import is_concrete
+
+NORMS = ("linf", "l2")
+
+# Warnings point at the first caller outside adacorr (the user's line).
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+__all__ = [
+    "NORMS", "check_choice", "check_fraction", "check_images", "check_key", "check_labels",
+    "check_logits_fn", "check_nonnegative", "check_norm", "check_positive",
+    "check_same_shape", "check_steps", "check_unit_interval", "is_number",
+    "warn_if_255_scale",
+]
+
+
+def _user_stacklevel() -> int:
+  """The `stacklevel` of the first frame outside adacorr, for a `warnings.warn` made by
+  the function that calls this one."""
+  frame, level = inspect.currentframe().f_back, 1
+  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+      _PACKAGE_DIR):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
+def _values(value) -> np.ndarray | None:
+  """`value` as a numpy array, or None when it is traced (no values to check)."""
+  return np.asarray(value) if is_concrete(value) else None
+
+
+# --------------------------------------------------------------------------- choices
+
+
+def check_choice(value, choices: Sequence, name: str) -> None:
+  """ValueError unless `value` is one of `choices`."""
+  if isinstance(value, (list, dict, set)) or value not in tuple(choices):
+    raise ValueError(f"{name}={value!r} is not one of {tuple(choices)}.")
+
+
+def check_norm(norm, name: str = "norm", norms: Sequence[str] = NORMS) -> None:
+  """ValueError unless `norm` is one of `norms` ('linf', 'l2')."""
+  if isinstance(norm, (list, dict, set)) or norm not in tuple(norms):
+    raise ValueError(f"{name}={norm!r} is not a supported norm; use one of {tuple(norms)}.")
+
+
+# --------------------------------------------------------------------------- numbers
+
+
+def check_nonnegative(value, name: str) -> None:
+  """ValueError for None, or (when concrete) a negative or NaN entry of `value`."""
+  if value is None:
+    raise ValueError(f"{name} is required (a non-negative number).")
+  v = _values(value)
+  if v is not None and not np.all(v >= 0):  # NaN fails `>= 0`
+    raise ValueError(f"{name}={value!r} must be non-negative (and not NaN).")
+
+
+def check_positive(value, name: str) -> None:
+  """ValueError for None, or (when concrete) an entry of `value` <= 0 or NaN."""
+  if value is None:
+    raise ValueError(f"{name} is required (a positive number).")
+  v = _values(value)
+  if v is not None and not np.all(v > 0):
+    raise ValueError(f"{name}={value!r} must be > 0 (and not NaN).")
+
+
+def check_fraction(value, name: str = "fraction") -> None:
+  """ValueError unless (when concrete) every entry of `value` is in [0, 1] (NaN fails)."""
+  if value is None:
+    raise ValueError(f"{name} is required (a number in [0, 1]).")
+  v = _values(value)
+  if v is not None and not np.all((v >= 0) & (v <= 1)):
+    raise ValueError(f"{name} must be in [0, 1] (a fraction, not a percent), got "
+                     f"{name}={value!r}.")
+
+
+def check_steps(num_steps, name: str = "num_steps", minimum: int = 0) -> None:
+  """ValueError unless `num_steps` is a Python (or numpy) int >= `minimum` (not a bool)."""
+  if (isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer))
+      or num_steps < minimum):
+    kind = "non-negative" if minimum == 0 else f">= {minimum}"
+    raise ValueError(f"{name}={num_steps!r} must be a {kind} Python int.")
+
+
+def warn_if_255_scale(eps, name: str = "eps", *, norm: str = "linf") -> None:
+  """`warnings.warn` when a concrete l_inf radius looks like a 0-255 value (> 1).
+
+  Images live in [0, 1], so an l_inf radius above 1 allows every image: eps=8 was
+  almost certainly meant as 8/255. (l2 radii above 1 are common, so l2 is not checked.)
+  """
+  if norm != "linf" or eps is None:
+    return
+  v = _values(eps)
+  if v is not None and v.size and np.nanmax(v) > 1.0:
+    warnings.warn(
+        f"{name}={eps!r} is larger than 1 for an l_inf ball around images in [0, 1], "
+        f"so it allows every image; pixel values here are in [0, 1], not 0-255 (did you "
+        f"mean {name}={float(np.nanmax(v)):g}/255?).", UserWarning,
+        stacklevel=_user_stacklevel())
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def check_unit_interval(x, name: str = "x") -> None:
+  """ValueError unless `x` is floating point and (when concrete) finite and in [0, 1].
+
+  Integer input (e.g. uint8 images in 0..255) is rejected with the fix in the message.
+  """
+  dtype = jnp.result_type(x)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    raise ValueError(
+        f"{name} must be floating point in [0, 1], got dtype {dtype}; convert to float32 "
+        f"in [0, 1] first (e.g. {name}.astype(np.float32) / 255 for 0-255 images).")
+  v = _values(x)
+  if v is None or not v.size:
+    return
+  if np.isnan(v).any():
+    raise ValueError(f"{name} contains NaN values.")
+  lo, hi = v.min(), v.max()
+  if lo < 0.0 or hi > 1.0:
+    hint = " (0-255 images must be divided by 255)" if hi > 2.0 and lo >= 0.0 else ""
+    raise ValueError(f"{name} must lie in [0, 1]; got values in [{lo:.4g}, {hi:.4g}]{hint}.")
+
+
+def check_images(x, name: str = "x", *, channels: Sequence[int] | None = None,
+                 allow_empty: bool = True) -> None:
+  """ValueError unless `x` is a rank-4 NHWC batch, floating point, finite, in [0, 1].
+
+  Args:
+    x: the images (values checked only when concrete).
+    name: the argument's name in the messages.
+    channels: allowed channel counts (e.g. (1, 3)); None allows any.
+    allow_empty: whether a batch of 0 images is accepted.
+  """
+  shape = jnp.shape(x)
+  if len(shape) != 4:
+    raise ValueError(f"{name} must be a rank-4 NHWC batch (B, H, W, C), got shape {shape}.")
+  if channels is not None and shape[-1] not in tuple(channels):
+    raise ValueError(f"{name} must be NHWC with {' or '.join(map(str, channels))} "
+                     f"channels, got shape {shape}.")
+  if not allow_empty and shape[0] == 0:
+    raise ValueError(f"{name} is an empty batch (shape {shape}); pass at least one image.")
+  check_unit_interval(x, name)
+
+
+def check_same_shape(a, b, names: tuple[str, str] = ("x", "x_adv")) -> None:
+  """ValueError unless `a` and `b` have the same shape."""
+  if jnp.shape(a) != jnp.shape(b):
+    raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got "
+                     f"{jnp.shape(a)} and {jnp.shape(b)}.")
+
+
+def check_labels(y, batch_size: int | None = None, num_classes: int | None = None,
+                 name: str = "y") -> None:
+  """ValueError unless `y` is an int (B,) array with (when concrete) 0 <= y < num_classes.
+
+  Args:
+    y: the labels.
+    batch_size: B, the number of images (None: not checked).
+    num_classes: K, e.g. the logits' last dimension (None: only y >= 0 is checked).
+    name: the argument's name in the messages.
+  """
+  shape = jnp.shape(y)
+  if len(shape) != 1 or (batch_size is not None and shape[0] != batch_size):
+    want = f"({batch_size},)" if batch_size is not None else "(B,)"
+    raise ValueError(f"{name} must have shape (B,) = {want}, got {shape}.")
+  dtype = jnp.result_type(y)
+  if not jnp.issubdtype(dtype, jnp.integer):
+    raise ValueError(f"{name} must be integer class labels, got dtype {dtype}.")
+  v = _values(y)
+  if v is None or not v.size:
+    return
+  lo, hi = int(v.min()), int(v.max())
+  if lo < 0 or (num_classes is not None and hi >= num_classes):
+    k = "K" if num_classes is None else str(num_classes)
+    raise ValueError(f"{name} must lie in [0, {k}) (the number of classes), got values "
+                     f"in [{lo}, {hi}].")
+
+
+def check_logits_fn(logits_fn: Callable, x, name: str = "logits_fn") -> int:
+  """The number of classes K of `logits_fn(x)`; ValueError unless it returns (B, K).
+
+  Runs `jax.eval_shape` (tracing only, no computation).
+  """
+  if not callable(logits_fn):
+    raise ValueError(f"{name} must be a function x -> logits (B, K), got {type(logits_fn)}.")
+  out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
+  shape = getattr(out, "shape", None)
+  if shape is None or len(shape) != 2 or shape[0] != jnp.shape(x)[0]:
+    shown = shape if shape is not None else type(out).__name__
+    raise ValueError(f"{name} must return logits of shape (B, K) = ({jnp.shape(x)[0]}, K), "
+                     f"got {shown}.")
+  return int(shape[1])
+
+
+def check_key(key, name: str = "key", *, reason: str = "") -> None:
+  """ValueError if `key` is None or not a PRNG key (typed, or raw uint32 (..., 2)).
+
+  `reason` says why the key is needed (appended to the message for None).
+  """
+  if key is None:
+    why = f" ({reason})" if reason else ""
+    raise ValueError(f"{name} is required{why}: pass jax.random.key(seed) or one key "
+                     f"per example.")
+  dtype = jnp.result_type(key)
+  typed = jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+  if not typed and not (dtype == jnp.uint32 and jnp.ndim(key) >= 1
+                        and jnp.shape(key)[-1] == 2):
+    raise ValueError(f"{name} must be a PRNG key (jax.random.key / jax.random.PRNGKey), "
+                     f"got dtype {dtype} and shape {jnp.shape(key)}.")
+
+
+def is_number(value) -> bool:
+  """A real Python/numpy number that is not a bool."""
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
