@@ -1,7 +1,7 @@
 r"""Figure 2 of the AdA paper: the distribution of SSIM(clean, AdA image) for several
 relative radii nu, one panel per backbone.
 
-  python experiments/ada_ssim_histogram.py --workdir=runs/fashion_mnist_ada \
+  python -m experiments.ada_ssim_histogram --workdir=runs/fashion_mnist_ada \
       [--backbones=edsr,cae] [--nus=0.0075,0.009375,0.01125,0.013125,0.015] \
       [--num_examples=512] [--num_steps=10] [--output=PATH.png]
 
@@ -14,22 +14,16 @@ PNG and a JSON of per-(backbone, nu) SSIM statistics next to it.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from absl import app, flags, logging  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-
-from adacorr import attacks  # noqa: E402
-from adacorr import data as data_lib  # noqa: E402
-from adacorr import methods  # noqa: E402
-from adacorr.train import loop  # noqa: E402
-from adacorr.train.checkpoint import restore_params  # noqa: E402
-from experiments.configs import ada_backbones  # noqa: E402
+from adacorr import attacks
+from adacorr import data as data_lib
+from adacorr import run
+from experiments.configs import ada_backbones
 
 flags.DEFINE_string("workdir", None, "Trained classifier run (config.json + checkpoints/).")
 flags.DEFINE_list("backbones", None, "Corruption nets (default: the run's AdA backbones, "
@@ -100,15 +94,11 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  config_path = os.path.join(FLAGS.workdir, "config.json")
-  if not os.path.exists(config_path):
-    raise app.UsageError(f"{config_path} not found: --workdir must be a training workdir.")
-  with open(config_path, encoding="utf-8") as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    model, variables, config, _ = run.load_classifier(FLAGS.workdir)
+  except FileNotFoundError as e:
+    raise app.UsageError(f"--workdir must be a training workdir: {e}") from e
   info = data_lib.DATASETS[config.dataset]
-  model = loop.build_model(config, info)
-  state = restore_params(os.path.join(FLAGS.workdir, "checkpoints"))
-  variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   logits_fn = lambda imgs: model.apply(variables, imgs, train=False)
 
   kw = config.method_kwargs.to_dict() if config.get("method") == "ada" else {}
@@ -125,11 +115,9 @@ def main(argv):
   num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else int(kw.get("num_steps", 10))
   threshold = kw.get("ssim_threshold", 0.3)
 
-  load_kwargs = {"data_dir": config.get("data_dir")}
-  if config.dataset == "fashion_mnist":
-    load_kwargs["fashion_mnist_dir"] = config.get("fashion_mnist_dir")
-  source = data_lib.load_split(config.dataset, info.test_split, **load_kwargs)
-  n = min(FLAGS.num_examples, source.num_examples)
+  _, (source,) = data_lib.load_dataset(config, splits=(info.test_split,))
+  source = data_lib.first_n(source, FLAGS.num_examples)
+  n = source.num_examples
   images, labels = source.get(np.arange(n))
   x = jnp.asarray(images, jnp.float32) / 255.0
   y = jnp.asarray(labels, jnp.int32)
@@ -137,7 +125,7 @@ def main(argv):
   samples, stats = {}, {}
   key = jax.random.PRNGKey(FLAGS.seed)
   for spec in specs:
-    backbone = methods.load_backbone(spec, image_shape=info.image_shape)
+    backbone = run.load_backbone(spec, image_shape=info.image_shape)
     samples[backbone.name], stats[backbone.name] = {}, {}
     for nu in [0.0] + nus:
       values = ssim_samples(backbone, logits_fn, x, y, key, nu=nu, num_steps=num_steps,

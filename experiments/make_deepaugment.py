@@ -1,12 +1,16 @@
 r"""Writes a DeepAugment copy of a training set: every image through a randomly distorted
 EDSR or CAE (adacorr.augment.deepaugment), stored as uint8 arrays.
 
-  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=edsr \
+  python -m experiments.make_deepaugment --dataset=fashion_mnist --net=edsr \
       --config_name=fashion_mnist_edsr_tiny --out_dir=runs/deepaugment/fashion_mnist_edsr_tiny
-  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=cae \
+  python -m experiments.make_deepaugment --dataset=fashion_mnist --net=cae \
       --out_dir=runs/deepaugment/fashion_mnist_cae [--num_examples=10000]
   [--torch_weights=PATH (DeepAugment's EDSR x4 / CAE weights)] [--random_init \
       --net_kwargs='{"features": 8, "num_blocks": 1}'] [--batch_size=20] [--seed=0]
+  [--data_dir=TFDS_DIR] [--fashion_mnist_dir=IDX_DIR] [--download]
+
+(from the repository root). The data is read from disk; --download lets tfds download a
+dataset that is missing (needs internet).
 
 The corruption net comes from `experiments/configs/ada_backbones.backbone(net, dataset,
 config_name=...)` (pretrained into --corruption_net_dir on first use, like AdA's), from
@@ -23,19 +27,16 @@ last, info.json. Train on clean + copies with `config.deepaugment_dirs=(out_dir,
 import json
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-from absl import app, flags, logging  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from adacorr import data as data_lib  # noqa: E402
-from adacorr.augment import deepaugment  # noqa: E402
-from adacorr.data import deepaugment as da_data  # noqa: E402
+from adacorr import data as data_lib
+from adacorr.augment import deepaugment
+from adacorr.data import deepaugment as da_data
 
 FLAGS = flags.FLAGS
 CHUNKS_DIR = "chunks"
@@ -70,6 +71,8 @@ _define("integer", "max_chunks", None, "Stop after writing this many new chunks 
 _define("integer", "seed", 0, "Seed of the distortions.")
 _define("string", "data_dir", None, "tfds data_dir.")
 _define("string", "fashion_mnist_dir", None, "Directory of the Fashion-MNIST IDX .gz files.")
+_define("bool", "download", False, "Let tfds download a dataset that is not on disk "
+        "(needs internet).")
 
 
 def backbone_spec(net, dataset, *, config_name=None, torch_weights=None, random_init=False,
@@ -86,7 +89,7 @@ def backbone_spec(net, dataset, *, config_name=None, torch_weights=None, random_
 
 
 def load_net(spec, *, image_shape, seed=0):
-  """`(net module, params)` of a backbone spec; mirrors `adacorr.methods.ada.load_backbone`
+  """`(net module, params)` of a backbone spec; mirrors `adacorr.run.load_backbone`
   (which hides the module in a closure) for DeepAugment's two nets."""
   from adacorr.models import corruption  # pylint: disable=import-outside-toplevel
   net_name = spec["net"]
@@ -94,11 +97,11 @@ def load_net(spec, *, image_shape, seed=0):
     raise ValueError(f"net={net_name!r}: DeepAugment distorts {deepaugment.NETS} only.")
   net_kwargs = dict(spec.get("net_kwargs") or {})
   if spec.get("workdir"):
-    from adacorr.train import corruption_pretraining  # pylint: disable=import-outside-toplevel
+    from adacorr import run  # pylint: disable=import-outside-toplevel
     if spec.get("pretrain") is not None:
-      net, variables = corruption_pretraining.ensure_pretrained(spec["pretrain"], spec["workdir"])
+      net, variables = run.ensure_pretrained(spec["pretrain"], spec["workdir"])
     else:
-      net, variables = corruption_pretraining.load_corruption_net(spec["workdir"])
+      net, variables = run.load_corruption_net(spec["workdir"])
   elif spec.get("torch_weights"):
     from adacorr.models.corruption import convert_torch  # pylint: disable=import-outside-toplevel
     state_dict = convert_torch.load_torch_state_dict(os.path.expanduser(spec["torch_weights"]))
@@ -254,18 +257,17 @@ def make_copy(net, params, source, out_dir, *, batch_size=20, chunk_size=5000, s
 
 
 def ensure_copy(out_dir, *, dataset, net, config_name=None, split="train", seed=0,
-                data_dir=None, fashion_mnist_dir=None):
+                data_dir=None, fashion_mnist_dir=None, download=False):
   """Makes the DeepAugment copy in `out_dir` unless it is already complete (first use of a
-  DeepAugment config; the corruption net is pretrained first if absent)."""
+  DeepAugment config; the corruption net is pretrained first if absent). `data_dir`,
+  `fashion_mnist_dir` and `download` are `adacorr.data.load_dataset`'s."""
   if os.path.isfile(os.path.join(out_dir, da_data.INFO_FILE)):
     return
   print(f"DeepAugment copy {out_dir} is missing: making it ({net}, {config_name}) ...",
         flush=True)
-  info = data_lib.DATASETS[dataset]
-  load_kwargs = {"data_dir": data_dir}
-  if dataset == "fashion_mnist":
-    load_kwargs["fashion_mnist_dir"] = fashion_mnist_dir
-  source = data_lib.load_split(dataset, split, **load_kwargs)
+  info, (source,) = data_lib.load_dataset(dataset, splits=(split,), data_dir=data_dir,
+                                          fashion_mnist_dir=fashion_mnist_dir,
+                                          download=download)
   spec = backbone_spec(net, dataset, config_name=config_name)
   model, params = load_net(spec, image_shape=info.image_shape, seed=seed)
   start = time.time()
@@ -286,11 +288,9 @@ def main(argv):
   if FLAGS.dataset not in data_lib.DATASETS:
     raise app.UsageError(f"--dataset={FLAGS.dataset!r} is not one of "
                          f"{sorted(data_lib.DATASETS)}.")
-  info = data_lib.DATASETS[FLAGS.dataset]
-  load_kwargs = {"data_dir": FLAGS.data_dir}
-  if FLAGS.dataset == "fashion_mnist":
-    load_kwargs["fashion_mnist_dir"] = FLAGS.fashion_mnist_dir
-  source = data_lib.load_split(FLAGS.dataset, FLAGS.split, **load_kwargs)
+  info, (source,) = data_lib.load_dataset(
+      FLAGS.dataset, splits=(FLAGS.split,), data_dir=FLAGS.data_dir,
+      fashion_mnist_dir=FLAGS.fashion_mnist_dir, download=FLAGS.download)
   net_kwargs = json.loads(FLAGS.net_kwargs) if FLAGS.net_kwargs else None
   spec = backbone_spec(FLAGS.net, FLAGS.dataset, config_name=FLAGS.config_name,
                        torch_weights=FLAGS.torch_weights, random_init=FLAGS.random_init,

@@ -53,7 +53,8 @@ def main(argv):
   for copy in deepaugment_copies.missing(config):  # DeepAugment configs: made on first use
     from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
     make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
-                                 fashion_mnist_dir=config.get("fashion_mnist_dir"))
+                                 fashion_mnist_dir=config.get("fashion_mnist_dir"),
+                                 download=bool(config.get("download", False)))
   try:
     run.train_and_evaluate(config, FLAGS.workdir)
   except loop.NonFiniteLossError as e:

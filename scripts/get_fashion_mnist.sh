@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Makes real Fashion-MNIST available offline in $ADACORR_FASHION_MNIST_DIR
 # (default /usr/share/datasets/fashion-mnist) from Debian's `dataset-fashion-mnist`.
-# If apt is not usable, says so: the loader then falls back to the tfds download.
+# If apt is not usable, says so: the loader then reads tfds's prepared `fashion_mnist`
+# (in $TFDS_DATA_DIR or ~/tensorflow_datasets) and downloads it only when asked
+# (download=True, or `download = True` in a config; needs internet).
 set -u
 dir="${ADACORR_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}"
 files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
@@ -19,5 +21,6 @@ if [ "$dir" = /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/nu
   fi
 fi
 echo "Fashion-MNIST: not in $dir and apt could not install dataset-fashion-mnist;" \
-     "the loader will fall back to the tfds download (needs internet)." >&2
+     "the loader will look for tfds's prepared fashion_mnist instead, and download it only" \
+     "when asked (download=True / config.download = True; needs internet)." >&2
 exit 0

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import jax
 import jax.numpy as jnp
@@ -226,9 +227,13 @@ def test_tfds_names_match_builder_configs(tfds):
 
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "glass_blur", "elastic_transform"])
-def test_load_cifar10_corrupted_mock(tfds, name):
+def test_load_cifar10_corrupted_mock(tfds, tmp_path, name):
+  # The config's folder in the data dir is what download=False (the default) looks for
+  # before handing over to tfds (mocked: mock_data ignores data_dir).
+  tfds_name = corrupted.cifar10_corrupted_config(name, 3)
+  os.makedirs(tmp_path / tfds_name)
   with tfds.testing.mock_data(num_examples=30):
-    source = corrupted.load_cifar10_corrupted(name, 3)
+    source = corrupted.load_cifar10_corrupted(name, 3, data_dir=str(tmp_path))
   assert isinstance(source, data.ArraySource)
   assert (source.num_examples, source.image_shape, source.num_classes) == (30, (32, 32, 3), 10)
   images, labels = source.get(np.arange(30))
@@ -249,6 +254,21 @@ def test_load_cifar10_corrupted_missing_data(tmp_path):
   with pytest.raises(FileNotFoundError, match="cifar10_corrupted/fog_1"):
     corrupted.load_cifar10_corrupted("fog", 1, data_dir=str(tmp_path / "nothing"),
                                      download=False)
+
+
+def test_load_cifar10_corrupted_downloads_only_if_asked(tfds, tmp_path):
+  """By default nothing is downloaded: missing data fails at once, naming the data dir;
+  download=True hands the missing data to tfds (mocked: its download is a no-op)."""
+  start = time.time()
+  with pytest.raises(FileNotFoundError) as err:
+    corrupted.load_cifar10_corrupted("fog", 2, data_dir=str(tmp_path))
+  assert time.time() - start < 2
+  assert os.path.join(str(tmp_path), "cifar10_corrupted", "fog_2") in str(err.value)
+  assert "download=True" in str(err.value) and not os.listdir(tmp_path)
+  with tfds.testing.mock_data(num_examples=7):
+    source = corrupted.load_cifar10_corrupted("fog", 2, data_dir=str(tmp_path),
+                                              download=True)
+  assert source.num_examples == 7
 
 
 # ---------------------------------------------------------------- real corruptions

@@ -6,9 +6,11 @@ import struct
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
@@ -33,6 +35,23 @@ def synth_train():
 @pytest.fixture(scope="module")
 def tfds():
   return _tfds.import_tfds()
+
+
+def prepared_data_dir(root, *tfds_names):
+  """A tfds data dir holding (empty) folders of `tfds_names`: what `download=False` looks for
+  before it hands over to tfds (here `tfds.testing.mock_data`, which ignores data_dir)."""
+  for name in tfds_names:
+    os.makedirs(os.path.join(root, name), exist_ok=True)
+  return str(root)
+
+
+def run_config(**fields):
+  config = ml_collections.ConfigDict()
+  config.dataset = "synthetic"
+  config.data_dir = ml_collections.config_dict.placeholder(str)
+  config.fashion_mnist_dir = ml_collections.config_dict.placeholder(str)
+  config.update(fields)
+  return config
 
 
 def small_source(n=50, shape=(4, 4, 1), num_classes=7, seed=0):
@@ -132,6 +151,166 @@ def test_import_is_light():
           "assert 'tensorflow' not in sys.modules, 'tf imported'; "
           "assert 'tensorflow_datasets' not in sys.modules, 'tfds imported'")
   subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
+
+
+def test_first_n():
+  source = small_source(n=50)
+  head = data.first_n(source, 20)
+  assert isinstance(head, data.FirstN) and isinstance(head, data.Source)
+  assert (head.num_examples, head.image_shape, head.num_classes) == (20, (4, 4, 1), 7)
+  images, labels = head.get(np.array([19, 0, 5]))
+  np.testing.assert_array_equal(images, source.images[[19, 0, 5]])
+  np.testing.assert_array_equal(labels, source.labels[[19, 0, 5]])
+  with pytest.raises(ValueError, match=r"indices must lie in \[0, 20\)"):
+    head.get(np.array([20]))  # in the source, but past the first 20
+  whole = data.first_n(source, 1000)  # more than there are: all of them
+  assert whole.num_examples == 50
+  assert data.first_n(head, np.int64(5)).num_examples == 5
+  for bad in (0, -3, 2.5, True, "5"):
+    with pytest.raises(ValueError, match="n must be a positive int"):
+      data.first_n(source, bad)
+  with pytest.raises(TypeError, match="source must be a Source"):
+    data.first_n(np.zeros((5, 4, 4, 1)), 3)
+  # Batching reads only the first n.
+  batches = list(data.eval_batches(head, global_batch_size=8, mesh=parallel.make_mesh()))
+  assert float(sum(b["mask"].sum() for b in batches)) == 20
+
+
+def test_load_dataset_name_and_config():
+  info, (train, test) = data.load_dataset("synthetic")
+  assert info is data.DATASETS["synthetic"]
+  assert (train.num_examples, test.num_examples) == (512, 256)
+  np.testing.assert_array_equal(train.get(np.arange(4))[0],
+                                data.load_split("synthetic", "train").get(np.arange(4))[0])
+  info2, (test2,) = data.load_dataset(run_config(), splits=("test",))
+  assert info2 is info and test2.num_examples == 256
+  np.testing.assert_array_equal(test2.get(np.arange(256))[1], test.get(np.arange(256))[1])
+  # Order follows `splits`.
+  _, (first, second) = data.load_dataset(run_config(), splits=["test", "train"])
+  assert (first.num_examples, second.num_examples) == (256, 512)
+
+
+def test_load_dataset_errors():
+  with pytest.raises(ValueError, match="config.dataset='mnist'"):
+    data.load_dataset(run_config(dataset="mnist"))
+  with pytest.raises(ValueError, match="config_or_name='mnist'"):
+    data.load_dataset("mnist")
+  with pytest.raises(TypeError, match="'dataset' field"):
+    data.load_dataset(ml_collections.ConfigDict({"data_dir": "/tmp"}))
+  with pytest.raises(TypeError, match=r"use \('test',\)"):
+    data.load_dataset("synthetic", splits="test")
+  with pytest.raises(ValueError, match="at least one split"):
+    data.load_dataset("synthetic", splits=())
+  with pytest.raises(TypeError, match="download must be a bool"):
+    data.load_dataset(run_config(download="yes"))
+  with pytest.raises(TypeError, match="download must be a bool"):
+    data.load_split("synthetic", "test", download=1)
+
+
+def test_load_dataset_checks_every_split_first(monkeypatch):
+  """A bad split fails before any split is read."""
+  calls = []
+  monkeypatch.setattr(_tfds, "load_arrays", lambda *a, **k: calls.append(a))
+  with pytest.raises(ValueError, match="split='train'"):
+    data.load_dataset("cifar10_1", splits=("test", "train"))
+  assert calls == []
+
+
+def test_load_dataset_fields_and_overrides(tmp_path, monkeypatch):
+  """config.data_dir / fashion_mnist_dir / download reach the loaders; keyword arguments
+  override them; `download` is False unless asked."""
+  (tmp_path / "idx").mkdir()
+  written = write_mnist(tmp_path / "idx")
+  config = run_config(dataset="fashion_mnist", fashion_mnist_dir=str(tmp_path / "idx"))
+  info, (train, test) = data.load_dataset(config)
+  assert info.name == "fashion_mnist" and (train.num_examples, test.num_examples) == (5, 3)
+  np.testing.assert_array_equal(test.get(np.arange(3))[1], written["test"][1])
+  with pytest.raises(FileNotFoundError, match="no-idx"):  # the keyword wins over the field
+    data.load_dataset(config, fashion_mnist_dir=str(tmp_path / "no-idx"),
+                      data_dir=str(tmp_path / "tfds"), splits=("test",))
+
+  calls = []
+
+  def fake_load(name, split, *, data_dir, download=False):
+    calls.append((name, split, data_dir, download))
+    return np.zeros((2, 32, 32, 3), np.uint8), np.zeros(2, np.int32)
+
+  monkeypatch.setattr(_tfds, "load_arrays", fake_load)
+  data.load_dataset(run_config(dataset="cifar10", data_dir="/d1"), splits=("test",))
+  data.load_dataset(run_config(dataset="cifar10", data_dir="/d1", download=True),
+                    splits=("test",))
+  data.load_dataset(run_config(dataset="cifar10", data_dir="/d1", download=True),
+                    splits=("train",), data_dir="/d2", download=False)
+  data.load_dataset("cifar10_1", splits=("test",), download=True)
+  assert calls == [("cifar10", "test", "/d1", False), ("cifar10", "test", "/d1", True),
+                   ("cifar10", "train", "/d2", False), ("cifar10_1/v6", "test", None, True)]
+
+
+OFFLINE_CODE = textwrap.dedent("""
+    import sys, time
+    from adacorr import data
+    start = time.time()
+    try:
+      data.load_dataset({arg}, splits=("test",))
+    except FileNotFoundError as e:
+      print(str(e))
+    else:
+      raise AssertionError("no FileNotFoundError")
+    assert 'tensorflow' not in sys.modules, 'TensorFlow was imported'
+    assert time.time() - start < 5, time.time() - start
+""")
+
+
+def run_offline(arg, env_updates):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_updates)
+  env.pop("ADACORR_FASHION_MNIST_DIR", None)
+  result = subprocess.run([sys.executable, "-c", OFFLINE_CODE.format(arg=arg)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+@pytest.mark.parametrize("name,tfds_folder", [("cifar10", "cifar10"),
+                                              ("cifar10_1", os.path.join("cifar10_1", "v6"))])
+def test_tfds_dataset_not_on_disk_fails_fast(tmp_path, name, tfds_folder):
+  """An empty data dir: a FileNotFoundError in well under a second, with no TensorFlow
+  import and no download, naming the folder looked for and how to get the data."""
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  start = time.time()
+  with pytest.raises(FileNotFoundError) as err:
+    data.load_dataset(name, splits=("test",), data_dir=str(empty))
+  assert time.time() - start < 2
+  message = str(err.value)
+  assert os.path.join(str(empty), tfds_folder) in message
+  assert "download=True" in message and "download flag" in message
+  assert not os.listdir(empty)  # nothing downloaded or created
+  # Default data dir ($TFDS_DATA_DIR), in a fresh process: TensorFlow is never imported.
+  message = run_offline(repr(name), {"TFDS_DATA_DIR": str(empty)})
+  assert os.path.join(str(empty), tfds_folder) in message
+
+
+def test_fashion_mnist_not_on_disk_fails_fast(tmp_path):
+  empty = tmp_path / "tfds"
+  empty.mkdir()
+  arg = (f"dict(dataset='fashion_mnist', data_dir={str(empty)!r}, "
+         f"fashion_mnist_dir={str(tmp_path / 'idx')!r})")
+  # A plain object with the config's fields works too (fields read as attributes).
+  arg = f"type('Config', (), {arg})"
+  message = run_offline(arg, {})
+  assert str(tmp_path / "idx") in message  # the IDX directory
+  assert os.path.join(str(empty), "fashion_mnist") in message  # the tfds folder
+  assert "make data" in message and "apt-get install dataset-fashion-mnist" in message
+  assert "download=True" in message and "fashion_mnist_dir" in message
+  assert not os.listdir(empty)
+
+
+def test_imagenet100_not_on_disk_fails_fast(tmp_path):
+  start = time.time()
+  with pytest.raises(FileNotFoundError) as err:
+    data.load_split("imagenet100", "test", data_dir=str(tmp_path))
+  assert time.time() - start < 2
+  assert str(tmp_path) in str(err.value) and "tfds build imagenet2012" in str(err.value)
 
 
 # ---------------------------------------------------------------- IDX / Fashion-MNIST
@@ -252,9 +431,10 @@ def test_fashion_mnist_missing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("name,split,num_classes", [
     ("cifar10", "train", 10), ("cifar10", "test", 10), ("cifar100", "train", 100),
     ("cifar10_1", "test", 10)])
-def test_tfds_loaders(tfds, name, split, num_classes):
+def test_tfds_loaders(tfds, tmp_path, name, split, num_classes):
+  data_dir = prepared_data_dir(tmp_path, {"cifar10_1": "cifar10_1/v6"}.get(name, name))
   with tfds.testing.mock_data(num_examples=40):
-    source = data.load_split(name, split)
+    source = data.load_split(name, split, data_dir=data_dir)
   assert isinstance(source, data.ArraySource)
   assert source.num_examples == 40 and source.num_classes == num_classes
   assert source.image_shape == (32, 32, 3) == data.DATASETS[name].image_shape
@@ -264,13 +444,26 @@ def test_tfds_loaders(tfds, name, split, num_classes):
   assert images.max() > 0
 
 
-def test_imagenet100(tfds, tmp_path, monkeypatch, mesh):
+def test_tfds_download_flag(tfds, tmp_path):
+  """download=True skips the on-disk check and lets tfds prepare the data (mocked here:
+  `download_and_prepare` is a no-op); load_dataset passes a config's `download` on."""
+  empty = str(tmp_path)
+  with tfds.testing.mock_data(num_examples=12):
+    info, (source,) = data.load_dataset(run_config(dataset="cifar100", data_dir=empty,
+                                                   download=True), splits=("test",))
+    assert info.num_classes == 100 and source.num_examples == 12
+    with pytest.raises(FileNotFoundError, match="download=True"):
+      data.load_dataset(run_config(dataset="cifar100", data_dir=empty), splits=("test",))
+
+
+def test_imagenet100(tfds, tmp_path, tmp_path_factory, monkeypatch, mesh):
   monkeypatch.setenv("ADACORR_CACHE_DIR", str(tmp_path))
   with tfds.testing.mock_data(num_examples=200):
     raw = tfds.data_source("imagenet2012", split="train",
                            decoders={"image": tfds.decode.SkipDecoding()})
     raw_labels = np.array([int(raw[i]["label"]) for i in range(len(raw))])
-    source = data.load_split("imagenet100", "train", image_size=24)
+    data_dir = prepared_data_dir(tmp_path_factory.mktemp("tfds"), "imagenet2012")
+    source = data.load_split("imagenet100", "train", image_size=24, data_dir=data_dir)
     kept = raw_labels[raw_labels % 10 == 0]
     assert 0 < source.num_examples == kept.size < 200
     assert source.num_classes == 100 and source.image_shape == (24, 24, 3)
@@ -283,9 +476,9 @@ def test_imagenet100(tfds, tmp_path, monkeypatch, mesh):
     assert len(source.class_names) == 100 and source.class_names[1] == (
         raw.dataset_info.features["label"].names[10])
     # Second construction reuses the cached index; the test split is 'validation'.
-    again = data.load_split("imagenet100", "train", image_size=24)
+    again = data.load_split("imagenet100", "train", image_size=24, data_dir=data_dir)
     np.testing.assert_array_equal(again.get(order)[0], images)
-    test = data.load_split("imagenet100", "test")
+    test = data.load_split("imagenet100", "test", data_dir=data_dir)
     assert test.image_shape == (144, 144, 3) == data.DATASETS["imagenet100"].image_shape
     batch = next(iter(data.eval_batches(test, global_batch_size=8, mesh=mesh)))
     assert batch["image"].shape == (8, 144, 144, 3)

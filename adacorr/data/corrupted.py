@@ -280,7 +280,7 @@ def cifar10_corrupted_config(name: str, severity: int) -> str:
 
 
 def load_cifar10_corrupted(name: str, severity: int, *, data_dir: str | None = None,
-                           download: bool = True) -> ArraySource:
+                           download: bool = False) -> ArraySource:
   """The published CIFAR-10-C (tfds `cifar10_corrupted`, 10000 test images) in memory.
 
   Args:
@@ -288,8 +288,8 @@ def load_cifar10_corrupted(name: str, severity: int, *, data_dir: str | None = N
       tfds's 'frosted_glass_blur').
     severity: 1..5.
     data_dir: tfds data dir (default tfds's own).
-    download: let tfds download and prepare the data if missing (offline, pass False
-      to fail fast instead of waiting on the network).
+    download: let tfds download and prepare the data if missing (~2.9 GB, needs
+      internet). If False, data that is not on disk fails at once.
 
   Raises:
     ValueError: for an unknown `name` or `severity`.
@@ -301,9 +301,8 @@ def load_cifar10_corrupted(name: str, severity: int, *, data_dir: str | None = N
                                       download=download)
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(
-        f"Could not load tfds dataset {tfds_name!r} split 'test' from data_dir="
-        f"{data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'}: {type(e).__name__}: {e}. "
-        "With internet, tfds downloads CIFAR-10-C (~2.9 GB, all configs) on first use; "
-        f"offline, copy a prepared `cifar10_corrupted` folder into that data_dir, or "
-        "build a local copy with build_corrupted.") from e
+        f"CIFAR-10-C: {_tfds.describe_failure(tfds_name, 'test', data_dir, e)}. Get it with "
+        "download=True (tfds downloads CIFAR-10-C, ~2.9 GB, all configs; needs internet), "
+        "or copy a prepared `cifar10_corrupted` folder into that data_dir, or build a "
+        "local copy with build_corrupted.") from e
   return ArraySource(images, labels, num_classes=CIFAR10_NUM_CLASSES)

@@ -1,9 +1,16 @@
-"""Dataset registry (`DATASETS`) and `load_split`, which returns a random-access `Source`."""
+"""Dataset registry (`DATASETS`), `load_split` (one split as a random-access `Source`) and
+`load_dataset` (a config's dataset: its `DatasetInfo` and the requested splits).
+
+Data is read from disk only: nothing is downloaded unless `download=True` is passed (or a
+config sets `download = True`). A dataset that is not on disk fails at once with a
+`FileNotFoundError` that names the directories looked in and how to get the data.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -66,6 +73,11 @@ _TFDS_NAMES = {"cifar10": "cifar10", "cifar100": "cifar100", "cifar10_1": "cifar
                "fashion_mnist": "fashion_mnist"}
 
 
+GET_FASHION_MNIST = (
+    "`make data` (runs scripts/get_fashion_mnist.sh: `apt-get install dataset-fashion-mnist`, "
+    f"files in {DEFAULT_FASHION_MNIST_DIR})")
+
+
 def _splits(info: DatasetInfo) -> tuple[str, ...]:
   extra = ("validation",) if info.name == "imagenet100" else ()
   return tuple(s for s in (info.train_split, info.test_split) if s) + extra
@@ -73,7 +85,7 @@ def _splits(info: DatasetInfo) -> tuple[str, ...]:
 
 def load_split(name: str, split: str, *, data_dir: str | None = None,
                fashion_mnist_dir: str | None = None,
-               image_size: int | None = None) -> Source:
+               image_size: int | None = None, download: bool = False) -> Source:
   """A split of dataset `name` as a random-access `Source` of uint8 images.
 
   Args:
@@ -86,13 +98,18 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
       (default `$ADACORR_FASHION_MNIST_DIR`, else `/usr/share/datasets/fashion-mnist`).
     image_size: image side for 'imagenet100' (default 144); the other datasets
       have a fixed size and need `None`.
+    download: let tfds download a missing tfds dataset (needs internet); Fashion-MNIST
+      falls back to that download when its IDX files are missing. 'imagenet100' is
+      never downloaded (it needs a manual ILSVRC2012 download).
 
   Returns:
     A `Source` with `num_examples`, `image_shape`, `num_classes` and `get(indices)`.
 
   Raises:
     ValueError: for an unknown `name` or `split`, or a misused `image_size`.
-    FileNotFoundError: if the data cannot be found (the message says how to get it).
+    TypeError: if `download` is not a bool.
+    FileNotFoundError: if the data is not on disk (and `download` is False) or cannot
+      be loaded; the message names the directories looked in and how to get the data.
   """
   if name not in DATASETS:
     raise ValueError(f"Unknown dataset name={name!r}; known: {sorted(DATASETS)}.")
@@ -100,6 +117,8 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   if split not in _splits(info):
     raise ValueError(
         f"Unknown split={split!r} for dataset {name!r}; use one of {_splits(info)}.")
+  if not isinstance(download, bool):
+    raise TypeError(f"download must be a bool, got {download!r}.")
   if image_size is not None and name != "imagenet100":
     raise ValueError(
         f"image_size={image_size!r} is only for 'imagenet100'; {name!r} images are "
@@ -108,7 +127,7 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
   if name == "synthetic":
     return ArraySource(*synthetic_arrays(split), num_classes=info.num_classes)
   if name == "fashion_mnist":
-    return ArraySource(*_fashion_mnist_arrays(split, fashion_mnist_dir, data_dir),
+    return ArraySource(*_fashion_mnist_arrays(split, fashion_mnist_dir, data_dir, download),
                        num_classes=info.num_classes)
   if name == "imagenet100":
     from adacorr.data.imagenet import ImageNet100Source  # pylint: disable=g-import-not-at-top
@@ -116,13 +135,12 @@ def load_split(name: str, split: str, *, data_dir: str | None = None,
                              image_size=144 if image_size is None else image_size)
   tfds_name = _TFDS_NAMES[name]
   try:
-    images, labels = _tfds.load_arrays(tfds_name, split, data_dir=data_dir)
+    images, labels = _tfds.load_arrays(tfds_name, split, data_dir=data_dir, download=download)
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(
-        f"Could not load tfds dataset {tfds_name!r} split {split!r} from data_dir="
-        f"{data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'}: "
-        f"{type(e).__name__}: {e}. With internet, tfds downloads it on first use; "
-        f"offline, copy a prepared `{tfds_name}` folder into that data_dir.") from e
+        f"Dataset {name!r}: {_tfds.describe_failure(tfds_name, split, data_dir, e)}. Get it "
+        "with download=True (a config: `download = True`, or the tfds download flag; "
+        f"needs internet), or copy a prepared `{tfds_name}` folder into that data_dir.") from e
   _check_shape(name, images, info)
   return ArraySource(images, labels, num_classes=info.num_classes)
 
@@ -134,8 +152,8 @@ def _check_shape(name: str, images: np.ndarray, info: DatasetInfo) -> None:
         f"{info.image_shape}.")
 
 
-def _fashion_mnist_arrays(split: str, directory: str | None,
-                          data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _fashion_mnist_arrays(split: str, directory: str | None, data_dir: str | None,
+                          download: bool) -> tuple[np.ndarray, np.ndarray]:
   """Fashion-MNIST from IDX files, else from tfds; uint8 `(N, 28, 28, 1)`, int32 `(N,)`."""
   directory = os.fspath(directory or os.environ.get(FASHION_MNIST_ENV)
                         or DEFAULT_FASHION_MNIST_DIR)
@@ -144,17 +162,92 @@ def _fashion_mnist_arrays(split: str, directory: str | None,
   if not missing:
     return idx.read_mnist_split(directory, split)
   try:
-    images, labels = _tfds.load_arrays("fashion_mnist", split, data_dir=data_dir)
+    images, labels = _tfds.load_arrays("fashion_mnist", split, data_dir=data_dir,
+                                       download=download)
   except Exception as e:  # pylint: disable=broad-except
     raise FileNotFoundError(
-        f"Fashion-MNIST: {missing[0]} not found (directory {directory}), and the tfds "
-        f"fallback failed ({type(e).__name__}: {e}). Get the data with "
-        "`apt-get install dataset-fashion-mnist` (files in "
-        f"{DEFAULT_FASHION_MNIST_DIR}), or put the four IDX .gz files in a directory "
-        f"and pass fashion_mnist_dir= or set ${FASHION_MNIST_ENV}, or let tfds "
-        "download `fashion_mnist` (needs internet).") from e
+        f"Fashion-MNIST: {missing[0]} not found (IDX directory {directory}), and the tfds "
+        f"fallback failed: {_tfds.describe_failure('fashion_mnist', split, data_dir, e)}. "
+        "Get it with "
+        f"{GET_FASHION_MNIST}, or put the four IDX .gz files in a directory and pass "
+        f"fashion_mnist_dir= (config.fashion_mnist_dir) or set ${FASHION_MNIST_ENV}, or "
+        "pass download=True (a config: `download = True`, or the tfds download flag) to "
+        "let tfds download `fashion_mnist` (needs internet).") from e
   _check_shape("fashion_mnist", images, DATASETS["fashion_mnist"])
   return images, labels
+
+
+def _config_field(config: Any, field: str) -> Any:
+  """`config.field`, or None if `config` (an ml_collections config) lacks it."""
+  return getattr(config, field, None)
+
+
+def load_dataset(config_or_name: Any, *, splits: Sequence[str] = ("train", "test"),
+                 data_dir: str | None = None, fashion_mnist_dir: str | None = None,
+                 download: bool | None = None,
+                 image_size: int | None = None) -> tuple[DatasetInfo, tuple[Source, ...]]:
+  """A dataset's `DatasetInfo` and its splits `splits`, each a `Source` (see `load_split`).
+
+  Typical use (`config` an ml_collections config of a run)::
+
+    info, (train, test) = data.load_dataset(config)
+    info, (test,) = data.load_dataset(config, splits=("test",))
+
+  Args:
+    config_or_name: a key of `DATASETS`, or a config with the field `dataset` and the
+      optional fields `data_dir`, `fashion_mnist_dir` and `download` (missing or None:
+      the defaults below).
+    splits: split names to load, e.g. `("train", "test")` (a sequence, not one string).
+    data_dir: tfds data dir; overrides `config.data_dir` (None: the config's, else
+      tfds's default, `$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+    fashion_mnist_dir: Fashion-MNIST IDX directory; overrides `config.fashion_mnist_dir`
+      (None: the config's, else `$ADACORR_FASHION_MNIST_DIR`, else
+      `/usr/share/datasets/fashion-mnist`). Ignored by the other datasets.
+    download: let tfds download data that is not on disk (needs internet); overrides
+      `config.download` (None: the config's, else False).
+    image_size: image side for 'imagenet100' only (see `load_split`).
+
+  Returns:
+    `(info, sources)`: the `DatasetInfo` and a tuple of one `Source` per entry of
+    `splits`, in that order.
+
+  Raises:
+    ValueError: for an unknown dataset or split, or empty `splits`.
+    TypeError: for a `config_or_name` that is neither a name nor a config with
+      `dataset`, a string `splits`, or a non-bool `download`.
+    FileNotFoundError: if the data is not on disk (the message says where it looked and
+      how to get it).
+  """
+  if isinstance(config_or_name, str):
+    name, where = config_or_name, "config_or_name"
+  else:
+    name, where = _config_field(config_or_name, "dataset"), "config.dataset"
+    if name is None:
+      raise TypeError("config_or_name must be a dataset name or a config with a "
+                      f"'dataset' field, got {type(config_or_name).__name__}.")
+    data_dir = data_dir if data_dir is not None else _config_field(config_or_name, "data_dir")
+    if fashion_mnist_dir is None:
+      fashion_mnist_dir = _config_field(config_or_name, "fashion_mnist_dir")
+    download = download if download is not None else _config_field(config_or_name, "download")
+  download = False if download is None else download
+  if not isinstance(download, bool):
+    raise TypeError(f"download must be a bool, got {download!r}.")
+  if name not in DATASETS:
+    raise ValueError(f"Unknown dataset {where}={name!r}; known: {sorted(DATASETS)}.")
+  if isinstance(splits, str):
+    raise TypeError(f"splits must be a sequence of split names, got the string {splits!r}; "
+                    f"use ({splits!r},).")
+  splits = tuple(splits)
+  if not splits:
+    raise ValueError("splits must name at least one split, got none.")
+  for split in splits:  # all checked before any split is read
+    if split not in _splits(DATASETS[name]):
+      raise ValueError(f"Unknown split={split!r} for dataset {name!r}; use one of "
+                       f"{_splits(DATASETS[name])}.")
+  sources = tuple(
+      load_split(name, split, data_dir=data_dir, fashion_mnist_dir=fashion_mnist_dir,
+                 image_size=image_size, download=download) for split in splits)
+  return DATASETS[name], sources
 
 
 def synthetic_arrays(split: str) -> tuple[np.ndarray, np.ndarray]:

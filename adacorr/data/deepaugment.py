@@ -26,11 +26,11 @@ from adacorr.data.sources import Source, check_indices
 IMAGES_FILE = "images.npy"
 LABELS_FILE = "labels.npy"
 INFO_FILE = "info.json"
-MAKE_CLI = "python experiments/make_deepaugment.py"
+MAKE_CLI = "python -m experiments.make_deepaugment"
 
 
 def make_command(directory: str, dataset: str | None = None) -> str:
-  """The `experiments/make_deepaugment.py` command that writes `directory`.
+  """The `python -m experiments.make_deepaugment` command that writes `directory`.
 
   The net and the corruption-net config are guessed from the directory's name
   (`<dataset>_<net>[...]`, e.g. runs/deepaugment/fashion_mnist_edsr_tiny).

@@ -86,7 +86,6 @@ class ImageNet100Source:
                        f"{sorted(SPLITS)}.")
     if not isinstance(image_size, int) or image_size <= 0:
       raise ValueError(f"image_size must be a positive int, got {image_size!r}.")
-    tfds = _tfds.import_tfds()
     self.split = split
     self.image_size = image_size
     self.image_shape = (image_size, image_size, 3)
@@ -94,6 +93,8 @@ class ImageNet100Source:
     self._num_threads = num_threads or os.cpu_count() or 1
     self._pool: concurrent.futures.ThreadPoolExecutor | None = None
     try:
+      _tfds.check_on_disk("imagenet2012", data_dir)  # before the slow TensorFlow import
+      tfds = _tfds.import_tfds()
       self._ds = tfds.data_source(
           "imagenet2012", split=SPLITS[split], data_dir=data_dir, download=False,
           decoders={"image": tfds.decode.SkipDecoding()})
@@ -101,7 +102,7 @@ class ImageNet100Source:
       # tfds reports a missing dataset as a missing TFRECORD one: NotImplementedError.
       raise FileNotFoundError(
           "imagenet2012 (for 'imagenet100') is not prepared in the ArrayRecord format "
-          f"in tfds data_dir={data_dir or '$TFDS_DATA_DIR or ~/tensorflow_datasets'}. "
+          f"in tfds data_dir {_tfds.resolve_data_dir(data_dir)}. "
           "Download the ILSVRC2012 train/val tars by hand and run `tfds build "
           "imagenet2012 --file_format=array_record --manual_dir=DIR_WITH_TARS "
           f"--data_dir=...` (random access needs ArrayRecord). tfds said: {e}") from e

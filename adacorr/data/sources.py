@@ -87,3 +87,50 @@ class ArraySource:
   def __repr__(self) -> str:
     return (f"ArraySource(num_examples={self.num_examples}, "
             f"image_shape={self.image_shape}, num_classes={self.num_classes})")
+
+
+class FirstN:
+  """The first `n` examples of a `Source` (a `Source` itself; nothing is copied).
+
+  Made by `first_n`. `get(indices)` accepts indices in `[0, num_examples)` only and
+  returns exactly what `source.get(indices)` returns.
+
+  Attributes:
+    source: the wrapped `Source`.
+    num_examples: `min(n, source.num_examples)`.
+    image_shape, num_classes: those of `source`.
+  """
+
+  def __init__(self, source: Source, n: int):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+      raise ValueError(f"n must be a positive int, got {n!r}.")
+    for attr in ("num_examples", "image_shape", "num_classes", "get"):
+      if not hasattr(source, attr):
+        raise TypeError(f"source must be a Source (with num_examples, image_shape, "
+                        f"num_classes and get), got {type(source).__name__} without "
+                        f"{attr!r}.")
+    self.source = source
+    self.num_examples = min(int(n), int(source.num_examples))
+    self.image_shape = source.image_shape
+    self.num_classes = source.num_classes
+
+  def get(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Examples `indices` (in `[0, num_examples)`), in order: uint8 `(n, H, W, C)`, int32 `(n,)`."""
+    return self.source.get(check_indices(indices, self.num_examples))
+
+  def __repr__(self) -> str:
+    return f"FirstN({self.source!r}, n={self.num_examples})"
+
+
+def first_n(source: Source, n: int) -> FirstN:
+  """A `Source` of the first `n` examples of `source` (all of them if it has fewer).
+
+  Args:
+    source: any `Source`.
+    n: a positive int.
+
+  Raises:
+    ValueError: if `n` is not a positive int.
+    TypeError: if `source` is not a `Source`.
+  """
+  return FirstN(source, n)

@@ -2,7 +2,7 @@
 distance is a CifarAlexNet's (its 5 conv+ReLU outputs), bound 1.0.
 
 Train the AlexNet first (`experiments/configs/cifar10_alexnet.py`):
-  python experiments/train.py --config=experiments/configs/cifar10_alexnet.py \
+  python -m experiments.train --config=experiments/configs/cifar10_alexnet.py \
       --workdir=runs/cifar10_alexnet
 and point `method_kwargs.lpips_model` at its workdir (default runs/cifar10_alexnet).
 """

@@ -3,9 +3,9 @@
 `dirs(dataset)` are `<root>/<dataset>_<net>` for the EDSR and CAE copies (root
 $ADACORR_DEEPAUGMENT or runs/deepaugment). Make them first, e.g. for Fashion-MNIST:
 
-  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=edsr \
+  python -m experiments.make_deepaugment --dataset=fashion_mnist --net=edsr \
       --config_name=fashion_mnist_edsr_tiny --out_dir=runs/deepaugment/fashion_mnist_edsr_tiny
-  python experiments/make_deepaugment.py --dataset=fashion_mnist --net=cae \
+  python -m experiments.make_deepaugment --dataset=fashion_mnist --net=cae \
       --config_name=fashion_mnist_cae --out_dir=runs/deepaugment/fashion_mnist_cae
 
 (the corruption nets are pretrained on first use); `experiments/train.py` makes missing

@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
   # Fashion-MNIST IDX files (default $ADACORR_FASHION_MNIST_DIR, else Debian's path).
   config.fashion_mnist_dir = ml_collections.config_dict.placeholder(str)
+  config.download = False               # let tfds download missing data (needs internet)
   config.augment = "pad_crop_flip"      # standard augmentation, on device
   # DeepAugment: directories of stored distorted copies of the training set (written by
   # experiments/make_deepaugment.py); training samples uniformly from clean + copies.

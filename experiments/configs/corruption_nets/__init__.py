@@ -35,6 +35,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
   # Fashion-MNIST IDX files (default $ADACORR_FASHION_MNIST_DIR, else Debian's path).
   config.fashion_mnist_dir = ml_collections.config_dict.placeholder(str)
+  config.download = False               # let tfds download missing data (needs internet)
   config.augment = "flip"               # 'none' | 'flip' | 'pad_crop_flip' ...
   config.augment_kwargs = ml_collections.ConfigDict()
   config.prefetch = 2
