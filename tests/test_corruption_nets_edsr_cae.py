@@ -209,3 +209,79 @@ def test_cae_straight_through_gradient_reaches_encoder():
   grads = jax.jit(jax.grad(loss))(variables["params"])
   assert float(jnp.abs(grads["e_conv_1"]["kernel"]).max()) > 0
   assert float(jnp.abs(grads["d_up_conv_1"]["deconv"]["kernel"]).max()) > 0
+
+
+# --- hook points (what adacorr.augment.deepaugment distorts) ------------------------------
+
+def _hook(record, change=None):
+  """A hook that records every call (point, x) and returns x, or -x at the point `change`.
+
+  At each point it also runs the net's own layers through `layers` on the previous
+  point's activation (recorded as (point, 'layer', value)), eagerly: the bound layers
+  only live inside `apply`.
+  """
+  def hook(point, x, layers):
+    if record and point.startswith("trunk_") and point != "trunk_0":
+      i = int(point.split("_")[1]) - 1
+      record.append((point, "layer", layers[f"body_{i}"](record[-1][2])))
+    if point == "body":
+      record.append((point, "layer", layers["body_conv"](record[-1][2])))
+    record.append((point, "x", x))
+    return -x if point == change else x
+  return hook
+
+
+def test_edsr_hook_sees_every_point_and_the_identity_hook_is_the_plain_net():
+  net = EDSR(features=4, num_blocks=2)
+  x = _images((2, 8, 8, 3))
+  variables = _random_params(net, x.shape)
+  plain = np.asarray(net.apply(variables, x))
+  record = []
+  np.testing.assert_array_equal(np.asarray(net.apply(variables, x, hook=_hook(record))), plain)
+  points = ["head", "trunk_0", "trunk_1", "trunk_2", "body"]
+  assert [p for p, kind, _ in record if kind == "x"] == points
+  assert all(v.shape == (2, 4, 4, 4) for _, _, v in record)  # the downsampled 8x8 input
+  # `layers` are the net's own layers: body_i of trunk_i is trunk_{i+1}, and body_conv of
+  # trunk_2 is the 'body' point.
+  for point, kind, value in record:
+    if kind == "layer":
+      x_at = next(v for p, k, v in record if p == point and k == "x")
+      np.testing.assert_allclose(value, x_at, rtol=1e-6, atol=1e-6)
+  for point in points:  # every point feeds the output
+    changed = np.asarray(net.apply(variables, x, hook=_hook([], change=point)))
+    assert np.mean((changed - plain) ** 2) > 1e-6, point
+
+
+def test_cae_hook_points_and_sown_values():
+  net = CAE()
+  x = _images((2, 16, 16, 3))
+  variables = _random_params(net, x.shape)
+  plain, state = net.apply(variables, x, mutable="intermediates")
+  seen = []
+
+  def identity(point, v, layers):
+    seen.append((point, v.shape, set(layers)))
+    return v
+
+  np.testing.assert_array_equal(net.apply(variables, x, hook=identity), plain)
+  assert [(p, s) for p, s, _ in seen] == [("ec3", (2, 4, 4, 32)), ("code", (2, 4, 4, 32))]
+  assert seen[0][2] == set(variables["params"])
+  for point in ("ec3", "code"):
+    y, hooked = net.apply(variables, x, mutable="intermediates",
+                          hook=lambda p, v, _, point=point: -v if p == point else v)
+    # (a random PyTorch-scaled CAE's output hardly depends on its code: small changes)
+    assert np.max(np.abs(np.asarray(y) - np.asarray(plain))) > 1e-4, point
+    # The sown values are the hooked ones; a negated ec3 gives the negated code.
+    np.testing.assert_array_equal(hooked["intermediates"]["code"][0],
+                                  -state["intermediates"]["code"][0])
+
+
+@pytest.mark.parametrize("net, shape", [(EDSR(features=4, num_blocks=1), (1, 8, 8, 3)),
+                                        (CAE(), (1, 16, 16, 3))], ids=["edsr", "cae"])
+def test_bad_hooks_raise(net, shape):
+  x = jnp.zeros(shape)
+  variables = _random_params(net, shape)
+  with pytest.raises(TypeError, match="hook"):
+    net.apply(variables, x, hook=3)
+  with pytest.raises(ValueError, match="hook returned shape"):
+    net.apply(variables, x, hook=lambda point, v, layers: v[..., :1])

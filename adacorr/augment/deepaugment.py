@@ -8,6 +8,8 @@ jittable; all randomness comes from explicit keys. Images are NHWC float32 in [0
   distort_params(params, key, net=...)        the reference's random weight operations
   edsr_distorted_apply(net, params, x, key)   EDSR forward with its activation distortions
   cae_distorted_apply(net, params, x, key)    CAE forward with its latent distortions
+                                              (both: the net's own `apply`, with a hook
+                                              on the points edsr.py / cae.py expose)
   deepaugment_batch(net, params, x, key)      both: one weight draw for the batch, one
                                               activation draw per example
   jit_deepaugment_batch(net, params, x, key)  the same from two cached jitted functions
@@ -546,11 +548,6 @@ def distort_params(params: Mapping[str, Any], key: jax.Array, *, net: str = "eds
 
 # --- EDSR forward with activation distortions -----------------------------------------------
 
-def _conv(params, x, features, kernel, in_features, padding, strides=1):
-  return edsr_lib.torch_conv(features, kernel, in_features, padding=padding,
-                             strides=strides).apply({"params": params}, x)
-
-
 def _edsr_draws(key: jax.Array, feature_shape: Sequence[int]) -> dict[str, jax.Array]:
   """One example's random choices for the EDSR activation distortions.
 
@@ -596,16 +593,55 @@ def _edsr_mid(r: jax.Array, d: Mapping[str, jax.Array]) -> jax.Array:
   return jnp.select([op == 1, op == 2, op == 3], [-r, act, flipped], r)
 
 
+def _edsr_hook(key: jax.Array, num_blocks: int, pre_ops: jax.Array | None,
+               body_ops: jax.Array | None) -> edsr_lib.Hook:
+  """The activation distortions as an `EDSR` hook (see edsr.py's hook points); for ONE
+  forward pass (it keeps the draws and the distorted head output between points)."""
+  split = EDSR_PRE_SPLIT * num_blocks // REF_BLOCKS
+  seen = {}
+
+  def hook(point, x, layers):
+    if point == "head":
+      b = x.shape[0]
+      d = jax.vmap(lambda k: _edsr_draws(k, x.shape[1:]))(jax.random.split(key, b))
+      if pre_ops is not None:
+        d["pre_op"] = jnp.broadcast_to(jnp.asarray(pre_ops, jnp.int32), (b,))
+      if body_ops is not None:
+        d["body_op"] = jnp.broadcast_to(jnp.asarray(body_ops, jnp.int32), (b,))
+      seen["d"], seen["head"] = d, jax.vmap(_edsr_pre)(x, d)
+      return seen["head"]
+    if point == f"trunk_{split}":  # after body[:5] of the reference's 16 blocks
+      return jax.vmap(_edsr_mid)(x, seen["d"])
+    if point == "body":
+      # Body distortion 4: the last kept module of the reference's loop, on the head output.
+      h, d = seen["head"], seen["d"]
+      cands = [layers["body_conv"](h)]
+      blocks = {}
+      for k in (1, 2, 3):
+        m = (REF_BLOCKS - k) * num_blocks // REF_BLOCKS
+        if m not in blocks:
+          blocks[m] = layers[f"body_{m}"](h)
+        cands.append(blocks[m])
+      skipped = jnp.select([d["skip_to"][:, None, None, None] == k for k in range(4)], cands)
+      return jnp.where((d["body_op"] == 4)[:, None, None, None], skipped, x)
+    return x
+
+  return hook
+
+
 def edsr_distorted_apply(net: nn.Module, params: Mapping[str, Any], images: jax.Array,
                          key: jax.Array | None, *, pre_ops: jax.Array | None = None,
                          body_ops: jax.Array | None = None) -> jax.Array:
   """`EDSR` forward with DeepAugment's activation distortions, one draw per example.
 
+  Runs `net.apply` with a hook on its 'head', 'trunk_{5 * num_blocks // 16}' and 'body'
+  points. The pre-distorted head output also feeds the global skip, as in the reference.
+
   Args:
-    net: the `EDSR` module (its scale, num_blocks, features, ... are used).
+    net: the `EDSR` module.
     params: its 'params' (possibly from `distort_params`).
     images: (B, H, W, C) in [0, 1].
-    key: PRNG key; None: no activation distortion (equals `net.apply(..., train=False)`).
+    key: PRNG key; None: no activation distortion (`net.apply(..., train=False)`).
     pre_ops, body_ops: optional (B,) overrides of the per-example choices (pre 1..4,
       body 1..5, the reference's numbering; 4 / 5 mean none).
 
@@ -614,56 +650,11 @@ def edsr_distorted_apply(net: nn.Module, params: Mapping[str, Any], images: jax.
   """
   if not isinstance(net, edsr_lib.EDSR):
     raise ValueError(f"net must be an EDSR, got {type(net).__name__}.")
-  edsr_lib.check_images(images)
-  x = images.astype(jnp.float32)
-  b, channels = x.shape[0], x.shape[-1]
-  f, n, rs = net.features, net.num_blocks, net.res_scale
+  n = net.num_blocks
   if n != edsr_num_blocks(params):
     raise ValueError(f"params have {edsr_num_blocks(params)} blocks, net.num_blocks={n}.")
-  if net.same_size:
-    x = edsr_lib.downsample(x, net.scale)
-  shift = net.rgb_range * edsr_lib.rgb_mean(channels)
-  h = _conv(params["head"], x * net.rgb_range - shift, f, 3, channels, 1)
-
-  def block(i, v):
-    return edsr_lib.ResBlock(f, rs).apply({"params": params[f"body_{i}"]}, v)
-
-  split = EDSR_PRE_SPLIT * n // REF_BLOCKS
-  if key is None:
-    res = h
-    for i in range(n):
-      res = block(i, res)
-    res = _conv(params["body_conv"], res, f, 3, f, 1)
-  else:
-    d = jax.vmap(lambda k: _edsr_draws(k, h.shape[1:]))(jax.random.split(key, b))
-    if pre_ops is not None:
-      d["pre_op"] = jnp.broadcast_to(jnp.asarray(pre_ops, jnp.int32), (b,))
-    if body_ops is not None:
-      d["body_op"] = jnp.broadcast_to(jnp.asarray(body_ops, jnp.int32), (b,))
-    h = jax.vmap(_edsr_pre)(h, d)
-    res = h
-    for i in range(split):
-      res = block(i, res)
-    res = jax.vmap(_edsr_mid)(res, d)
-    for i in range(split, n):
-      res = block(i, res)
-    res = _conv(params["body_conv"], res, f, 3, f, 1)
-    # Body distortion 4: the last kept module of the reference's loop, on the head output.
-    cands = {0: _conv(params["body_conv"], h, f, 3, f, 1)}
-    blocks = {}
-    for k in (1, 2, 3):
-      m = (REF_BLOCKS - k) * n // REF_BLOCKS
-      if m not in blocks:
-        blocks[m] = block(m, h)
-      cands[k] = blocks[m]
-    skipped = jnp.select([d["skip_to"][:, None, None, None] == k for k in range(4)],
-                         [cands[k] for k in range(4)])
-    res = jnp.where((d["body_op"] == 4)[:, None, None, None], skipped, res)
-  res = res + h
-  for j in range({2: 1, 4: 2}[net.scale]):
-    res = edsr_lib.pixel_shuffle(_conv(params[f"upsample_{j}"], res, 4 * f, 3, f, 1), 2)
-  y = _conv(params["tail"], res, channels, 3, f, 1)
-  return jnp.clip((y + shift) / net.rgb_range, 0.0, 1.0)
+  hook = None if key is None else _edsr_hook(key, n, pre_ops, body_ops)
+  return net.apply({"params": params}, images, hook=hook)
 
 
 # --- CAE forward with latent distortions ----------------------------------------------------
@@ -720,17 +711,42 @@ def _cae_latent(ec3: jax.Array, key: jax.Array, op: jax.Array
   return out, factor
 
 
+def _cae_hook(key: jax.Array, latent_ops: jax.Array | None) -> edsr_lib.Hook:
+  """The latent distortions and stochastic binarisation as a `CAE` hook ('ec3', 'code');
+  for ONE forward pass (it keeps the distorted ec3 for the 'code' point)."""
+  k_op, k_lat, k_bin = jax.random.split(key, 3)
+  seen = {}
+
+  def hook(point, x, layers):
+    del layers
+    if point == "ec3":
+      b = x.shape[0]
+      ops = jax.random.randint(k_op, (b,), 0, CAE_LATENT_OPS)
+      if latent_ops is not None:
+        ops = jnp.broadcast_to(jnp.asarray(latent_ops, jnp.int32), (b,))
+      seen["ec3"], seen["factor"] = jax.vmap(_cae_latent)(x, jax.random.split(k_lat, b), ops)
+      return seen["ec3"]
+    if point == "code":  # replaces the net's deterministic code
+      bits = (cae_lib.binarize(seen["ec3"], k_bin) + 1) / 2  # encoded, 0 | 1
+      return 2 * bits * seen["factor"] - 1
+    return x
+
+  return hook
+
+
 def cae_distorted_apply(net: nn.Module, params: Mapping[str, Any], images: jax.Array,
                         key: jax.Array | None, *, latent_ops: jax.Array | None = None
                         ) -> jax.Array:
   """`CAE` forward with DeepAugment's latent distortions and stochastic binarisation.
+
+  Runs `net.apply` with a hook on its 'ec3' and 'code' points.
 
   Args:
     net: the `CAE` module.
     params: its 'params' (possibly from `distort_params`).
     images: (B, H, W, C) in [0, 1], H and W divisible by 4.
     key: PRNG key (one latent option 0..8 per example, then stochastic binarisation);
-      None: the undistorted, deterministic forward (equals `net.apply(..., train=False)`).
+      None: the undistorted, deterministic forward (`net.apply(..., train=False)`).
     latent_ops: optional (B,) override of the per-example option (0..8).
 
   Returns:
@@ -738,30 +754,8 @@ def cae_distorted_apply(net: nn.Module, params: Mapping[str, Any], images: jax.A
   """
   if not isinstance(net, cae_lib.CAE):
     raise ValueError(f"net must be a CAE, got {type(net).__name__}.")
-  edsr_lib.check_images(images)
-  x = images.astype(jnp.float32)
-  b, channels = x.shape[0], x.shape[-1]
-  leaky = functools.partial(nn.leaky_relu, negative_slope=cae_lib.LEAKY_SLOPE)
-  h = leaky(_conv(params["e_conv_1"], x, 64, 5, channels, ((1, 2), (1, 2)), 2))
-  h = leaky(_conv(params["e_conv_2"], h, 128, 5, 64, ((1, 2), (1, 2)), 2))
-  for k in (1, 2, 3):
-    h = cae_lib.ResBlock().apply({"params": params[f"e_block_{k}"]}, h)
-  ec3 = jnp.tanh(_conv(params["e_conv_3"], h, cae_lib.LATENT_CHANNELS, 5, 128, 2))
-  if key is None:
-    code = cae_lib.binarize(ec3, None)
-  else:
-    k_op, k_lat, k_bin = jax.random.split(key, 3)
-    ops = jax.random.randint(k_op, (b,), 0, CAE_LATENT_OPS)
-    if latent_ops is not None:
-      ops = jnp.broadcast_to(jnp.asarray(latent_ops, jnp.int32), (b,))
-    ec3, factor = jax.vmap(_cae_latent)(ec3, jax.random.split(k_lat, b), ops)
-    bits = (cae_lib.binarize(ec3, k_bin) + 1) / 2  # encoded, 0 | 1
-    code = 2 * bits * factor - 1
-  h = cae_lib.UpConv(64, 128).apply({"params": params["d_up_conv_1"]}, code)
-  for k in (1, 2, 3):
-    h = cae_lib.ResBlock().apply({"params": params[f"d_block_{k}"]}, h)
-  h = cae_lib.UpConv(32, 256).apply({"params": params["d_up_conv_2"]}, h)
-  return cae_lib.OutConv(channels).apply({"params": params["d_up_conv_3"]}, h)
+  hook = None if key is None else _cae_hook(key, latent_ops)
+  return net.apply({"params": params}, images, hook=hook)
 
 
 # --- DeepAugment ----------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Common contract (every net, constructible with no arguments, e.g. `EDSR()`):
   `train=True` is the pretraining mode: the CAE then binarises stochastically (rng stream
   'binarize'), and the VQ-VAE updates 'vq_ema' (pass `mutable=['vq_ema', 'losses']`) and
   sows its VQ loss into 'losses'.
+  EDSR and CAE also take `hook=fn(point, x, layers) -> x`, called at their named
+  distortion points: DeepAugment's activation distortions (`adacorr.augment.deepaugment`)
+  use it, so the nets' forward pass exists once.
 
   EDSR         super-resolution net (Lim et al. 2017); same-size output by downsampling first
   CAE          compressive autoencoder (Theis et al. 2017), as used by DeepAugment

@@ -2,7 +2,8 @@
 
 Layer for layer `CAE` of `DeepAugment/CAE_Model/cae_32x32x32_zero_pad_bin.py`
 (hendrycks/imagenet-r; a copy of alexandru-dinu/cae `models/cae_32x32x32_zero_pad_bin.py`
-plus DeepAugment's random latent distortions, which are not reproduced here):
+plus DeepAugment's random latent distortions, which `adacorr.augment.deepaugment`
+applies through the hook points below):
 
   e_conv_1   zero-pad (left 1, right 2, top 1, bottom 2), conv5x5 s2 C->64, LeakyReLU
   e_conv_2   same, 64->128
@@ -31,6 +32,12 @@ the original with u fixed at 0.5), still with the straight-through gradient so t
 perturbations of encoder weights get gradients (AdA). (DeepAugment itself binarises
 stochastically even in `eval()` mode.)
 
+Hook points (`CAE.__call__(..., hook=fn)`, as for `EDSR`: x at a point is replaced by
+`fn(point, x, layers)`, `layers` the bound top-level layers by parameter name):
+  ec3   the tanh code (B, H/4, W/4, 32) before binarisation
+  code  the decoder input (B, H/4, W/4, 32), +-1 without a hook
+`adacorr.augment.deepaugment` distorts the latent through them.
+
 Transposed convs are `nn.ConvTranspose(transpose_kernel=True)` with kernels
 (kh, kw, out, in): PyTorch's `ConvTranspose2d` weight (in, out, kh, kw) transposed by
 (2, 3, 1, 0), no flip. Initialisation mirrors PyTorch's defaults (see `edsr.py`).
@@ -42,8 +49,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adacorr.models.corruption.edsr import (check_images, torch_bias_init,
-                                            torch_conv, torch_kernel_init)
+from adacorr.models.corruption.edsr import (Hook, check_hook, check_images, hook_point,
+                                            torch_bias_init, torch_conv, torch_kernel_init)
 
 LEAKY_SLOPE = 0.01  # PyTorch nn.LeakyReLU() default
 LATENT_CHANNELS = 32
@@ -131,33 +138,46 @@ class CAE(nn.Module):
   `train=True` binarises stochastically (needs a 'binarize' rng); `train=False` is
   deterministic. The tanh code ec3 (B, H/4, W/4, 32) and the decoder input in {-1, +1}
   are sown as `intermediates/ec3` and `intermediates/code` when that collection is
-  mutable. Parameters: `e_conv_1`, `e_conv_2`, `e_block_{1,2,3}` (`conv_1`, `conv_2`),
-  `e_conv_3`, `d_up_conv_1` (`conv`, `deconv`), `d_block_{1,2,3}`, `d_up_conv_2`
-  (`conv`, `deconv`), `d_up_conv_3` (`conv_1`, `conv_2`); each `kernel` and `bias`.
+  mutable (after the hook, if any). `hook`: optional `hook(point, x, layers)` at the
+  points 'ec3' and 'code' (see the module doc). Parameters: `e_conv_1`, `e_conv_2`,
+  `e_block_{1,2,3}` (`conv_1`, `conv_2`), `e_conv_3`, `d_up_conv_1` (`conv`, `deconv`),
+  `d_block_{1,2,3}`, `d_up_conv_2` (`conv`, `deconv`), `d_up_conv_3` (`conv_1`,
+  `conv_2`); each `kernel` and `bias`.
   """
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = False, *,
+               hook: Hook | None = None) -> jnp.ndarray:
     check_images(x)
+    check_hook(hook)
     x = x.astype(jnp.float32)
     channels = x.shape[-1]
+    layers = {
+        "e_conv_1": torch_conv(64, 5, channels, padding=((1, 2), (1, 2)), strides=2,
+                               name="e_conv_1"),
+        "e_conv_2": torch_conv(128, 5, 64, padding=((1, 2), (1, 2)), strides=2,
+                               name="e_conv_2"),
+        **{f"e_block_{k}": ResBlock(name=f"e_block_{k}") for k in (1, 2, 3)},
+        "e_conv_3": torch_conv(LATENT_CHANNELS, 5, 128, padding=2, name="e_conv_3"),
+        "d_up_conv_1": UpConv(64, 128, name="d_up_conv_1"),
+        **{f"d_block_{k}": ResBlock(name=f"d_block_{k}") for k in (1, 2, 3)},
+        "d_up_conv_2": UpConv(32, 256, name="d_up_conv_2"),
+        "d_up_conv_3": OutConv(channels, name="d_up_conv_3"),
+    }
     # Encoder.
-    h = torch_conv(64, 5, channels, padding=((1, 2), (1, 2)), strides=2,
-                   name="e_conv_1")(x)
-    h = _leaky(h)
-    h = torch_conv(128, 5, 64, padding=((1, 2), (1, 2)), strides=2, name="e_conv_2")(h)
-    h = _leaky(h)
+    h = _leaky(layers["e_conv_1"](x))
+    h = _leaky(layers["e_conv_2"](h))
     for k in (1, 2, 3):
-      h = ResBlock(name=f"e_block_{k}")(h)
-    h = torch_conv(LATENT_CHANNELS, 5, 128, padding=2, name="e_conv_3")(h)
-    ec3 = jnp.tanh(h)
+      h = layers[f"e_block_{k}"](h)
+    ec3 = hook_point(hook, "ec3", jnp.tanh(layers["e_conv_3"](h)), layers)
     self.sow("intermediates", "ec3", ec3)
     # Binarisation.
     code = binarize(ec3, self.make_rng("binarize") if train else None)
+    code = hook_point(hook, "code", code, layers)
     self.sow("intermediates", "code", code)
     # Decoder.
-    h = UpConv(64, 128, name="d_up_conv_1")(code)
+    h = layers["d_up_conv_1"](code)
     for k in (1, 2, 3):
-      h = ResBlock(name=f"d_block_{k}")(h)
-    h = UpConv(32, 256, name="d_up_conv_2")(h)
-    return OutConv(channels, name="d_up_conv_3")(h)
+      h = layers[f"d_block_{k}"](h)
+    h = layers["d_up_conv_2"](h)
+    return layers["d_up_conv_3"](h)

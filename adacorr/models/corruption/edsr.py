@@ -32,12 +32,24 @@ symmetrically.) The net then upsamples back to the input's size. With
 Initialisation mirrors PyTorch's `nn.Conv2d` defaults (kernel and bias uniform in
 +-1/sqrt(fan_in)), so randomly initialised nets behave like the original's and every
 bias has a non-zero norm (AdA's perturbation radius is relative to it).
+
+Hook points (`EDSR.__call__(..., hook=fn)`, also used by `CAE`): at each named point of
+the forward pass the activation x is replaced by `fn(point, x, layers)`, where `layers`
+maps the net's top-level parameter names ('head', 'body_0', ..., 'tail') to its bound
+layers, so a hook may also run them on other inputs (with the same parameters). The
+hook must keep x's shape. This is how `adacorr.augment.deepaugment` applies DeepAugment's
+activation distortions inside the nets. EDSR's points, (B, h, w, features) each:
+  head     the head conv's output; the result feeds the body and the global skip
+  trunk_i  i = 0 .. num_blocks: the body's features before `body_i` (trunk_0: the
+           (hooked) head output; trunk_{num_blocks}: the input of body_conv)
+  body     body_conv's output, before the global skip adds the head output
+Without a hook (the default) the forward is the plain net.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -77,6 +89,34 @@ def torch_conv(features: int, kernel_size: int, in_features: int, padding: Any =
       features, (kernel_size, kernel_size), strides=(strides, strides), padding=padding,
       kernel_init=torch_kernel_init,
       bias_init=torch_bias_init(in_features * kernel_size * kernel_size), name=name)
+
+
+# `hook(point, x, layers) -> x'` (see the module doc); `layers`: top-level name -> layer.
+Layers = Mapping[str, Callable[[jnp.ndarray], jnp.ndarray]]
+Hook = Callable[[str, jnp.ndarray, Layers], jnp.ndarray]
+
+
+def check_hook(hook: Hook | None) -> None:
+  """Raises TypeError unless `hook` is None or callable."""
+  if hook is not None and not callable(hook):
+    raise TypeError(f"hook must be None or a callable hook(point, x, layers), got "
+                    f"{type(hook).__name__}.")
+
+
+def hook_point(hook: Hook | None, point: str, x: jnp.ndarray, layers: Layers) -> jnp.ndarray:
+  """The activation at `point`: x itself without a hook, else `hook(point, x, layers)`.
+
+  Raises:
+    ValueError: if the hook's result does not have x's shape.
+  """
+  if hook is None:
+    return x
+  y = hook(point, x, layers)
+  shape = getattr(y, "shape", None)
+  if shape != x.shape:
+    raise ValueError(f"hook returned shape {shape} at point {point!r}; it must keep the "
+                     f"shape {x.shape}.")
+  return y
 
 
 def check_images(x: jnp.ndarray) -> None:
@@ -147,6 +187,8 @@ class EDSR(nn.Module):
       has the input's size; otherwise return the (B, scale*H, scale*W, C) image.
     rgb_range: pixel range the weights expect (255 for the public EDSR weights).
   `train` is accepted for the common interface and ignored (no dropout / batch norm).
+  `hook`: optional `hook(point, x, layers)` applied at the points 'head', 'trunk_0' ..
+  'trunk_{num_blocks}', 'body' (see the module doc); None: the plain forward.
   Parameters: `head`, `body_0` .. `body_{num_blocks-1}` (each `conv1`, `conv2`),
   `body_conv`, `upsample_0` [, `upsample_1`], `tail`; each with `kernel` and `bias`.
   """
@@ -158,28 +200,43 @@ class EDSR(nn.Module):
   rgb_range: float = 255.0
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, train: bool = False, *,
+               hook: Hook | None = None) -> jnp.ndarray:
     del train
     check_images(x)
+    check_hook(hook)
     if self.scale not in SUPPORTED_SCALES:
       raise ValueError(f"scale must be one of {SUPPORTED_SCALES}, got {self.scale}.")
     x = x.astype(jnp.float32)
     channels = x.shape[-1]
     f = self.features
+    n = self.num_blocks
+    stages = int(math.log2(self.scale))
+    layers = {
+        "head": torch_conv(f, 3, channels, padding=1, name="head"),
+        **{f"body_{i}": ResBlock(f, self.res_scale, name=f"body_{i}") for i in range(n)},
+        "body_conv": torch_conv(f, 3, f, padding=1, name="body_conv"),
+        **{f"upsample_{j}": torch_conv(4 * f, 3, f, padding=1, name=f"upsample_{j}")
+           for j in range(stages)},
+        "tail": torch_conv(channels, 3, f, padding=1, name="tail"),
+    }
+
+    def point(name, v):
+      return hook_point(hook, name, v, layers)
+
     if self.same_size:
       x = downsample(x, self.scale)
     shift = self.rgb_range * rgb_mean(channels)
 
     h = x * self.rgb_range - shift  # sub_mean(rgb_range * x)
-    h = torch_conv(f, 3, channels, padding=1, name="head")(h)
+    h = point("head", layers["head"](h))
     res = h
-    for i in range(self.num_blocks):
-      res = ResBlock(f, self.res_scale, name=f"body_{i}")(res)
-    res = torch_conv(f, 3, f, padding=1, name="body_conv")(res)
+    for i in range(n):
+      res = layers[f"body_{i}"](point(f"trunk_{i}", res))
+    res = point("body", layers["body_conv"](point(f"trunk_{n}", res)))
     res = res + h
-    for j in range(int(math.log2(self.scale))):
-      res = torch_conv(4 * f, 3, f, padding=1, name=f"upsample_{j}")(res)
-      res = pixel_shuffle(res, 2)
-    y = torch_conv(channels, 3, f, padding=1, name="tail")(res)
+    for j in range(stages):
+      res = pixel_shuffle(layers[f"upsample_{j}"](res), 2)
+    y = layers["tail"](res)
     y = (y + shift) / self.rgb_range  # add_mean, back to [0, 1]
     return jnp.clip(y, 0.0, 1.0)
