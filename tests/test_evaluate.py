@@ -1,4 +1,4 @@
-"""experiments/evaluate.py end to end on a tiny trained run (subprocesses)."""
+"""python -m experiments.evaluate end to end on a tiny trained run (subprocesses)."""
 
 import json
 import os
@@ -22,7 +22,7 @@ def trained_workdir(tmp_path_factory):
 
 
 def _evaluate(workdir, *flags):
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "evaluate.py"),
+  cmd = [sys.executable, "-m", "experiments.evaluate",
          f"--workdir={workdir}", *flags]
   return subprocess.run(cmd, env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=600)
 

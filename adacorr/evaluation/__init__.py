@@ -1,0 +1,44 @@
+"""Evaluation: a trained classifier's numbers on clean, corrupted and attacked test data.
+
+Each evaluator takes a model (`model.apply(variables, x, train=False)` -> logits), its
+variables and the data, and returns numbers; none reads a run directory. Resolved by
+name::
+
+  from adacorr import evaluation
+  clean = evaluation.get_evaluator("clean")(model, variables, test_source, batch_size=500)
+  lp = evaluation.EVALUATORS["lp"](model, variables, data.first_n(test_source, 1000),
+                                   radii={"linf": ["8/255"]})
+
+Modules: `clean` (logits, accuracy, calibration), `corruptions` (-C accuracy, mCE),
+`lp` (PGD / APGD), `noise` (eps*_GN), `lpips` (LPA), `registry` (`EVALUATORS`), and
+`report` / `plots` (report.json, report.md and the figures). The layer above
+(`adacorr.run`) and experiments/evaluate.py load the run and write the report.
+"""
+
+from adacorr.evaluation.clean import calibration, evaluate_clean, predict
+from adacorr.evaluation.corruptions import (corrupted_sources, corruption_names,
+                                            evaluate_corruptions)
+from adacorr.evaluation.lp import evaluate_lp, lp_robustness
+from adacorr.evaluation.lpips import evaluate_lpips
+from adacorr.evaluation.noise import evaluate_noise
+from adacorr.evaluation.radius import parse_radius
+from adacorr.evaluation.registry import EVALUATORS, get_evaluator
+from adacorr.evaluation.report import markdown_report, write_report
+
+__all__ = [
+    "EVALUATORS",
+    "calibration",
+    "corrupted_sources",
+    "corruption_names",
+    "evaluate_clean",
+    "evaluate_corruptions",
+    "evaluate_lp",
+    "evaluate_lpips",
+    "evaluate_noise",
+    "get_evaluator",
+    "lp_robustness",
+    "markdown_report",
+    "parse_radius",
+    "predict",
+    "write_report",
+]

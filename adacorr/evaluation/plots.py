@@ -1,0 +1,93 @@
+"""The report's figures: corruption heatmap, reliability diagram, LPIPS robustness curve.
+
+matplotlib (Agg backend) is imported only when a figure is drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adacorr import corruptions as corruptions_lib
+
+
+def _pyplot():
+  """matplotlib.pyplot on the non-interactive Agg backend."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def save_lpips_curve(lpips, path):
+  """Accuracy under LPA vs LPIPS bound (the clean accuracy at 0), a PNG at `path`.
+
+  `lpips`: the report's LPIPS section ('bounds', 'clean_accuracy', 'accuracy',
+  'model_name', 'num_examples', 'lambda_steps', 'steps').
+  """
+  plt = _pyplot()
+  points = sorted(zip([0.0] + list(lpips["bounds"]),
+                      [lpips["clean_accuracy"]] + list(lpips["accuracy"])))
+  fig, ax = plt.subplots(figsize=(5, 3.8))
+  ax.plot([b for b, _ in points], [100 * a for _, a in points], "o-", label="LPA")
+  ax.set_xlabel(f"LPIPS bound\n(distance on {lpips['model_name']})", fontsize=9)
+  ax.set_ylabel("accuracy under LPA (%)")
+  ax.set_ylim(0, 100)
+  ax.set_xlim(left=0)
+  ax.grid(alpha=0.3)
+  ax.set_title(f"Perceptual robustness ({lpips['num_examples']} test examples, LPA "
+               f"{lpips['lambda_steps']}x{lpips['steps']} steps)", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def save_heatmap(accuracy, names, clean_accuracy, path):
+  """Accuracy (%) per corruption (rows, in the order of `names`) and severity, a PNG.
+
+  `accuracy`: {name: [accuracy in [0, 1] at severity 1..5]}; `clean_accuracy` in [0, 1].
+  """
+  plt = _pyplot()
+  table = np.array([[accuracy[n][s - 1] for s in corruptions_lib.SEVERITIES] for n in names])
+  fig, ax = plt.subplots(figsize=(6.5, 0.38 * len(names) + 1.6))
+  im = ax.imshow(100 * table, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+  ax.set_xticks(range(5), [str(s) for s in corruptions_lib.SEVERITIES])
+  ax.set_yticks(range(len(names)), names)
+  ax.set_xlabel("severity")
+  for i in range(table.shape[0]):
+    for j in range(5):
+      ax.text(j, i, f"{100 * table[i, j]:.1f}", ha="center", va="center", fontsize=7,
+              color="white" if table[i, j] < 0.6 else "black")
+  ax.set_title(f"Accuracy (%) under corruption; clean {100 * clean_accuracy:.1f}%")
+  fig.colorbar(im, ax=ax, label="accuracy (%)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def save_reliability_diagram(bins, ece_value, ece_half, ece_scaled, temperature, path):
+  """Reliability diagram of `bins` (`metrics.reliability_bins` as lists) over a histogram
+  of the confidences, a PNG at `path`; the title gives the ECEs (in [0, 1]) before and
+  after temperature scaling."""
+  plt = _pyplot()
+  edges = np.asarray(bins["edges"], float)
+  centers, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
+  counts = np.asarray(bins["count"], float)
+  acc, conf = np.asarray(bins["accuracy"], float), np.asarray(bins["confidence"], float)
+  used = counts > 0
+  fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+  ax.bar(centers[used], acc[used], width=width, edgecolor="black", label="accuracy")
+  ax.bar(centers[used], np.abs(conf - acc)[used], bottom=np.minimum(conf, acc)[used],
+         width=width, color="tab:red", alpha=0.3, hatch="//", edgecolor="tab:red",
+         label="gap to confidence")
+  ax.plot([0, 1], [0, 1], "k--", lw=1)
+  ax.set_ylabel("accuracy")
+  ax.set_title(f"Reliability (all test examples): ECE {100 * ece_value:.2f}%\n"
+               f"held-out half: {100 * ece_half:.2f}% -> {100 * ece_scaled:.2f}% "
+               f"after T={temperature:.2f}", fontsize=10)
+  ax.legend(loc="upper left")
+  ax_count.bar(centers, counts / max(counts.sum(), 1), width=width, color="gray")
+  ax_count.set_xlabel("confidence")
+  ax_count.set_ylabel("fraction")
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)

@@ -1,0 +1,123 @@
+"""The robustness report on disk: report.json, report.md and the figures.
+
+A report is a dict of the evaluators' numbers (see `experiments/evaluate.py` for the
+whole): 'workdir', 'dataset', 'model', 'method', 'step', 'num_examples', 'corruptions',
+'clean' ({'accuracy'}), 'calibration', and optionally 'cifar10_1', 'lp_num_examples' and
+'lp', 'noise', 'lpips', 'corrupted'.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from adacorr import corruptions as corruptions_lib
+from adacorr.evaluation import plots
+
+HEATMAP_PNG = "corruption_heatmap.png"
+RELIABILITY_PNG = "reliability_diagram.png"
+LPIPS_CURVE_PNG = "lpips_robustness_curve.png"
+
+
+def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) -> str:
+  """The report as markdown: a summary table, then one section per part of `report`.
+
+  Args:
+    report: the report dict (see `write_report`).
+    names: corruptions in the order of the table (default: that of
+      `report['corrupted']['accuracy']`).
+  """
+  if names is None:
+    names = list(report.get("corrupted", {}).get("accuracy", {}))
+  lines = [f"# Robustness report: {report['model']} on {report['dataset']}", "",
+           f"Checkpoint step {report['step']} in `{report['workdir']}`; corrupted test sets: "
+           f"{report['corruptions']} ({report['num_examples']} test examples).", "",
+           "| metric | value |", "|---|---|",
+           f"| clean accuracy | {100 * report['clean']['accuracy']:.2f}% |",
+           f"| ECE (15 bins), all test examples | {100 * report['calibration']['ece']:.2f}% |",
+           f"| ECE on the held-out half: before -> after temperature scaling (T = "
+           f"{report['calibration']['temperature']:.3f}, fitted on the other half) | "
+           f"{100 * report['calibration']['ece_before_temperature_same_half']:.2f}% -> "
+           f"{100 * report['calibration']['ece_after_temperature']:.2f}% |"]
+  if report.get("cifar10_1") is not None:
+    lines.append(f"| CIFAR-10.1 accuracy | {100 * report['cifar10_1']['accuracy']:.2f}% |")
+  if "corrupted" in report:
+    c = report["corrupted"]
+    if c["mean_accuracy"] is not None:
+      lines.append(f"| mean accuracy over the benchmark corruptions evaluated x 5 | "
+                   f"{100 * c['mean_accuracy']:.2f}% |")
+    lines.append("| mCE, CIFAR style (100 - mean accuracy over the 15) | " +
+                 (f"{c['mce']:.2f} |" if c["mce"] is not None else "n/a (not all 15 run) |"))
+    lines += ["",
+              "## Accuracy (%) per corruption and severity", "",
+              "| corruption | 1 | 2 | 3 | 4 | 5 | mean |", "|---|---|---|---|---|---|---|"]
+    for n in names:
+      acc = c["accuracy"][n]
+      extra = "" if n in corruptions_lib.BENCHMARK_CORRUPTIONS else " (extra)"
+      lines.append(f"| {n}{extra} | " + " | ".join(f"{100 * a:.1f}" for a in acc) +
+                   f" | {100 * np.mean(acc):.1f} |")
+    lines += ["", "![accuracy heatmap](corruption_heatmap.png)"]
+  if report.get("lp"):
+    attack_names = [k for k in report["lp"][0] if k not in ("norm", "eps", "clean", "worst_case")]
+    lines += ["", f"## l_p robustness ({report['lp_num_examples']} test examples; accuracy %, "
+              "worst case = correct under every attack)", "",
+              "| norm | eps | clean | " + " | ".join(attack_names) + " | worst case |",
+              "|---|---|---|" + "---|" * (len(attack_names) + 1)]
+    for r in report["lp"]:
+      lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +
+                   " | ".join(f"{100 * r[a]:.1f}" for a in attack_names) +
+                   f" | {100 * r['worst_case']:.1f} |")
+  if report.get("noise"):
+    n = report["noise"]
+    lines += ["", f"## Noise robustness ({n['num_examples']} test examples)", "",
+              "| metric | value |", "|---|---|",
+              f"| eps*_GN: median smallest l2 norm of Gaussian noise that flips the label "
+              f"(inf counts as +inf; 0 for misclassified) | {n['eps_star']:.3f} |",
+              f"| examples no noise up to l2 {n['max_norm']:.1f} flips | "
+              f"{100 * n['fraction_unflipped']:.1f}% |"]
+  if report.get("lpips"):
+    p = report["lpips"]
+    lines += ["", f"## Perceptual (LPIPS) robustness ({p['num_examples']} test examples; LPA, "
+              f"{p['lambda_steps']} x {p['steps']} steps, {p['projection']} projection; LPIPS "
+              f"on {p['model_name']})", "",
+              "| LPIPS bound | accuracy (%) | mean LPIPS distance | max LPIPS distance |",
+              "|---|---|---|---|",
+              f"| 0 (clean) | {100 * p['clean_accuracy']:.1f} | 0 | 0 |"]
+    for b, a, md, mx in zip(p["bounds"], p["accuracy"], p["mean_distance"],
+                            p["max_distance"]):
+      lines.append(f"| {b:g} | {100 * a:.1f} | {md:.4f} | {mx:.4f} |")
+    lines += ["", "![LPIPS robustness curve](lpips_robustness_curve.png)"]
+  lines += ["", "![reliability diagram](reliability_diagram.png)", ""]
+  return "\n".join(lines)
+
+
+def write_report(report: dict[str, Any], output_dir: str,
+                 names: Sequence[str] | None = None) -> str:
+  """Writes `report` to `output_dir` (created if missing) and returns its markdown.
+
+  Files: report.json, report.md, reliability_diagram.png, and corruption_heatmap.png
+  (with a 'corrupted' section) and lpips_robustness_curve.png (with an 'lpips' section).
+  `names`: the corruptions' order in the table and heatmap (see `markdown_report`).
+  """
+  os.makedirs(output_dir, exist_ok=True)
+  if names is None:
+    names = list(report.get("corrupted", {}).get("accuracy", {}))
+  if report.get("lpips"):
+    plots.save_lpips_curve(report["lpips"], os.path.join(output_dir, LPIPS_CURVE_PNG))
+  if "corrupted" in report:
+    plots.save_heatmap(report["corrupted"]["accuracy"], names, report["clean"]["accuracy"],
+                       os.path.join(output_dir, HEATMAP_PNG))
+  calibration = report["calibration"]
+  plots.save_reliability_diagram(
+      calibration["reliability"], calibration["ece"],
+      calibration["ece_before_temperature_same_half"], calibration["ece_after_temperature"],
+      calibration["temperature"], os.path.join(output_dir, RELIABILITY_PNG))
+  with open(os.path.join(output_dir, "report.json"), "w", encoding="utf-8") as f:
+    json.dump(report, f, indent=2)
+  markdown = markdown_report(report, names)
+  with open(os.path.join(output_dir, "report.md"), "w", encoding="utf-8") as f:
+    f.write(markdown)
+  return markdown
