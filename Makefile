@@ -27,8 +27,8 @@ data:
 # classifier, then writes its robustness report (generated Fashion-MNIST-C, 2000 test
 # images) to $(WORKDIR)/report.
 demo: venv data
-	$(PY) experiments/cifar10_ada.py --config=experiments/configs/fashion_mnist_ada.py --workdir=$(WORKDIR)
-	$(PY) experiments/evaluate.py --workdir=$(WORKDIR) --num_examples=2000 --lp_num_examples=200
+	$(PY) -m experiments.cifar10_ada --config=experiments/configs/fashion_mnist_ada.py --workdir=$(WORKDIR)
+	$(PY) -m experiments.evaluate --workdir=$(WORKDIR) --num_examples=2000 --lp_num_examples=200
 
 # PyTorch (CPU) only for the weight-converter tests; they skip if it cannot be installed.
 $(VENV)/.torch: $(VENV)/.installed

@@ -3,7 +3,7 @@ r"""AdA speed and memory in one run: AdA step vs nominal step, per-example vs sh
 The AdA train step against the nominal step, and vmapped per-example corruption weights
 against nano-batches and against shared weights.
 
-  python benchmarks/ada_step.py --preset=cpu|gpu [--json=benchmarks/ada_step_<preset>.json]
+  python -m benchmarks.ada_step --preset=cpu|gpu [--json=benchmarks/ada_step_<preset>.json]
       [--batch_sizes=128,1024] [--steps=N] [--repeats=N] [--attack_steps=10] [--chunk_size=8]
       [--classifier=...] [--edsr_blocks=...] [--edsr_features=...] [--tables=train,attack]
       [--attack_variants=vmapped,nano_map,nano_unroll,shared] [--unroll_max_chunks=16]
@@ -54,23 +54,21 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from adacorr import models, parallel  # noqa: E402
+from adacorr import models, parallel, run  # noqa: E402
 from adacorr.attacks import adversarial_augment as aa  # noqa: E402
 from adacorr.data import augment  # noqa: E402
 from adacorr.methods import ada as ada_method  # noqa: E402
-from adacorr.train import create_train_state, cross_entropy_loss_fn, make_train_step  # noqa: E402
-import train_step  # noqa: E402  (benchmarks/train_step.py)
+from adacorr.methods import make_nominal  # noqa: E402
+from adacorr.train import create_train_state, make_train_step  # noqa: E402
+from benchmarks import train_step  # noqa: E402
 
 NU = 0.015            # the paper's CIFAR-10 relative radius
 SSIM_THRESHOLD = 0.3  # the paper's CIFAR-10 SSIM threshold
@@ -160,7 +158,7 @@ def train_step_memory(model_name: str, batch_size: int, make_loss_fn=None, *,
   batch = {"image": jax.ShapeDtypeStruct((batch_size, *image_shape), jnp.float32,
                                          sharding=shard),
            "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=shard)}
-  loss_fn = (make_loss_fn or cross_entropy_loss_fn)(model)
+  loss_fn = (make_loss_fn or make_nominal)(model)
   step = jax.jit(make_train_step(loss_fn, tx, augment_fn=augment.get_augment("pad_crop_flip")),
                  donate_argnums=(0,))
   lowered = step.lower(state, batch)
@@ -411,7 +409,7 @@ def main():
             "nu": NU, "ssim_threshold": SSIM_THRESHOLD,
             "loadavg_start": list(os.getloadavg())}
   image_shape = train_step.SHAPES[args.classifier][0]
-  backbone = ada_method.load_backbone(
+  backbone = run.load_backbone(
       dict(net="edsr", init="random", net_kwargs=dict(num_blocks=args.edsr_blocks,
                                                       features=args.edsr_features)),
       image_shape=image_shape)

@@ -1,6 +1,6 @@
 r"""Train-step time of the augmentation methods relative to the nominal step, in one run.
 
-  python benchmarks/augmentation_steps.py [--model=preact_resnet18] [--batch_size=128]
+  python -m benchmarks.augmentation_steps [--model=preact_resnet18] [--batch_size=128]
       [--steps=10] [--repeats=3] [--out=benchmarks/augmentation_steps.json]
 
 Times the full jitted train step (pad-crop-flip, method loss, backward, SGD) of: nominal;
@@ -11,13 +11,10 @@ ANT^3x3 (one generator Adam step + the 30/20/50 batch). Each with its paper defa
 """
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from adacorr import methods  # noqa: E402
-import method_steps  # noqa: E402  (benchmarks/method_steps.py)
+from benchmarks import method_steps  # noqa: E402
 
 METHODS = {
     "nominal": None,

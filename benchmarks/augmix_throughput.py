@@ -1,6 +1,6 @@
 r"""AugMix images/s: our jitted `augmix` on the default device vs the reference's PIL loop.
 
-  python benchmarks/augmix_throughput.py [--batch_size=256] [--size=32] [--severity=3]
+  python -m benchmarks.augmix_throughput [--batch_size=256] [--size=32] [--severity=3]
       [--width=3] [--depth=-1] [--all_ops] [--repeats=5] [--ref_images=256]
       [--out=benchmarks/augmix_throughput_<platform>.json]
 
@@ -17,10 +17,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,6 +1,6 @@
 r"""Images/s of every corruption on a (1024, 32, 32, 3) batch, after jit warm-up.
 
-  python benchmarks/corruptions.py [--batch_size=1024] [--size=32] [--severity=3]
+  python -m benchmarks.corruptions [--batch_size=1024] [--size=32] [--severity=3]
       [--params=cifar10] [--repeats=3] [--names=fog,snow] [--out=benchmarks/corruptions.json]
 
 Prints a table and writes JSON. Each corruption is called through `corrupt` (the
@@ -12,10 +12,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

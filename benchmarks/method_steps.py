@@ -1,6 +1,6 @@
 r"""Train-step time of each training method relative to the nominal step, in one run.
 
-  python benchmarks/method_steps.py [--model=preact_resnet18] [--batch_size=128]
+  python -m benchmarks.method_steps [--model=preact_resnet18] [--batch_size=128]
       [--dtype=float32] [--steps=10] [--repeats=3] [--out=benchmarks/method_steps.json]
 
 Times the nominal step and the l2-AT (FGM), l_inf-AT (FGSM), Gaussian (50%) and RLAT steps
@@ -12,15 +12,12 @@ RLAT <= 1.6x (paper: 2.25x wall-clock), FGM-AT <= 1.5x (paper: 1.6x).
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 
 from adacorr import methods  # noqa: E402
-import train_step  # noqa: E402  (benchmarks/train_step.py)
+from benchmarks import train_step  # noqa: E402
 
 METHODS = {
     "nominal": None,

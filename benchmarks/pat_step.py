@@ -1,6 +1,6 @@
 r"""PAT step / nominal step, and exact-JVP vs finite-difference perceptual attacks, in one run.
 
-  python benchmarks/pat_step.py [--model=preact_resnet18] [--batch_size=128] [--steps=5]
+  python -m benchmarks.pat_step [--model=preact_resnet18] [--batch_size=128] [--steps=5]
       [--repeats=3] [--out=benchmarks/pat_step.json]
 
 Part 1 times the full jitted train step (pad-crop-flip, loss, backward, SGD) of nominal
@@ -17,19 +17,16 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from adacorr import attacks, methods, models, perceptual  # noqa: E402
-import method_steps  # noqa: E402  (benchmarks/method_steps.py)
-import train_step  # noqa: E402  (benchmarks/train_step.py)
+from benchmarks import method_steps  # noqa: E402
+from benchmarks import train_step  # noqa: E402
 
 STEPS = {
     "nominal": None,

@@ -1,10 +1,10 @@
 r"""Images/s of a nominal train step (augmentation + forward + backward + SGD update).
 
-  python benchmarks/train_step.py [--models=preact_resnet18,small_cnn] [--batch_size=128]
+  python -m benchmarks.train_step [--models=preact_resnet18,small_cnn] [--batch_size=128]
       [--dtypes=float32,bfloat16] [--steps=50] [--repeats=5] [--out=benchmarks/train_step.json]
 
 Prints a table and writes JSON. The step is exactly the one the trainer runs
-(`adacorr.train.make_train_step` with `cross_entropy_loss_fn` and pad-crop-flip), jitted
+(`adacorr.train.make_train_step` with `methods.make_nominal` and pad-crop-flip), jitted
 with the batch sharded over all local devices. Timings exclude compilation; each
 repeat times `--steps` steps ending in `block_until_ready`, and the median is reported.
 """
@@ -14,10 +14,8 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -26,8 +24,9 @@ import optax  # noqa: E402
 
 from adacorr import models, parallel  # noqa: E402
 from adacorr.data import augment  # noqa: E402
-from adacorr.train import create_train_state, cross_entropy_loss_fn, make_train_step  # noqa: E402
-from adacorr.train.step import StatefulLoss  # noqa: E402
+from adacorr.methods import make_nominal  # noqa: E402
+from adacorr.train import create_train_state, make_train_step  # noqa: E402
+from adacorr.core.types import StatefulLoss  # noqa: E402
 
 SHAPES = {  # model -> (image shape, mean, std) of the dataset it is benchmarked on
     "preact_resnet18": ((32, 32, 3), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -47,7 +46,7 @@ def time_train_step(model_name: str, batch_size: int, dtype: str, steps: int,
                    optax.sgd(0.1, momentum=0.9, nesterov=True))
   state = parallel.replicate(
       create_train_state(model, tx, jax.random.PRNGKey(0), image_shape), mesh)
-  loss_fn = (make_loss_fn or cross_entropy_loss_fn)(model)
+  loss_fn = (make_loss_fn or make_nominal)(model)
   if isinstance(loss_fn, StatefulLoss):  # e.g. ANT: its generator state rides in the state
     state = state.replace(method_state=parallel.replicate(
         loss_fn.init(jax.random.PRNGKey(1), image_shape), mesh))

@@ -8,7 +8,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
@@ -32,11 +31,11 @@ def main():
   logits_fn = lambda imgs: model.apply(variables, imgs, train=False)
   diffs = []
   for chunk_size in (None, 8):
-    run = jax.jit(lambda x, y, k, cs=chunk_size: attacks.ada(
+    attack = jax.jit(lambda x, y, k, cs=chunk_size: attacks.ada(
         backbone.apply, backbone.params, logits_fn, x, y, k, nu=0.1, num_steps=2,
         chunk_size=cs))
-    single = run(x, y, keys)
-    sharded = run(*parallel.shard_batch((x, y, keys), mesh))
+    single = attack(x, y, keys)
+    sharded = attack(*parallel.shard_batch((x, y, keys), mesh))
     assert len(sharded.sharding.device_set) == 8, sharded.sharding
     diffs.append(float(jnp.max(jnp.abs(np.asarray(sharded) - np.asarray(single)))))
 

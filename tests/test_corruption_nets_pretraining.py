@@ -262,7 +262,7 @@ def test_ensure_pretrained_rejects_bad_configs(finished_run):
 def test_load_without_a_run_names_the_workdir_and_the_command(tmp_path):
   workdir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError,
-                     match=r"(?s)missing.*train_corruption_net\.py --config=.*--workdir="):
+                     match=r"(?s)missing.*-m experiments\.train_corruption_net --config=.*--workdir="):
     rcn.load_corruption_net(workdir)
 
 

@@ -1,7 +1,6 @@
 """The AdA training method (`adacorr.methods.ada`): pipeline stages, AdA(All) shares,
 backbone specs, and the loss function in a train step."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections

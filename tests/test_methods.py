@@ -405,7 +405,6 @@ def test_noise_bad_input(cnn):
                                   "speckle", "rlat"])
 def test_factory_trains_under_jit(name, batch, cnn, resnet):
   import ml_collections
-  from adacorr.methods import FACTORIES
   model = (resnet if name == "rlat" else cnn)[0]
   from adacorr import run
   config = ml_collections.ConfigDict({"method": name, "method_kwargs": {"fraction": 1.0}})

@@ -12,7 +12,6 @@ import time
 
 import jax
 import numpy as np
-import pytest
 
 from adacorr.train.checkpoint import restore_params
 from adacorr.train.metric_writer import read_metrics
@@ -101,7 +100,7 @@ def test_sigkill_and_resume_equals_unbroken_run(tmp_path):
 
 
 def test_cli_trains_and_prints_a_summary(tmp_path):
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+  cmd = [sys.executable, "-m", "experiments.train",
          f"--config={os.path.join(ROOT, 'tests', 'configs', 'tiny_synthetic.py')}",
          f"--workdir={tmp_path / 'cli'}", "--config.num_steps=8", "--config.eval_every_steps=8"]
   result = subprocess.run(cmd, env=_env(1), cwd=ROOT, capture_output=True, text=True,
@@ -112,7 +111,7 @@ def test_cli_trains_and_prints_a_summary(tmp_path):
 
 
 def test_cli_requires_workdir():
-  cmd = [sys.executable, os.path.join(ROOT, "experiments", "train.py"),
+  cmd = [sys.executable, "-m", "experiments.train",
          f"--config={os.path.join(ROOT, 'tests', 'configs', 'tiny_synthetic.py')}"]
   result = subprocess.run(cmd, env=_env(1), cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

@@ -31,7 +31,7 @@ with step eps, and the training PGD returns the last iterate without best tracki
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import flax.linen as nn
 import jax

@@ -18,7 +18,7 @@ Loss: mean cross-entropy over the whole (partly noisy) batch, train-mode BatchNo
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax

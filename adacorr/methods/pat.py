@@ -22,7 +22,7 @@ which saves the attack's work on the misclassified ones.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import flax.linen as nn
 import jax

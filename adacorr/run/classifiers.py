@@ -26,7 +26,7 @@ def load_classifier(workdir: str, step: int | None = None):
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: {workdir!r} is not a training workdir "
-                            "(run experiments/train.py with --workdir first).")
+                            "(run python -m experiments.train with --workdir first).")
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   model = build_model(config, data_lib.DATASETS[config.dataset])
