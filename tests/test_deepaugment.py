@@ -1,5 +1,5 @@
 """DeepAugment: network distortions (adacorr/augment/deepaugment.py), the copy writer
-(experiments/make_deepaugment.py) and the training sources (adacorr/data/deepaugment.py).
+(adacorr/run/deepaugment.py, python -m experiments.make_deepaugment) and the training sources (adacorr/data/deepaugment.py).
 
 Compile-bound on CPU: every test shares the compiled `jit_distort_params` /
 `jit_distorted_apply` of one tiny EDSR and one CAE at 8x16x16x3, as the writer does."""
@@ -22,6 +22,7 @@ from adacorr.data import deepaugment as da_data
 from adacorr.data.sources import ArraySource
 from adacorr.models.corruption import CAE, EDSR
 from adacorr.models.corruption import cae as cae_lib
+from adacorr.run import deepaugment as run_deepaugment
 
 B = 8
 SHAPE = (B, 16, 16, 3)
@@ -307,12 +308,12 @@ def test_script_writes_a_deterministic_resumable_copy(tmp_path):
 
 def test_script_cae_copy(tmp_path):
   """The CAE through the writer (random init; the same compiled function as above)."""
-  from experiments import make_deepaugment as cli
   net, params, _ = _setup("cae")
   source = data_lib.load_split("synthetic", "train")
   out = str(tmp_path / "cae")
-  info = cli.make_copy(net, params, source, out, batch_size=B, chunk_size=B, seed=3,
-                       num_examples=12, meta=dict(dataset="synthetic"), progress=False)
+  info = run_deepaugment.make_copy(net, params, source, out, batch_size=B, chunk_size=B,
+                                   seed=3, num_examples=12, meta=dict(dataset="synthetic"),
+                                   progress=False)
   assert info["count"] == 12 and info["net"] == "cae"
   images = np.load(os.path.join(out, "images.npy"))
   assert images.shape == (12, 16, 16, 3) and images.dtype == np.uint8
@@ -321,7 +322,8 @@ def test_script_cae_copy(tmp_path):
   want = da.jit_deepaugment_batch(net, params, x, jax.random.fold_in(jax.random.PRNGKey(3), 0))
   np.testing.assert_array_equal(images[:B], np.round(np.asarray(want) * 255).astype(np.uint8))
   with pytest.raises(ValueError, match="multiple of batch_size"):
-    cli.make_copy(net, params, source, str(tmp_path / "x"), batch_size=B, chunk_size=B + 1)
+    run_deepaugment.make_copy(net, params, source, str(tmp_path / "x"), batch_size=B,
+                              chunk_size=B + 1)
 
 
 if __name__ == "__main__":

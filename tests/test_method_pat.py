@@ -93,8 +93,10 @@ def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
   x = jax.random.uniform(jax.random.key(3), (4, 16, 16, 3))
   model = SmallCNN(num_classes=10, features=(4,), dense=8, mean=(0.5,) * 3, std=(0.25,) * 3)
   variables = jax.jit(lambda k: model.init(k, x[:1]))(jax.random.key(4))
-  loss_fn = methods.make_pat(model, bound=1.0, num_steps=2, lpips_model=workdir,
-                             only_attack_correct=False)
+  # The run layer resolves the config's workdir into the LPIPS network's features_fn.
+  loss_fn = run.make_method(model, ml_collections.ConfigDict(dict(
+      method="pat", method_kwargs=dict(bound=1.0, num_steps=2, lpips_model=workdir,
+                                       only_attack_correct=False))))
   loss, aux = jax.jit(loss_fn)(variables["params"], variables["batch_stats"],
                                {"image": x, "label": jnp.arange(4, dtype=jnp.int32)}, KEY)
   assert np.isfinite(float(loss))

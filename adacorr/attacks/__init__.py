@@ -10,8 +10,13 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
                            corruption net (`adacorr.attacks.adversarial_augment`), SSIM safeguard
   building blocks          project_linf, project_l2, project, random_init,
                            loss_per_example, pgd_step, steepest_direction, l2_norm
+  ascend, signed_step      the shared ascent loop (loss x update x project, over pytrees;
+                           `adacorr.attacks.ascent`) that PGD, FGSM/FGM, AT's and
+                           RobustAugMix's training attacks and AdA are configurations of
 """
 
+from adacorr.attacks.ascent import (
+    DIRECTIONS, ascend, keep_better, l2_direction, sign_direction, signed_step)
 from adacorr.attacks.adversarial_augment import (
     ada, block_radii, default_step_size, perturbed_corruption, project_deltas, random_delta,
     relative_norms, ssim, ssim_line_search)
@@ -26,6 +31,7 @@ from adacorr.attacks.lp import (
     steepest_direction)
 
 __all__ = [
+    "DIRECTIONS", "ascend", "keep_better", "l2_direction", "sign_direction", "signed_step",
     "fast_lpa", "gauss_newton_direction", "lpa", "margin_loss", "perceptual_step", "ppgd",
     "project_lpips",
     "ada", "block_radii", "default_step_size", "perturbed_corruption", "project_deltas",

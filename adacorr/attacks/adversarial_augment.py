@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adacorr.attacks import ascent
 from adacorr.attacks.lp import check_attack_inputs
 from adacorr.core.checks import (
     check_choice, check_images, check_key, check_nonnegative, check_positive,
@@ -186,17 +187,12 @@ def _attack_nano_batch(corruption_apply, params, radii, logits_fn, x, y, keys, *
 
   def total_ce(d):
     logits = logits_fn(perturbed_corruption(corruption_apply, frozen, d, x))
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y)), None
 
-  grad_fn = jax.grad(total_ce)
-
-  def body(_, d):
-    g = grad_fn(d)
-    d = jax.tree.map(lambda di, gi: di + step_size * jnp.sign(gi).astype(di.dtype), d, g)
-    return _project(d, radii)
-
-  if num_steps:
-    deltas = jax.lax.fori_loop(0, num_steps, body, deltas)
+  # Signed-gradient ascent on the weight perturbations, projected block by block.
+  deltas = ascent.ascend(total_ce, deltas, num_steps=num_steps,
+                         update=ascent.signed_step(step_size),
+                         project=lambda d: _project(d, radii))
   x_adv = perturbed_corruption(corruption_apply, frozen, deltas, x)
   return x_adv, deltas
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adacorr.attacks import lp
+from adacorr.attacks import ascent, lp
 from adacorr.core.checks import check_key, check_steps
 from adacorr.core.keys import per_example_keys
 from adacorr.core.tree import bcast
@@ -147,10 +147,6 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
   for r in range(restarts):
     xa, la = _apgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
                        num_steps=num_steps, loss=loss, rho=rho)
-    if best_x is None:
-      best_x, best_loss = xa, la
-    else:
-      better = la > best_loss
-      best_x = jnp.where(bcast(better, xa), xa, best_x)
-      best_loss = jnp.where(better, la, best_loss)
+    best_x, best_loss = ((xa, la) if best_x is None  # restarts: per example the best
+                       else ascent.keep_better(la, best_loss, xa, best_x))
   return best_x

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from adacorr.attacks import ascent
 from adacorr.core.checks import (
     check_images, check_key, check_labels, check_logits_fn,
     check_nonnegative, check_norm, check_steps, warn_if_255_scale)
@@ -98,14 +99,13 @@ def linf_norm(v: Array) -> Array:
 
 def l2_normalize(v: Array) -> Array:
   """`v / ||v||_2` per example; examples with `v == 0` stay 0."""
-  n = l2_norm(v)
-  return v / bcast(jnp.maximum(n, TINY), v)
+  return ascent.l2_direction(v)
 
 
 def steepest_direction(g: Array, norm: str) -> Array:
   """The unit-norm ascent direction for gradient `g`: sign(g) (linf) or g/||g||_2 (l2)."""
   check_norm(norm)
-  return jnp.sign(g) if norm == "linf" else l2_normalize(g)
+  return ascent.DIRECTIONS[norm](g)
 
 
 # --------------------------------------------------------------------------- projections
@@ -263,32 +263,29 @@ def pgd_step(logits_fn: LogitsFn, x_adv: Array, x: Array, y: Array, *, norm: str
   return x_next, (-obj if targeted else obj)
 
 
+def _objective(logits_fn: LogitsFn, y: Array, *, loss: str, targeted: bool):
+  """`ascent.ascend`'s loss: x_adv -> (sum, per-example objective (B,) to maximise)."""
+  sign = -1.0 if targeted else 1.0
+
+  def objective(xa):
+    obj = sign * loss_per_example(logits_fn(xa), y, loss=loss)
+    return jnp.sum(obj), obj
+
+  return objective
+
+
 def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_start,
              loss, targeted, track_best):
   """One PGD run; returns (x_adv, objective (B,)) (objective is maximised)."""
-  if random_start:
-    x0 = random_init(keys, x, norm=norm, eps=eps)
-  else:
-    x0 = x
-
-  def body(_, carry):
-    xa, best_x, best_obj = carry
-    obj, g = objective_and_grad(logits_fn, xa, y, loss=loss, targeted=targeted)
-    better = obj > best_obj
-    best_x = jnp.where(bcast(better, xa), xa, best_x)
-    best_obj = jnp.where(better, obj, best_obj)
-    xa = project(xa + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
-    return xa, best_x, best_obj
-
-  init = (x0, x0, jnp.full((x.shape[0],), -jnp.inf, jnp.float32))
-  xa, best_x, best_obj = jax.lax.fori_loop(0, num_steps, body, init)
-  sign = -1.0 if targeted else 1.0
-  obj = sign * loss_per_example(logits_fn(xa), y, loss=loss)
-  if not track_best:
-    return xa, obj
-  better = obj > best_obj
-  best_x = jnp.where(bcast(better, xa), xa, best_x)
-  return best_x, jnp.where(better, obj, best_obj)
+  objective = _objective(logits_fn, y, loss=loss, targeted=targeted)
+  x0 = random_init(keys, x, norm=norm, eps=eps) if random_start else x
+  parts = dict(num_steps=num_steps,
+               update=ascent.signed_step(step_size, ascent.DIRECTIONS[norm]),
+               project=lambda xa: project(xa, x, norm=norm, eps=eps))
+  if track_best:
+    return ascent.ascend(objective, x0, track_best=True, **parts)
+  xa = ascent.ascend(objective, x0, **parts)
+  return xa, objective(xa)[1]
 
 
 def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_size,
@@ -345,12 +342,8 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
     xa, obj = _pgd_run(logits_fn, x, y, restart_keys[r], norm=norm, eps=eps,
                        step_size=step_size, num_steps=num_steps, random_start=random_init,
                        loss=loss, targeted=targeted, track_best=track_best)
-    if best_x is None:
-      best_x, best_obj = xa, obj
-    else:
-      better = obj > best_obj
-      best_x = jnp.where(bcast(better, xa), xa, best_x)
-      best_obj = jnp.where(better, obj, best_obj)
+    best_x, best_obj = ((xa, obj) if best_x is None  # restarts: per example the best
+                       else ascent.keep_better(obj, best_obj, xa, best_x))
   return best_x
 
 
@@ -358,8 +351,10 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
 
 
 def _one_step(logits_fn, x, y, eps, norm):
-  _, g = objective_and_grad(logits_fn, x, y, loss="ce")
-  return jnp.clip(x + eps * steepest_direction(g, norm), 0.0, 1.0)
+  """One unprojected step of size eps from x, clipped to [0, 1] (FGSM / FGM)."""
+  return ascent.ascend(_objective(logits_fn, y, loss="ce", targeted=False), x, num_steps=1,
+                       update=ascent.signed_step(eps, ascent.DIRECTIONS[norm]),
+                       project=lambda xa: jnp.clip(xa, 0.0, 1.0), unroll=True)
 
 
 def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:

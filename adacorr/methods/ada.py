@@ -186,7 +186,7 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
           "backbone_from_net(name, net, variables) or, from a config spec, "
           "adacorr.run.corruption_nets.load_backbone(spec).")
   if step_size is not None:
-    check_nonnegative("step_size", float(step_size))
+    check_nonnegative(float(step_size), "step_size")
   stage = ada_stage(
       tuple(backbones), nu=float(nu), num_steps=int(num_steps),
       step_size=None if step_size is None else float(step_size),

@@ -51,7 +51,8 @@ import optax
 from adacorr.augment.noise_generator import (
     KERNELS, NoiseGenerator, clip_aware_rescale, init_generator, sample_noise)
 from adacorr.methods.common import (
-    accuracy, check_fraction, check_nonnegative, cross_entropy, num_perturbed, per_example_l2, train_apply)
+    accuracy, check_fraction, check_nonnegative, check_norm, cross_entropy, num_perturbed,
+    per_example_l2, train_apply)
 from adacorr.methods import rlat as rlat_lib
 from adacorr.core.types import StatefulLoss
 
@@ -151,16 +152,16 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
     raise ValueError(f"generator={kernel!r} is not one of {KERNELS}.")
   eps = None if kw["eps"] is None else float(kw["eps"])
   if eps is not None:
-    check_nonnegative("eps", eps)
+    check_nonnegative(eps, "eps")
   clean_fraction = float(kw["clean_fraction"])
   current_fraction = float(kw["current_fraction"])
-  check_fraction(clean_fraction)
+  check_fraction(clean_fraction, "clean_fraction")
   if not 0.0 <= current_fraction <= 1.0 - clean_fraction + 1e-9:
     raise ValueError(f"current_fraction must be in [0, 1 - clean_fraction] = [0, "
                      f"{1.0 - clean_fraction:g}], got current_fraction={current_fraction}.")
   generator_lr, restart_lr = float(kw["generator_lr"]), float(kw["restart_lr"])
-  check_nonnegative("generator_lr", generator_lr)
-  check_nonnegative("restart_lr", restart_lr)
+  check_nonnegative(generator_lr, "generator_lr")
+  check_nonnegative(restart_lr, "restart_lr")
   restart_steps, replay_size, features = kw["restart_steps"], kw["replay_size"], kw["features"]
   for name, value, low in (("restart_steps", restart_steps, 0), ("replay_size", replay_size, 1),
                            ("features", features, 1)):
@@ -174,10 +175,9 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
       raise ValueError(f"rlat has unknown keys {bad}; expected some of {RLAT_KEYS}.")
     rlat_kw = {"eps": 0.08, "norm": "l2", "layers": None, "fraction": 1.0, **rlat_kw}
     rlat_kw["eps"], rlat_kw["fraction"] = float(rlat_kw["eps"]), float(rlat_kw["fraction"])
-    if rlat_kw["norm"] not in rlat_lib.NORMS:
-      raise ValueError(f"rlat norm={rlat_kw['norm']!r} is not one of {rlat_lib.NORMS}.")
-    check_nonnegative("rlat eps", rlat_kw["eps"])
-    check_fraction(rlat_kw["fraction"])
+    check_norm(rlat_kw["norm"], "rlat norm")
+    check_nonnegative(rlat_kw["eps"], "rlat eps")
+    check_fraction(rlat_kw["fraction"], "rlat fraction")
     rlat_kw["layers"] = rlat_lib.check_layers(model, rlat_kw["layers"])
 
   gen = NoiseGenerator(kernel=kernel, features=features)

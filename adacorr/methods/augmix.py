@@ -62,7 +62,7 @@ def check_augmix_kwargs(kwargs: Mapping[str, Any] | None, *, jsd_default: bool =
     raise ValueError(f"augmix depth must be -1 (random 1-3) or >= 1, got depth={out['depth']}.")
   if not out["alpha"] > 0:
     raise ValueError(f"augmix alpha must be > 0, got alpha={out['alpha']}.")
-  check_nonnegative("jsd_weight", out["jsd_weight"])
+  check_nonnegative(out["jsd_weight"], "jsd_weight")
   return out
 
 

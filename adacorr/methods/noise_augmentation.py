@@ -57,7 +57,7 @@ def add_noise(images: jax.Array, key: jax.Array, *, kind: str = "gaussian",
   if len(sigmas) == 0:
     raise ValueError("sigmas must not be empty.")
   for s in sigmas:
-    check_nonnegative("sigma", s)
+    check_nonnegative(s, "sigma")
   check_fraction(fraction)
   b = images.shape[0]
   keys = jax.random.split(key, b)
@@ -89,7 +89,7 @@ def make_noise_augmentation(model: nn.Module, *, kind: str = "gaussian",
   if kind not in KINDS:
     raise ValueError(f"kind={kind!r} is not one of {KINDS}.")
   for s in sigmas:
-    check_nonnegative("sigma", s)
+    check_nonnegative(s, "sigma")
   check_fraction(fraction)
 
   def loss_fn(params, batch_stats, batch, key):

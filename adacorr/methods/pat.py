@@ -64,7 +64,7 @@ def make_pat(model: nn.Module, *, bound: float = 0.5,
             derivative=derivative, kappa=kappa, only_attack_correct=only_attack_correct,
             unroll=unroll)
   bound = float(kw["bound"])
-  check_nonnegative("bound", bound)
+  check_nonnegative(bound, "bound")
   num_steps = int(kw["num_steps"])
   if num_steps < 1:
     raise ValueError(f"num_steps must be a positive integer, got num_steps={num_steps}.")

@@ -40,10 +40,8 @@ import jax.numpy as jnp
 
 from adacorr.methods import augmix as augmix_lib
 from adacorr.methods.common import (
-    accuracy, check_fraction, check_nonnegative, cross_entropy, per_example_l2, perturbed_mask, train_apply)
-
-NORMS = ("l2", "linf")
-_TINY = 1e-12
+    TINY, accuracy, check_fraction, check_nonnegative, check_norm, cross_entropy, per_example_l2,
+    perturbed_mask, train_apply)
 
 
 def feature_points(model: nn.Module) -> tuple[str, ...]:
@@ -131,7 +129,7 @@ def rlat_deltas(model: nn.Module, params, batch_stats, batch, key, *, eps: float
     g = grads[name].astype(jnp.float32)
     eps_l = eps * mult
     if norm == "l2":
-      d = eps_l * g / jnp.maximum(per_example_l2(g, keepdims=True), _TINY)
+      d = eps_l * g / jnp.maximum(per_example_l2(g, keepdims=True), TINY)
     else:
       d = eps_l * jnp.sign(g)
     d = jnp.where(mask.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0.0)
@@ -153,9 +151,8 @@ def perturbed_apply(model: nn.Module, params, batch_stats, images, deltas, key):
 
 
 def _check(eps: float, norm: str, fraction: float) -> None:
-  if norm not in NORMS:
-    raise ValueError(f"norm={norm!r} is not one of {NORMS}.")
-  check_nonnegative("eps", eps)
+  check_norm(norm)
+  check_nonnegative(eps, "eps")
   check_fraction(fraction)
 
 

@@ -2,8 +2,9 @@
 
 Reading a workdir's config, loading a trained classifier or corruption net, pretraining
 a corruption net on first use, and turning an experiment config into a training method
-(`make_method`, `train_and_evaluate`). Nothing below this layer reads run directories
-(see ARCHITECTURE.md).
+(`make_method`, `train_and_evaluate`), and writing DeepAugment copies of a dataset
+(`adacorr.run.deepaugment`). Nothing below this layer reads run directories (see
+ARCHITECTURE.md).
 """
 
 from adacorr.run.classifiers import load_classifier
