@@ -62,7 +62,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from adacorr import models, parallel, run  # noqa: E402
+from adacorr import attacks, models, parallel, run  # noqa: E402
 from adacorr.attacks import adversarial_augment as aa  # noqa: E402
 from adacorr.data import augment  # noqa: E402
 from adacorr.methods import ada as ada_method  # noqa: E402
@@ -176,23 +176,20 @@ def shared_weights_attack(corruption_apply, corruption_params, logits_fn, x, y, 
   steps and projection as `ada`, ascending the batch's summed CE. Same FLOPs as (a): the
   lower bound for per-example weights."""
   frozen = jax.lax.stop_gradient(corruption_params)
-  radii = aa.block_radii(frozen, nu)
   if step_size is None:
     step_size = aa.default_step_size(frozen, nu, num_steps)
   delta = aa.random_delta(key, frozen, nu)
 
   def total_ce(d):
     logits = logits_fn(corruption_apply(jax.tree.map(jnp.add, frozen, d), x))
-    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y)), None
 
-  def body(_, d):
-    g = jax.grad(total_ce)(d)
-    d = jax.tree.map(lambda di, gi: di + step_size * jnp.sign(gi).astype(di.dtype), d, g)
-    d = aa._project(jax.tree.map(lambda a: a[None], d), radii)  # pylint: disable=protected-access
+  def project(d):  # one "example": the batch shares the perturbation
+    d = aa.project_deltas(jax.tree.map(lambda a: a[None], d), frozen, nu)
     return jax.tree.map(lambda a: a[0], d)
 
-  if num_steps:
-    delta = jax.lax.fori_loop(0, num_steps, body, delta)
+  delta = attacks.ascend(total_ce, delta, num_steps=num_steps,
+                         update=attacks.signed_step(step_size), project=project)
   return corruption_apply(jax.tree.map(jnp.add, frozen, delta), x)
 
 

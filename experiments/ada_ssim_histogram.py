@@ -42,7 +42,8 @@ FLAGS = flags.FLAGS
 PAPER_NU_FRACTIONS = (0.5, 0.625, 0.75, 0.875, 1.0)
 
 
-def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size):
+def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size,
+                 blocks="layer"):
   """SSIM(x, AdA(x)) per image (no line search); nu = 0: the unperturbed backbone."""
   out = []
   if nu == 0:
@@ -51,7 +52,8 @@ def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size):
       out.append(np.asarray(run(x[i:i + batch_size])))
     return np.concatenate(out)
   run = jax.jit(lambda xb, yb, k: attacks.ssim(xb, attacks.ada(
-      backbone.apply, backbone.params, logits_fn, xb, yb, k, nu=nu, num_steps=num_steps)))
+      backbone.apply, backbone.params, logits_fn, xb, yb, k, nu=nu, num_steps=num_steps,
+      blocks=blocks)))
   for n, i in enumerate(range(0, len(x), batch_size)):
     out.append(np.asarray(run(x[i:i + batch_size], y[i:i + batch_size],
                               jax.random.fold_in(key, n))))
@@ -114,6 +116,7 @@ def main(argv):
          else [round(base_nu * f, 8) for f in PAPER_NU_FRACTIONS])
   num_steps = FLAGS.num_steps if FLAGS.num_steps is not None else int(kw.get("num_steps", 10))
   threshold = kw.get("ssim_threshold", 0.3)
+  blocks = kw.get("blocks", "layer")
 
   _, (source,) = data_lib.load_dataset(config, splits=(info.test_split,))
   source = data_lib.first_n(source, FLAGS.num_examples)
@@ -129,7 +132,7 @@ def main(argv):
     samples[backbone.name], stats[backbone.name] = {}, {}
     for nu in [0.0] + nus:
       values = ssim_samples(backbone, logits_fn, x, y, key, nu=nu, num_steps=num_steps,
-                            batch_size=FLAGS.batch_size)
+                            batch_size=FLAGS.batch_size, blocks=blocks)
       samples[backbone.name][nu] = values
       stats[backbone.name][str(nu)] = summarize(values)
       print(f"{backbone.name:6s} nu={nu:<9g} SSIM mean {values.mean():.3f} "

@@ -49,21 +49,26 @@ def test_ada_all_gives_each_backbone_its_share():
   assert set(metrics) == {"ssim", "ssim_before_line_search"}
 
 
-def test_stage_line_search_keeps_ssim_above_threshold():
+@pytest.mark.parametrize("strict", [False, True])
+def test_stage_line_search_keeps_ssim_above_threshold(strict):
   model, variables = _clf()
   x = jax.image.resize(jax.random.uniform(jax.random.key(3), (6, 4, 4, 3)), (6, 16, 16, 3),
                        "bilinear")
   y = jnp.arange(6) % 4
   darken = methods.Backbone("darken", lambda p, imgs: jnp.clip(imgs * p["a"] + p["b"], 0, 1),
                             {"a": jnp.float32(0.05), "b": jnp.float32(0.9)})
-  stage = methods.ada_stage([darken], nu=0.5, num_steps=2, ssim_threshold=0.6)
+  stage = methods.ada_stage([darken], nu=0.5, num_steps=2, ssim_threshold=0.6,
+                            ssim_strict=strict)
   model16 = SmallCNN(num_classes=4, features=(4, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
   v16 = model16.init(jax.random.key(0), x[:1], train=False)
   out, metrics = stage(lambda imgs: model16.apply(v16, imgs, train=False), x, y,
                        jax.random.key(4))
-  assert float(metrics["ssim_before_line_search"]) < 0.6 < float(metrics["ssim"])
+  # strict: every output obeys the threshold; App. F (default): its quadratic fit may land
+  # a little below (up to ~0.02 on our measurements).
+  slack = 1e-5 if strict else 0.03
+  assert float(metrics["ssim_before_line_search"]) < 0.6 - slack < float(metrics["ssim"])
   assert float(metrics["line_search_fraction"]) > 0
-  assert np.all(np.asarray(attacks.ssim(x, out)) >= 0.6 - 1e-5)
+  assert np.all(np.asarray(attacks.ssim(x, out)) >= 0.6 - slack)
 
 
 def test_per_backbone_overrides_reach_the_attack():
@@ -132,7 +137,8 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
   assert np.isfinite(float(loss))
   assert {"accuracy", "ssim", "ssim_before_line_search", "line_search_fraction"} <= set(
       aux["metrics"])
-  assert 0.3 - 1e-5 <= float(aux["metrics"]["ssim"]) <= 1.0
+  # App. F's line search (default) may land a little below t = 0.3 (its fit underfits).
+  assert 0.3 - 0.03 <= float(aux["metrics"]["ssim"]) <= 1.0
   # The gradient equals that of plain CE on the (constant) AdA images.
   stage = methods.ada_stage(
       [run.load_backbone(config.method_kwargs.backbones[0], image_shape=(16, 16, 3))],

@@ -116,3 +116,15 @@ def test_every_combination_of_the_papers_has_a_quickstart():
   for row in rows:
     assert f"fashion_mnist_{row}" in QUICKSTARTS, row
     assert f"cifar10_{row}" in CONFIGS, row
+
+
+def test_deepaugment_configs_keep_the_steps_and_the_warm_up_of_their_base():
+  """Clean + 2 copies make an epoch 3x longer: epochs AND warm-up epochs shrink 3x, so the
+  run has its base's number of steps and of warm-up steps (issue 14, item 6)."""
+  from experiments.configs import fashion_mnist_base, fashion_mnist_deepaugment
+  base, da = fashion_mnist_base.get_config(), fashion_mnist_deepaugment.get_config()
+  factor = 1 + len(da.deepaugment_dirs)
+  assert factor == 3
+  assert da.num_epochs * factor == pytest.approx(base.num_epochs)
+  assert da.warmup_epochs * factor == pytest.approx(base.warmup_epochs)
+  assert base.warmup_epochs > 0  # the check is not vacuous

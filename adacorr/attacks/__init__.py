@@ -18,7 +18,8 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
 from adacorr.attacks.ascent import (
     DIRECTIONS, ascend, keep_better, l2_direction, sign_direction, signed_step)
 from adacorr.attacks.adversarial_augment import (
-    ada, block_radii, default_step_size, perturbed_corruption, project_deltas, random_delta,
+    BLOCKS, SSIM_READINGS, ada, block_ids, block_radii, default_step_size, line_search_gamma,
+    min_ssim, perturbed_corruption, project_deltas, random_delta,
     relative_norms, ssim, ssim_line_search)
 from adacorr.attacks.apgd import apgd, checkpoints
 from adacorr.attacks.evaluation import robust_accuracy
@@ -34,7 +35,8 @@ __all__ = [
     "DIRECTIONS", "ascend", "keep_better", "l2_direction", "sign_direction", "signed_step",
     "fast_lpa", "gauss_newton_direction", "lpa", "margin_loss", "perceptual_step", "ppgd",
     "project_lpips",
-    "ada", "block_radii", "default_step_size", "perturbed_corruption", "project_deltas",
+    "BLOCKS", "SSIM_READINGS", "ada", "block_ids", "block_radii", "default_step_size",
+    "line_search_gamma", "min_ssim", "perturbed_corruption", "project_deltas",
     "random_delta", "relative_norms", "ssim", "ssim_line_search",
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
     "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",

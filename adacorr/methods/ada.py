@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import adversarial_augment as ada_attack
+from adacorr.core.checks import check_choice
 from adacorr.methods import augmix as augmix_lib
 from adacorr.methods.common import (
     accuracy, check_nonnegative, cross_entropy, train_apply)
@@ -98,7 +99,8 @@ def resolve_chunk_size(chunk_size: int | str | None) -> int | None:
 
 def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: int = 10,
               step_size: float | None = None, ssim_threshold: float | None = 0.3,
-              ssim_strict: bool = True, chunk_size: int | str | None = "auto",
+              ssim_strict: bool = False, ssim_reading: str = "similarity",
+              blocks: str = "layer", chunk_size: int | str | None = "auto",
               chunk_loop: str = "map"):
   """Stages 3-4 of the pipeline: `stage(logits_fn, x, y, key) -> (x_ada, metrics)`.
 
@@ -110,6 +112,8 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
   if not backbones:
     raise ValueError("backbones must name at least one corruption net.")
   chunk_size = resolve_chunk_size(chunk_size)
+  ada_attack.check_blocks(blocks)
+  check_choice(ssim_reading, ada_attack.SSIM_READINGS, "ssim_reading")
   ada_attack.check_nu(nu)
   ada_attack.check_num_steps(num_steps)
   for b in backbones:
@@ -132,14 +136,15 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
           nu=b.nu if b.nu is not None else nu,
           num_steps=b.num_steps if b.num_steps is not None else num_steps,
           step_size=b.step_size if b.step_size is not None else step_size,
-          chunk_size=chunk_size, chunk_loop=chunk_loop))
+          chunk_size=chunk_size, chunk_loop=chunk_loop, blocks=blocks))
     x_ada = jax.lax.stop_gradient(jnp.concatenate(outs, axis=0))
     ssim_before = ada_attack.ssim(x, x_ada)
     metrics = {"ssim_before_line_search": jnp.mean(ssim_before)}
     if ssim_threshold is not None:
       x_ada = ada_attack.ssim_line_search(x, x_ada, threshold=ssim_threshold,
-                                          strict=ssim_strict)
-      metrics["line_search_fraction"] = jnp.mean(ssim_before < ssim_threshold)
+                                          strict=ssim_strict, reading=ssim_reading)
+      metrics["line_search_fraction"] = jnp.mean(
+          ssim_before < ada_attack.min_ssim(ssim_threshold, ssim_reading))
     metrics["ssim"] = jnp.mean(ada_attack.ssim(x, x_ada))
     return x_ada, metrics
 
@@ -148,7 +153,8 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
 
 def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
              nu: float = 0.015, num_steps: int = 10, step_size: float | None = None,
-             ssim_threshold: float | None = 0.3, ssim_strict: bool = True,
+             ssim_threshold: float | None = 0.3, ssim_strict: bool = False,
+             ssim_reading: str = "similarity", blocks: str = "layer",
              chunk_size: int | str | None = "auto", chunk_loop: str = "map",
              augmix: Mapping[str, Any] | None = None,
              post_augment: PostAugment | None = None):
@@ -162,6 +168,14 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
   Args:
     model: the classifier.
     backbones: `Backbone`s; several = AdA(All) (equal shares of the batch).
+    blocks: the perturbation blocks: 'layer' (default, the paper's "i-th layer": a
+      module's kernel and bias together) or 'tensor' (every kernel and bias on its own,
+      our earlier default); see `adacorr.attacks.adversarial_augment`.
+    ssim_threshold, ssim_strict, ssim_reading: the SSIM line search (App. F): threshold
+      t (None: no line search); `ssim_strict=False` (default) is App. F exactly, True
+      adds our measured refinement (every output obeys the threshold; earlier
+      default); `ssim_reading` 'similarity' (SSIM >= t, default) or 'distance'
+      (1 - SSIM <= t). See `adacorr.attacks.ssim_line_search`.
     chunk_size: examples per nano-batch (`adacorr.attacks.ada`); 'auto' (default): 1 on
       CPU, the whole batch on GPU/TPU (see `resolve_chunk_size`).
     augmix: stage 5 of the pipeline, AugMix on the AdA images (a dict of AugMix
@@ -191,7 +205,8 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
       tuple(backbones), nu=float(nu), num_steps=int(num_steps),
       step_size=None if step_size is None else float(step_size),
       ssim_threshold=None if ssim_threshold is None else float(ssim_threshold),
-      ssim_strict=bool(ssim_strict), chunk_size=chunk_size, chunk_loop=chunk_loop)
+      ssim_strict=bool(ssim_strict), ssim_reading=ssim_reading, blocks=blocks,
+      chunk_size=chunk_size, chunk_loop=chunk_loop)
 
   def loss_fn(params, batch_stats, batch, key):
     ada_key, post_key, dropout_key = jax.random.split(key, 3)

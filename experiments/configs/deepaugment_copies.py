@@ -12,7 +12,8 @@ $ADACORR_DEEPAUGMENT or runs/deepaugment). Make them first, e.g. for Fashion-MNI
 copies named here on first use. For CIFAR-10, make them beforehand with DeepAugment's
 published weights `--torch_weights=...` (the paper's choice) to use those. Training on clean + two
 copies makes an epoch three times as long; the DeepAugment configs divide `num_epochs`
-by `1 + len(dirs)` so that they take as many steps as the run without DeepAugment.
+and `warmup_epochs` by `1 + len(dirs)` so that they take as many steps, and warm up over
+as many steps, as the run without DeepAugment.
 """
 
 import os
@@ -45,8 +46,10 @@ def missing(config) -> list[dict]:
 
 
 def add(config):
-  """Turns DeepAugment on in `config`, keeping its number of training steps."""
+  """Turns DeepAugment on in `config`, keeping its number of training and warm-up steps."""
   config.deepaugment_dirs = dirs(config.dataset)
+  factor = 1 + len(config.deepaugment_dirs)  # an epoch of clean + copies is this much longer
   if config.get("num_steps", -1) <= 0:
-    config.num_epochs = config.num_epochs / (1 + len(config.deepaugment_dirs))
+    config.num_epochs = config.num_epochs / factor
+  config.warmup_epochs = config.get("warmup_epochs", 0.0) / factor  # epochs scale steps too
   return config
