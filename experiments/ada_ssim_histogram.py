@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adacorr import attacks
 from adacorr import data as data_lib
 from adacorr import run
+from adacorr.evaluation import ada_ssim, plots
 from experiments.configs import ada_backbones
 
 flags.DEFINE_string("workdir", None, "Trained classifier run (config.json + checkpoints/).")
@@ -40,55 +40,6 @@ flags.mark_flags_as_required(["workdir"])
 FLAGS = flags.FLAGS
 
 PAPER_NU_FRACTIONS = (0.5, 0.625, 0.75, 0.875, 1.0)
-
-
-def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size,
-                 blocks="layer"):
-  """SSIM(x, AdA(x)) per image (no line search); nu = 0: the unperturbed backbone."""
-  out = []
-  if nu == 0:
-    run = jax.jit(lambda xb: attacks.ssim(xb, backbone.apply(backbone.params, xb)))
-    for i in range(0, len(x), batch_size):
-      out.append(np.asarray(run(x[i:i + batch_size])))
-    return np.concatenate(out)
-  run = jax.jit(lambda xb, yb, k: attacks.ssim(xb, attacks.ada(
-      backbone.apply, backbone.params, logits_fn, xb, yb, k, nu=nu, num_steps=num_steps,
-      blocks=blocks)))
-  for n, i in enumerate(range(0, len(x), batch_size)):
-    out.append(np.asarray(run(x[i:i + batch_size], y[i:i + batch_size],
-                              jax.random.fold_in(key, n))))
-  return np.concatenate(out)
-
-
-def summarize(values: np.ndarray) -> dict:
-  q = np.quantile(values, [0.05, 0.25, 0.5, 0.75, 0.95])
-  return {"mean": float(values.mean()), "std": float(values.std()), "q05": float(q[0]),
-          "q25": float(q[1]), "median": float(q[2]), "q75": float(q[3]), "q95": float(q[4]),
-          "min": float(values.min()), "count": int(values.size)}
-
-
-def plot(samples: dict, path: str, threshold: float | None) -> None:
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  names = list(samples)
-  fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
-  bins = np.linspace(-0.2, 1.0, 61)
-  for ax, name in zip(axes[0], names):
-    for nu, values in sorted(samples[name].items()):
-      label = "unperturbed" if nu == 0 else f"nu = {nu:g}"
-      ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5,
-              linestyle="--" if nu == 0 else "-", label=label)
-    if threshold is not None:
-      ax.axvline(threshold, color="k", linewidth=0.8, linestyle=":",
-                 label=f"line-search t = {threshold:g}")
-    ax.set_title(f"AdA ({name})")
-    ax.set_xlabel("SSIM(clean, AdA image)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def main(argv):
@@ -131,16 +82,16 @@ def main(argv):
     backbone = run.load_backbone(spec, image_shape=info.image_shape)
     samples[backbone.name], stats[backbone.name] = {}, {}
     for nu in [0.0] + nus:
-      values = ssim_samples(backbone, logits_fn, x, y, key, nu=nu, num_steps=num_steps,
+      values = ada_ssim.ssim_samples(backbone, logits_fn, x, y, key, nu=nu, num_steps=num_steps,
                             batch_size=FLAGS.batch_size, blocks=blocks)
       samples[backbone.name][nu] = values
-      stats[backbone.name][str(nu)] = summarize(values)
+      stats[backbone.name][str(nu)] = ada_ssim.summarize(values)
       print(f"{backbone.name:6s} nu={nu:<9g} SSIM mean {values.mean():.3f} "
             f"median {np.median(values):.3f} 5% {np.quantile(values, 0.05):.3f}")
 
   output = FLAGS.output or os.path.join(FLAGS.workdir, "ada_ssim_histogram.png")
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  plot(samples, output, threshold)
+  plots.save_ssim_densities(samples, output, threshold)
   with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
     json.dump({"workdir": os.path.abspath(FLAGS.workdir), "num_examples": n,
                "num_steps": num_steps, "nus": nus, "ssim": stats}, f, indent=2)

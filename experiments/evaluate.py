@@ -23,11 +23,8 @@ import os
 
 from absl import app, flags, logging
 
-from adacorr import data as data_lib
 from adacorr import evaluation
-from adacorr import parallel
-from adacorr import perceptual
-from adacorr.run import load_classifier
+from adacorr.run import report as report_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
@@ -66,33 +63,10 @@ flags.DEFINE_bool("download", False, "Let tfds download missing data (needs inte
 flags.mark_flags_as_required(["workdir"])
 
 
-def load_run(workdir, flag="--workdir"):
-  """(config, dataset info, model, eval variables, step) of a training workdir."""
-  try:
-    model, variables, config, step = load_classifier(workdir)
-  except FileNotFoundError as e:
-    raise app.UsageError(f"{flag} must be a training workdir: {e}") from e
-  return config, data_lib.DATASETS[config.dataset], model, variables, step
-
-
-def lpips_network(config, info, model):
-  """(features_fn or None for self, display name, layer names) of --lpips_model."""
-  if FLAGS.lpips_model == "self":
-    try:
-      layers = perceptual.lpips_layers(model)
-    except ValueError as e:
-      raise app.UsageError(f"--lpips_model=self: {e}") from e
-    return None, f"{config.model} (self: {', '.join(layers)})", layers
-  net_config, net_info, net_model, net_variables, _ = load_run(FLAGS.lpips_model,
-                                                               "--lpips_model")
-  if tuple(net_info.image_shape) != tuple(info.image_shape):
-    raise app.UsageError(
-        f"--lpips_model={FLAGS.lpips_model} takes {net_config.dataset} images "
-        f"{tuple(net_info.image_shape)}, the evaluated run {config.dataset} images "
-        f"{tuple(info.image_shape)}.")
-  layers = perceptual.lpips_layers(net_model)
-  return (perceptual.model_features_fn(net_model, net_variables),
-          f"{net_config.model} ({', '.join(layers)})", layers)
+OPTIONS = ("corruptions", "extra", "corruption_names", "corrupted_dir", "num_examples",
+           "batch_size", "seed", "linf_eps", "l2_eps", "lp_num_examples", "pgd_steps",
+           "apgd_steps", "noise_num_examples", "lpips_bounds", "lpips_model",
+           "lpa_num_examples", "lpa_steps", "lpa_lambda_steps", "lpa_projection", "download")
 
 
 def main(argv):
@@ -100,86 +74,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  workdir = FLAGS.workdir
-  config, info, model, variables, step = load_run(workdir)
-  if FLAGS.corruptions == "published" and config.dataset != "cifar10":  # fail before the attacks
-    raise app.UsageError(f"--corruptions=published exists only for cifar10, not "
-                         f"{config.dataset!r}; use --corruptions=generated.")
   try:
-    lpips_bounds = [evaluation.parse_radius(b) for b in FLAGS.lpips_bounds]
-    names = evaluation.corruption_names(extra=FLAGS.extra, selected=FLAGS.corruption_names)
-  except ValueError as e:
+    report, names = report_lib.robustness_report(
+        FLAGS.workdir, **{name: FLAGS[name].value for name in OPTIONS})
+  except ValueError as e:  # a bad flag or workdir: the message names it
     raise app.UsageError(str(e)) from e
-  if any(not b >= 0 for b in lpips_bounds):
-    raise app.UsageError(f"--lpips_bounds must be non-negative, got {FLAGS.lpips_bounds}.")
-  # Half the l_p examples by default: LPA at the paper's 5 x 40 steps on the 200 examples of
-  # `make demo` would add ~60 CPU-seconds (2 cores) to the l_p section's ~110.
-  lpa_num_examples = (-(-FLAGS.lp_num_examples // 2) if FLAGS.lpa_num_examples is None
-                      else FLAGS.lpa_num_examples)
-  if lpa_num_examples > 0 and lpips_bounds:
-    lpips_net, lpips_name, lpips_layers = lpips_network(config, info, model)
-  output_dir = FLAGS.output_dir or os.path.join(workdir, "report")
-  os.makedirs(output_dir, exist_ok=True)
-
-  mesh = parallel.make_mesh()
-  _, (test_source,) = data_lib.load_dataset(config, splits=(info.test_split,),
-                                             download=FLAGS.download)
-  if FLAGS.num_examples > 0:
-    test_source = data_lib.first_n(test_source, FLAGS.num_examples)
-  clean = evaluation.evaluate_clean(model, variables, test_source, batch_size=FLAGS.batch_size,
-                                    mesh=mesh)
-  report = {
-      "workdir": os.path.abspath(workdir), "dataset": config.dataset, "model": config.model,
-      "method": config.get("method"), "step": step,
-      "num_examples": clean["num_examples"], "corruptions": FLAGS.corruptions,
-      "clean": {"accuracy": clean["accuracy"]}, "calibration": clean["calibration"],
-  }
-  if config.dataset == "cifar10":
-    try:
-      _, (cifar10_1,) = data_lib.load_dataset("cifar10_1", splits=("test",),
-                                              data_dir=config.get("data_dir"),
-                                              download=FLAGS.download)
-      report["cifar10_1"] = {"accuracy": evaluation.evaluate_clean(
-          model, variables, cifar10_1, batch_size=FLAGS.batch_size, mesh=mesh,
-          with_calibration=False)["accuracy"]}
-    except FileNotFoundError as e:
-      logging.warning("CIFAR-10.1 not available: %s", e)
-      report["cifar10_1"] = None
-
-  if FLAGS.lp_num_examples > 0 and (FLAGS.linf_eps or FLAGS.l2_eps):
-    lp = evaluation.evaluate_lp(model, variables,
-                                data_lib.first_n(test_source, FLAGS.lp_num_examples),
-                                radii={"linf": FLAGS.linf_eps, "l2": FLAGS.l2_eps},
-                                pgd_steps=FLAGS.pgd_steps, apgd_steps=FLAGS.apgd_steps)
-    report["lp_num_examples"], report["lp"] = lp["num_examples"], lp["results"]
-
-  noise_num_examples = (FLAGS.lp_num_examples if FLAGS.noise_num_examples is None
-                        else FLAGS.noise_num_examples)
-  if noise_num_examples > 0:
-    report["noise"] = evaluation.evaluate_noise(
-        model, variables, data_lib.first_n(test_source, noise_num_examples),
-        batch_size=FLAGS.batch_size, seed=FLAGS.seed)
-
-  if lpa_num_examples > 0 and lpips_bounds:
-    r = evaluation.evaluate_lpips(
-        model, variables, data_lib.first_n(test_source, lpa_num_examples), bounds=lpips_bounds,
-        features_fn=lpips_net, num_steps=FLAGS.lpa_steps, lambda_steps=FLAGS.lpa_lambda_steps,
-        projection=FLAGS.lpa_projection, batch_size=FLAGS.batch_size, mesh=mesh)
-    report["lpips"] = {
-        "model": ("self" if FLAGS.lpips_model == "self"
-                  else os.path.abspath(FLAGS.lpips_model)),
-        "model_name": lpips_name, "layers": list(lpips_layers), **r,
-    }
-
-  if FLAGS.corruptions != "none":
-    sources = evaluation.corrupted_sources(
-        FLAGS.corruptions, config.dataset, test_source, names,
-        cache_dir=FLAGS.corrupted_dir or os.path.join(workdir, f"{config.dataset}-C"),
-        seed=FLAGS.seed, params="cifar10", data_dir=config.get("data_dir"),
-        download=FLAGS.download)
-    report["corrupted"] = evaluation.evaluate_corruptions(
-        model, variables, sources, batch_size=FLAGS.batch_size, mesh=mesh,
-        num_examples=FLAGS.num_examples)
+  output_dir = FLAGS.output_dir or os.path.join(FLAGS.workdir, "report")
   print(evaluation.write_report(report, output_dir, names))
   print(f"Report written to {output_dir}")
 

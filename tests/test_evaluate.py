@@ -118,7 +118,7 @@ def test_lpips_robustness(trained_workdir, tmp_path):
 def test_lpips_model_must_be_a_workdir(trained_workdir, tmp_path):
   result = _evaluate(trained_workdir, f"--lpips_model={tmp_path}", "--lpa_num_examples=4",
                      f"--output_dir={tmp_path / 'r'}")
-  assert result.returncode != 0 and "--lpips_model must be a training workdir" in result.stderr
+  assert result.returncode != 0 and "lpips_model must be a training workdir" in result.stderr
 
 
 def test_published_corruptions_only_for_cifar10(trained_workdir, tmp_path):

@@ -9,7 +9,8 @@ name::
   lp = evaluation.EVALUATORS["lp"](model, variables, data.first_n(test_source, 1000),
                                    radii={"linf": ["8/255"]})
 
-Modules: `clean` (logits, accuracy, calibration), `corruptions` (-C accuracy, mCE),
+Modules: `ada_ssim` (SSIM of AdA images per nu, the paper's Figure 2), `clean` (logits,
+accuracy, calibration), `corruptions` (-C accuracy, mCE),
 `lp` (PGD / APGD), `noise` (eps*_GN), `lpips` (LPA), `registry` (`EVALUATORS`), and
 `report` / `plots` (report.json, report.md and the figures). The layer above
 (`adacorr.run`) and experiments/evaluate.py load the run and write the report.

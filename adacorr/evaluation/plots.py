@@ -1,4 +1,5 @@
-"""The report's figures: corruption heatmap, reliability diagram, LPIPS robustness curve.
+"""The report's figures: corruption heatmap, reliability diagram, LPIPS robustness curve,
+and the AdA SSIM densities (the paper's Figure 2).
 
 matplotlib (Agg backend) is imported only when a figure is drawn.
 """
@@ -90,4 +91,31 @@ def save_reliability_diagram(bins, ece_value, ece_half, ece_scaled, temperature,
   ax_count.set_ylabel("fraction")
   fig.tight_layout()
   fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def save_ssim_densities(samples: dict, path: str, threshold: float | None) -> None:
+  """Figure 2 of the AdA paper: one panel per backbone, an SSIM histogram per nu.
+
+  `samples`: {backbone name: {nu: SSIMs (N,)}} (nu = 0 drawn dashed: unperturbed);
+  `threshold`: the line search's t, drawn as a vertical line (None: none).
+  """
+  plt = _pyplot()
+  names = list(samples)
+  fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+  bins = np.linspace(-0.2, 1.0, 61)
+  for ax, name in zip(axes[0], names):
+    for nu, values in sorted(samples[name].items()):
+      label = "unperturbed" if nu == 0 else f"nu = {nu:g}"
+      ax.hist(values, bins=bins, density=True, histtype="step", linewidth=1.5,
+              linestyle="--" if nu == 0 else "-", label=label)
+    if threshold is not None:
+      ax.axvline(threshold, color="k", linewidth=0.8, linestyle=":",
+                 label=f"line-search t = {threshold:g}")
+    ax.set_title(f"AdA ({name})")
+    ax.set_xlabel("SSIM(clean, AdA image)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
   plt.close(fig)

@@ -1,7 +1,7 @@
 """The robustness report on disk: report.json, report.md and the figures.
 
-A report is a dict of the evaluators' numbers (see `experiments/evaluate.py` for the
-whole): 'workdir', 'dataset', 'model', 'method', 'step', 'num_examples', 'corruptions',
+A report is a dict of the evaluators' numbers (see `adacorr.run.report.robustness_report`
+for the whole): 'workdir', 'dataset', 'model', 'method', 'step', 'num_examples', 'corruptions',
 'clean' ({'accuracy'}), 'calibration', and optionally 'cifar10_1', 'lp_num_examples' and
 'lp', 'noise', 'lpips', 'corrupted'.
 """

@@ -2,7 +2,8 @@
 
 Reading a workdir's config, loading a trained classifier or corruption net, pretraining
 a corruption net on first use, and turning an experiment config into a training method
-(`make_method`, `train_and_evaluate`), and writing DeepAugment copies of a dataset
+(`make_method`, `train_and_evaluate`), a run's robustness report
+(`adacorr.run.report.robustness_report`), and writing DeepAugment copies of a dataset
 (`adacorr.run.deepaugment`). Nothing below this layer reads run directories (see
 ARCHITECTURE.md).
 """
