@@ -166,3 +166,13 @@ def test_chunk_size_auto_none_and_digits():
   assert ada_method.resolve_chunk_size("8") == 8 and ada_method.resolve_chunk_size(4) == 4
   with pytest.raises(ValueError, match="chunk_size"):
     ada_method.resolve_chunk_size("eight")
+
+
+def test_chunk_size_per_device(monkeypatch):
+  """'N/device': N examples per device (the paper: 8 on CIFAR-10, 1 on ImageNet)."""
+  monkeypatch.setattr(jax, "device_count", lambda: 8)
+  assert ada_method.resolve_chunk_size("1/device") == 8
+  assert ada_method.resolve_chunk_size("8/Device") == 64
+  for bad in ("0/device", "x/device", "1/host", "-1"):
+    with pytest.raises(ValueError, match="chunk_size"):
+      ada_method.resolve_chunk_size(bad)

@@ -128,3 +128,37 @@ def test_deepaugment_configs_keep_the_steps_and_the_warm_up_of_their_base():
   assert da.num_epochs * factor == pytest.approx(base.num_epochs)
   assert da.warmup_epochs * factor == pytest.approx(base.warmup_epochs)
   assert base.warmup_epochs > 0  # the check is not vacuous
+
+
+def test_imagenet_ada_config_is_the_papers_and_one_step_lowers_on_cpu():
+  """App. E's ImageNet AdA (on ImageNet-100): the hyperparameters, and one full train step
+  (ResNet-50 + the full EDSR at 128x128 crops, untrained weights) builds and lowers."""
+  import jax
+  import jax.numpy as jnp
+  from adacorr import data as data_lib
+  from adacorr.methods import ada as ada_method
+  from adacorr.train import loop, optim, state as state_lib, step as step_lib
+  from adacorr.data import augment as augment_lib
+  config = _config("imagenet100_ada")
+  kw = config.method_kwargs
+  assert (config.model, config.global_batch_size, config.num_epochs) == ("resnet50", 4096, 90.0)
+  assert config.weight_decay == 5e-4 and config.augment_kwargs.size == 128
+  assert (kw.num_steps, kw.ssim_threshold, kw.nu) == (3, 0.7, 0.015)
+  assert ada_method.resolve_chunk_size(kw.chunk_size) == jax.device_count()  # 1 per device
+  (spec,) = kw.backbones
+  assert spec["net"] == "edsr" and spec["pretrain"]["dataset"] == "imagenet100"
+  kw.backbones = (dict(net="edsr", init="random"),)  # the same net, untrained
+  info = data_lib.DATASETS[config.dataset]
+  model = loop.build_model(config, info)
+  loss_fn = run.make_method(model, config)
+  tx = optim.make_optimizer(config, optim.make_schedule(config, steps_per_epoch=10,
+                                                        num_steps=900))
+  shape = (1, 144, 144, 3)
+  state = jax.eval_shape(lambda: state_lib.create_train_state(
+      model, tx, jax.random.PRNGKey(0), shape[1:]))
+  train_step = step_lib.make_train_step(
+      loss_fn, tx, augment_fn=augment_lib.get_augment(config.augment, **config.augment_kwargs))
+  batch = {"image": jax.ShapeDtypeStruct(shape, jnp.float32),  # as the loop feeds it
+           "label": jax.ShapeDtypeStruct(shape[:1], jnp.int32)}
+  lowered = jax.jit(train_step).lower(state, batch)
+  assert "convolution" in lowered.as_text()

@@ -83,17 +83,28 @@ def split_sizes(batch_size: int, num_backbones: int) -> list[int]:
 
 
 def resolve_chunk_size(chunk_size: int | str | None) -> int | None:
-  """'auto': one example per nano-batch on CPU (XLA:CPU's grouped convolutions, which a
+  """The global nano-batch size of `chunk_size` (None: the whole batch at once).
+
+  'auto': one example per nano-batch on CPU (XLA:CPU's grouped convolutions, which a
   vmap over per-example weights becomes, are ~20x slower than a loop of single-example
-  passes there), the whole batch vmapped at once on GPU/TPU."""
-  if isinstance(chunk_size, str):  # configs hold a string: 'auto', 'none' or digits
-    if chunk_size.lower() == "auto":
+  passes there), the whole batch vmapped at once on GPU/TPU. 'N/device' (e.g. '1/device',
+  the paper's ImageNet setting; '8/device' its CIFAR-10 one): N examples per device,
+  i.e. N * `jax.device_count()` over all devices. 'none' / None: the whole batch. An int
+  or digits: that many examples over all devices.
+  """
+  if isinstance(chunk_size, str):  # configs hold a string: 'auto', 'none', 'N/device', digits
+    text = chunk_size.lower()
+    if text == "auto":
       return 1 if jax.default_backend() == "cpu" else None
-    if chunk_size.lower() == "none":
+    if text == "none":
       return None
-    if not chunk_size.isdigit():
-      raise ValueError(f"chunk_size={chunk_size!r} must be 'auto', None or a positive int.")
-    chunk_size = int(chunk_size)
+    per_device = text.endswith("/device") and text[:-len("/device")].isdigit()
+    if not (text.isdigit() or per_device) or int(text.split("/")[0]) < 1:
+      raise ValueError(f"chunk_size={chunk_size!r} must be 'auto', 'none', 'N/device' or a "
+                       "positive int.")
+    if per_device:
+      return int(text.split("/")[0]) * jax.device_count()
+    chunk_size = int(text)
   return None if chunk_size is None else int(chunk_size)
 
 

@@ -17,7 +17,7 @@ import ml_collections
 
 CONFIGS = ("fashion_mnist_edsr_tiny", "fashion_mnist_edsr", "fashion_mnist_cae",
            "fashion_mnist_vqvae", "fashion_mnist_unet", "cifar10_vqvae", "cifar10_unet",
-           "cifar10_edsr", "cifar10_cae")
+           "cifar10_edsr", "cifar10_cae", "imagenet100_edsr", "imagenet100_cae")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -76,4 +76,13 @@ def get_cifar10_config() -> ml_collections.ConfigDict:
   config.dataset = "cifar10"
   config.eval_every_epochs = 10.0
   config.eval_batch_size = 1024
+  return config
+
+
+def get_imagenet100_config() -> ml_collections.ConfigDict:
+  """The base config on ImageNet-100 (144x144 images; AdA perturbs 128x128 crops)."""
+  config = get_base_config()
+  config.dataset = "imagenet100"
+  config.eval_every_epochs = 10.0
+  config.eval_batch_size = 256
   return config
