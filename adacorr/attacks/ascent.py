@@ -94,18 +94,16 @@ def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, updat
   Returns:
     The last iterate, or with `track_best` `(best_it, best_obj (B,))`.
   """
+  def loop(body, carry):
+    if unroll:
+      for i in range(int(num_steps)):
+        carry = body(i, carry)
+      return carry
+    return jax.lax.fori_loop(0, num_steps, body, carry) if num_steps else carry
+
   if not track_best:
     grad_fn = jax.grad(loss, has_aux=True)
-
-    def body(_, it):
-      return project(update(it, grad_fn(it)[0]))
-
-    if unroll:
-      it = init
-      for i in range(int(num_steps)):
-        it = body(i, it)
-      return it
-    return jax.lax.fori_loop(0, num_steps, body, init) if num_steps else init
+    return loop(lambda _, it: project(update(it, grad_fn(it)[0])), init)
 
   value_and_grad = jax.value_and_grad(loss, has_aux=True)
 
@@ -116,12 +114,6 @@ def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, updat
     return project(update(it, g)), best_it, best_obj
 
   batch = jax.eval_shape(loss, init)[1].shape[0]
-  carry = (init, init, jnp.full((batch,), -jnp.inf, jnp.float32))
-  if unroll:
-    for i in range(int(num_steps)):
-      carry = tracked(i, carry)
-  else:
-    carry = jax.lax.fori_loop(0, num_steps, tracked, carry)
-  it, best_it, best_obj = carry
+  it, best_it, best_obj = loop(tracked, (init, init, jnp.full((batch,), -jnp.inf, jnp.float32)))
   _, obj = loss(it)
   return keep_better(obj, best_obj, it, best_it)

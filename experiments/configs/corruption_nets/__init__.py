@@ -78,11 +78,3 @@ def get_cifar10_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 1024
   return config
 
-
-def get_imagenet100_config() -> ml_collections.ConfigDict:
-  """The base config on ImageNet-100 (144x144 images; AdA perturbs 128x128 crops)."""
-  config = get_base_config()
-  config.dataset = "imagenet100"
-  config.eval_every_epochs = 10.0
-  config.eval_batch_size = 256
-  return config

@@ -1,22 +1,16 @@
-"""The full compressive autoencoder trained on ImageNet-100, for AdA(All) / AdA(CAE) on
-ImageNet (configs/imagenet100_ada.py with `--backbones=edsr,cae`). The paper uses
-DeepAugment's released CAE weights (`--cae_torch_weights=PATH`); this trains the same
-architecture ourselves with CIFAR-10's settings (ours, not the paper's): Adam, learning
-rate 1e-4, batch 256, MSE loss, stochastic binarisation while training, random flips.
+"""The full compressive autoencoder trained on ImageNet-100 (every 10th ImageNet class;
+144x144 images), for AdA on ImageNet (configs/imagenet100_ada.py). The paper uses DeepAugment's released
+CAE weights (`--cae_torch_weights=PATH`); this trains the same architecture ourselves with
+cifar10_cae's settings (ours, not the paper's), for 30 epochs of the larger images.
 """
 
-from experiments.configs import corruption_nets
+from experiments.configs.corruption_nets import cifar10_cae
 
 
 def get_config():
-  config = corruption_nets.get_imagenet100_config()
+  config = cifar10_cae.get_config()
   config.name = "imagenet100_cae"
-  config.net = "cae"
-  # Its last conv starts at zero (see cifar10_cae / fashion_mnist_cae).
-  config.zero_init = ("d_up_conv_3/conv_2",)
-  config.global_batch_size = 256
-  config.learning_rate = 1e-4
+  config.dataset = "imagenet100"
+  config.eval_batch_size = 256
   config.num_epochs = 30.0
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
   return config

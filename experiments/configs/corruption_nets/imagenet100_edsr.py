@@ -1,20 +1,16 @@
-"""The full EDSR-baseline x2 trained on ImageNet-100 (every 10th ImageNet class), for AdA on
-ImageNet (configs/imagenet100_ada.py). The paper uses DeepAugment's released x4 EDSR
-weights (`python -m experiments.cifar10_ada --edsr_torch_weights=PATH` with that config);
-this trains the same architecture ourselves, with CIFAR-10's settings (ours, not the
-paper's): Adam, learning rate 1e-4, batch 256, EDSR's L1 loss, random flips.
+"""The full EDSR-baseline x2 trained on ImageNet-100 (every 10th ImageNet class; 144x144 images),
+for AdA on ImageNet (configs/imagenet100_ada.py). The paper uses DeepAugment's released
+x4 EDSR weights (`--edsr_torch_weights=PATH`); this trains the same architecture ourselves with
+cifar10_edsr's settings (ours, not the paper's), for 30 epochs of the larger images.
 """
 
-from experiments.configs import corruption_nets
+from experiments.configs.corruption_nets import cifar10_edsr
 
 
 def get_config():
-  config = corruption_nets.get_imagenet100_config()
+  config = cifar10_edsr.get_config()
   config.name = "imagenet100_edsr"
-  config.net = "edsr"
-  config.global_batch_size = 256
-  config.learning_rate = 1e-4
+  config.dataset = "imagenet100"
+  config.eval_batch_size = 256
   config.num_epochs = 30.0
-  config.log_every_steps = 100
-  config.checkpoint_every_steps = 2000
   return config
