@@ -1,9 +1,15 @@
 """AdversarialAugment (AdA; Calian et al. 2022): adversarial perturbations of the WEIGHTS
 of an image-to-image corruption network, one perturbation per example.
 
-For a corruption net `c_phi` with parameter blocks `phi_i`, AdA searches `delta` with `||delta_i||_2 <= nu * ||phi_i||_2` for every
-block `i` that maximises the classifier's cross-entropy on `c_{phi + delta}(x)`
-(Algorithm 1):
+For a corruption net `c_phi` with parameter blocks `phi_i`, AdA searches `delta` with
+`||delta_i||_2 <= nu * ||phi_i||_2` for every block `i` that maximises the classifier's
+cross-entropy on `c_{phi + delta}(x)` (Algorithm 1):
+
+* init: each `delta_i` has a uniformly random direction and length `r ~ U(0, nu||phi_i||)`;
+* `num_steps` signed-gradient (FGSM) ascent steps of size `step_size`, each followed by
+  projecting every block back to length `<= nu * ||phi_i||` (rescaling);
+* default step size: 1/4 of the median radius `nu * ||phi_i||` over the blocks, times
+  `10 / num_steps` (App. E.4: 10 steps on CIFAR-10; 3 steps with x10/3 on ImageNet).
 
 Blocks (`blocks=`): 'layer' (default, the paper: "phi_i corresponds to the vector of
 parameters in the i-th layer", App. B's "layer-wise re-scaling") groups the leaves of one
@@ -11,12 +17,6 @@ module, e.g. a conv's kernel and bias, into one block; 'tensor' (our earlier rea
 makes every kernel and every bias its own block, which shrinks bias perturbations (a
 64->64 conv's bias radius is ~24x smaller than its layer's) and moves the median radius
 that sets the step size. A leaf at the top level of the params tree is its own block.
-
-* init: each `delta_i` has a uniformly random direction and length `r ~ U(0, nu||phi_i||)`;
-* `num_steps` signed-gradient (FGSM) ascent steps of size `step_size`, each followed by
-  projecting every block back to length `<= nu * ||phi_i||` (rescaling);
-* default step size: 1/4 of the median radius `nu * ||phi_i||` over the blocks, times
-  `10 / num_steps` (App. E.4: 10 steps on CIFAR-10; 3 steps with x10/3 on ImageNet).
 
 Per-example perturbations are `vmap`ped over the batch: every example gets its own copy
 of the perturbed weights, and XLA turns the per-example convolutions into grouped

@@ -16,7 +16,8 @@ AdA(All): with several backbones, each one corrupts an equal, contiguous share o
 batch (App. E.4).
 
 A backbone is a pretrained corruption net (`Backbone`). In a config it is a dict that the
-run layer resolves (`adacorr.run.corruption_nets.load_backbone`): `net` (a name in `adacorr.models.corruption.CORRUPTION_NETS`), and
+run layer resolves (`adacorr.run.corruption_nets.load_backbone`): `net` (a name in
+`adacorr.models.corruption.CORRUPTION_NETS`), and
 where its weights come from: `workdir` (a run of `experiments/train_corruption_net.py`;
 with `pretrain`, a corruption-net config, it is trained there first if absent),
 `torch_weights` (DeepAugment's published EDSR / CAE PyTorch files), or `init='random'`
