@@ -215,20 +215,21 @@ def test_edsr_matches_torch(scale, num_blocks, size):
   params = edsr_params_from_torch(_state_dict(tnet), scale=scale)
   x = _images((2, size, size, 3))
   want = _torch_edsr_image(tnet, x)
-  net = EDSR(scale=scale, num_blocks=num_blocks, same_size=False)
+  net = EDSR(scale=scale, num_blocks=num_blocks, resample="none")
   got = np.asarray(jax.jit(net.apply)({"params": params}, jnp.asarray(x)))
   assert got.shape == want.shape == (2, size * scale, size * scale, 3)
   assert 0.02 < want.std()  # a non-trivial image, not clipped to a constant
   np.testing.assert_allclose(got, want, atol=1e-4)
 
 
-def test_edsr_same_size_matches_torch_on_downsampled_input():
+def test_edsr_down_then_sr_matches_torch_on_downsampled_input():
   torch.manual_seed(1)
   tnet = TorchEDSR(n_resblocks=2, scale=2).eval()
   params = edsr_params_from_torch(_state_dict(tnet), scale=2)
   x = _images((2, 32, 32, 3))
   want = _torch_edsr_image(tnet, np.asarray(downsample(jnp.asarray(x), 2)))
-  got = np.asarray(jax.jit(EDSR(num_blocks=2).apply)({"params": params}, jnp.asarray(x)))
+  got = np.asarray(jax.jit(EDSR(num_blocks=2, resample="down_then_sr").apply)(
+      {"params": params}, jnp.asarray(x)))
   assert got.shape == x.shape
   np.testing.assert_allclose(got, want, atol=1e-4)
 

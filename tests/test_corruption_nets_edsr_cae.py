@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import dm_pix as pix
 import numpy as np
 import pytest
 
 from adacorr.models.corruption.cae import CAE
-from adacorr.models.corruption.edsr import (EDSR, downsample, pixel_shuffle, torch_bias_init,
+from adacorr.models.corruption.edsr import (EDSR, downsample, pixel_shuffle,
+                                            super_resolution_net, torch_bias_init,
                                             torch_kernel_init)
 
 
@@ -106,22 +108,79 @@ def test_output_shape_and_range(make_net, shape):
 
 
 @pytest.mark.parametrize("scale", [2, 4])
-def test_edsr_same_size_false_super_resolves(scale):
-  net = EDSR(scale=scale, num_blocks=2, same_size=False)
+def test_edsr_resample_none_super_resolves(scale):
+  net = EDSR(scale=scale, num_blocks=2, resample="none")
   x = _images((2, 16, 16, 3))
   y = _apply(net, _random_params(net, x.shape), x)
   assert y.shape == (2, 16 * scale, 16 * scale, 3)
 
 
-def test_edsr_same_size_is_downsample_then_super_resolve():
+def test_edsr_down_then_sr_is_downsample_then_super_resolve():
   x = _images((2, 32, 32, 3))
-  same = EDSR(num_blocks=2)
+  same = EDSR(num_blocks=2, resample="down_then_sr")
   variables = _random_params(same, x.shape)
   small = downsample(x, 2)
   assert small.shape == (2, 16, 16, 3)
   np.testing.assert_allclose(
       same.apply(variables, x),
-      EDSR(num_blocks=2, same_size=False).apply(variables, small), atol=1e-6)
+      EDSR(num_blocks=2, resample="none").apply(variables, small), atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_edsr_default_is_super_resolve_then_downsample(scale):
+  x = _images((2, 16, 16, 3))
+  net = EDSR(scale=scale, num_blocks=2)
+  assert net.resample == "sr_then_down"
+  variables = _random_params(net, x.shape)
+  big = EDSR(scale=scale, num_blocks=2, resample="none").apply(variables, x)
+  np.testing.assert_allclose(net.apply(variables, x),
+                             np.clip(downsample(big, scale), 0, 1), atol=1e-6)
+
+
+def _nearest_upsampling_edsr_params(net, channels):
+  """Hand-set EDSR weights that make the super-resolver a nearest-neighbour upsampler:
+  zero residual blocks, head = identity (one feature per channel), every pixel-shuffle
+  stage copies each feature to its 4 sub-pixels, tail = identity. Then SR(x) is x
+  repeated scale x scale, whose antialiased downsampling is ~x (smooth images), while
+  downsampling first loses the detail."""
+  shapes = _param_shapes(net, (1, 16, 16, channels))["params"]
+  params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  f = net.features
+  eye = jnp.zeros((3, 3, channels, f)).at[1, 1, jnp.arange(channels), jnp.arange(channels)].set(1)
+  params["head"]["kernel"] = eye
+  up = jnp.zeros((3, 3, f, 4 * f))
+  for c in range(f):  # output channel c * 4 + k of the shuffle is sub-pixel k of feature c
+    up = up.at[1, 1, c, 4 * c:4 * c + 4].set(1.0)
+  for j in range(int(np.log2(net.scale))):
+    params[f"upsample_{j}"]["kernel"] = up
+  params["tail"]["kernel"] = jnp.swapaxes(eye, 2, 3)
+  return params
+
+
+def test_edsr_sr_then_down_is_near_identity_with_sr_weights():
+  """The issue's construction: with weights that super-resolve, 'sr_then_down' gives
+  back (almost) the clean image, 'down_then_sr' a blurred one."""
+  net = EDSR(scale=2, num_blocks=1, features=4)
+  params = _nearest_upsampling_edsr_params(net, 1)
+  yy, xx = np.mgrid[0:16, 0:16] / 16.0
+  x = jnp.asarray((0.5 + 0.4 * np.sin(6 * xx) * np.cos(5 * yy))[None, :, :, None], jnp.float32)
+  near = net.apply({"params": params}, x)
+  blurred = net.clone(resample="down_then_sr").apply({"params": params}, x)
+  near_ssim, blurred_ssim = float(pix.ssim(near, x)[0]), float(pix.ssim(blurred, x)[0])
+  assert near_ssim > 0.99, near_ssim
+  assert blurred_ssim < near_ssim - 0.02, (near_ssim, blurred_ssim)
+
+
+def test_edsr_rejects_unknown_resample():
+  with pytest.raises(ValueError, match="resample"):
+    _param_shapes(EDSR(num_blocks=1, resample="same"), (1, 8, 8, 1))
+
+
+def test_super_resolution_net_is_the_down_then_sr_edsr():
+  assert super_resolution_net(EDSR()).resample == "down_then_sr"
+  assert super_resolution_net(EDSR(num_blocks=3)).num_blocks == 3
+  cae = CAE()
+  assert super_resolution_net(cae) is cae
 
 
 def test_downsample_keeps_constants():
@@ -240,7 +299,7 @@ def test_edsr_hook_sees_every_point_and_the_identity_hook_is_the_plain_net():
   np.testing.assert_array_equal(np.asarray(net.apply(variables, x, hook=_hook(record))), plain)
   points = ["head", "trunk_0", "trunk_1", "trunk_2", "body"]
   assert [p for p, kind, _ in record if kind == "x"] == points
-  assert all(v.shape == (2, 4, 4, 4) for _, _, v in record)  # the downsampled 8x8 input
+  assert all(v.shape == (2, 8, 8, 4) for _, _, v in record)  # the full-size 8x8 input
   # `layers` are the net's own layers: body_i of trunk_i is trunk_{i+1}, and body_conv of
   # trunk_2 is the 'body' point.
   for point, kind, value in record:

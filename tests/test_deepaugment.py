@@ -167,6 +167,8 @@ PINNED_MEANS = {
 @pytest.mark.parametrize("name", ["edsr", "cae"])
 def test_deepaugment_batch_distorts_deterministically_per_key(name):
   net, params, x = _setup(name)
+  if name == "edsr":  # the pinned means were computed with the downsample-first forward
+    net = net.clone(resample="down_then_sr")
   run = functools.partial(da.jit_deepaugment_batch, net, params, x)
   clean = np.asarray(da.jit_distorted_apply(net, params, x, None))
   a, a2, b = (np.asarray(run(jax.random.PRNGKey(s))) for s in (0, 0, 1))

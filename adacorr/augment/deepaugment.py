@@ -101,8 +101,10 @@ CAE latent (per example, on the tanh code ec3 before binarisation; option 0..8 u
 Not exact analogues: (1) nets smaller than the reference's 16-block, 64-feature EDSR get
 the block mapping above and `features` in place of the hard-coded 64 (channel draws,
 option 10's Dirichlet shape, option 15's 32 filters -> features // 2); (2) the EDSR
-forward is our `EDSR`'s, so with `same_size=True` the input is first downsampled by the
-scale (the reference super-resolves 128 px images to 512 px); (3) the weights are
+forward is our `EDSR`'s, whose default `resample='sr_then_down'` super-resolves the image
+and downsamples the result back to the input's size (a near-identity with trained
+weights, for small images; the reference super-resolves 128 px ImageNet images to 512 px:
+`resample='none'`, or 'down_then_sr' for that pipeline at the input's size); (3) the weights are
 redrawn per batch, not with probability 0.05 per image; (4) the CAE latent flips assume
 the reference's batch of one image.
 """
@@ -646,7 +648,7 @@ def edsr_distorted_apply(net: nn.Module, params: Mapping[str, Any], images: jax.
       body 1..5, the reference's numbering; 4 / 5 mean none).
 
   Returns:
-    (B, H, W, C) in [0, 1] (for `same_size=False`, the super-resolved size).
+    (B, H, W, C) in [0, 1] (for `resample='none'`, the super-resolved size).
   """
   if not isinstance(net, edsr_lib.EDSR):
     raise ValueError(f"net must be an EDSR, got {type(net).__name__}.")

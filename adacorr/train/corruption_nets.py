@@ -4,11 +4,16 @@ AdA (Calian et al. 2022, App. E.6) perturbs the weights of *pretrained* corrupti
 (`adacorr.models.corruption`). This module trains them on a dataset's own images:
 
   net     input                               target  loss
-  edsr    x (EDSR downsamples x2 internally)   x       mean |out - x|   (x2 super-resolution)
+  edsr    x, downsampled x2 (bicubic) by the  x       mean |out - x|   (x2 super-resolution)
+          net in 'down_then_sr' mode
   cae     x (stochastic binarisation)         x       mean (out - x)^2
   vqvae   x                                   x       mean (out - x)^2 / data_variance + vq_loss
   unet    x with 2-35% of pixels zeroed       x       mean |out - x| + 0.05 mean (out - x)^2
 
+EDSR is trained on the super-resolution task (`corruption.super_resolution_net`: the same
+parameters in 'down_then_sr' mode) and used by AdA / DeepAugment in its own `resample`
+mode (default 'sr_then_down', a near-identity); the evaluation reports both ('psnr' /
+'ssim': the task; 'applied': the net as built, e.g. the unperturbed AdA backbone's SSIM).
 `data_variance` is the variance of the training images (a fixed sample of up to 10,000),
 as in the VQ-VAE example of van den Oord et al.; the VQ-VAE's codebook follows its EMA
 updates (collection 'vq_ema'). The U-Net's mask (`completion_mask`) zeroes a fraction
@@ -205,6 +210,7 @@ def make_loss_fn(name: str, net: nn.Module, *, data_variance: float | None = Non
     raise ValueError(f"No pretraining loss for net {name!r}; known: {sorted(NET_LOSSES)}.")
   if name == "vqvae" and not data_variance:
     raise ValueError("The VQ-VAE loss needs data_variance (variance of the training images).")
+  net = corruption.super_resolution_net(net)
 
   def loss_fn(params, collections, batch, key):
     images = batch["image"]
@@ -274,17 +280,20 @@ def make_eval_step(name: str, net: nn.Module, *, mean: Sequence[float] | None = 
                    ) -> Callable[[Any, dict, jax.Array], dict]:
   """`eval_step(variables, batch, key) -> sums` of per-image PSNR / SSIM over real examples.
 
-  The net runs in eval mode (`train=False`). Inputs: the images, except for the U-Net
-  (masked by `mask_pixels(images, key)`). Also sums `<baseline>_psnr` / `<baseline>_ssim`
+  The net runs in eval mode (`train=False`) on its pretraining task (EDSR: as
+  `corruption.super_resolution_net`). Inputs: the images, except for the U-Net
+  (masked by `mask_pixels(images, key)`). For EDSR also `applied_psnr` / `applied_ssim`:
+  the net in its own `resample` mode on the clean images (AdA's unperturbed backbone). Also sums `<baseline>_psnr` / `<baseline>_ssim`
   of the parameter-free baselines (`baseline_names`; 'dataset_mean' needs `mean`, the
   per-channel dataset mean, else it is left out). Divide the sums by `count`.
   """
   baselines = [b for b in baseline_names(name, net) if b != "dataset_mean" or mean]
+  task_net = corruption.super_resolution_net(net)
 
   def eval_step(variables, batch, key):
     images = batch["image"]
     inputs = mask_pixels(images, key)[0] if name == "unet" else images
-    out = net.apply(variables, inputs, train=False)
+    out = task_net.apply(variables, inputs, train=False)
     mask = batch.get("mask", jnp.ones(images.shape[:1], jnp.float32))
 
     def total(x):
@@ -293,6 +302,10 @@ def make_eval_step(name: str, net: nn.Module, *, mean: Sequence[float] | None = 
     sums = {"psnr": total(psnr(out, images)), "ssim": total(pix.ssim(out, images)),
             "mse": total(jnp.mean(jnp.square(out - images), axis=(1, 2, 3))),
             "count": jnp.sum(mask)}
+    if task_net is not net:  # EDSR: also the net as AdA / DeepAugment apply it
+      applied = net.apply(variables, images, train=False)
+      sums["applied_psnr"] = total(psnr(applied, images))
+      sums["applied_ssim"] = total(pix.ssim(applied, images))
     for baseline in baselines:
       if baseline == "masked_input":
         base = inputs
@@ -409,6 +422,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "baselines": {b: {"psnr": test[f"{b}_psnr"], "ssim": test[f"{b}_ssim"]}
                       for b in baselines},
         "test_examples": int(test["num_examples"]),
+        **({"applied": {"resample": getattr(net, "resample", None),
+                        "psnr": test["applied_psnr"], "ssim": test["applied_ssim"]}}
+           if "applied_ssim" in test else {}),
     }
 
   task = loop.Task(
@@ -419,7 +435,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       init_state=init_state, loss_fn=make_loss_fn(config.net, net, data_variance=variance),
       tx=tx, schedule=schedule, eval_step=make_eval_step(config.net, net, mean=info.mean),
       variables=net_variables,
-      describe_eval=lambda m: f"test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}",
+      describe_eval=lambda m: (f"test PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.4f}"
+                               + (f"; as applied SSIM {m['applied_ssim']:.4f}"
+                                  if "applied_ssim" in m else "")),
       summarize=summarize, format_summary=format_results,
       augment_fn=augment_lib.get_augment(config.augment, **config.get("augment_kwargs", {})),
       eval_seed=EVAL_MASK_SEED, structural_fields=("net", "net_kwargs", "dataset"),
@@ -445,6 +463,10 @@ def format_results(summary: dict[str, Any]) -> str:
            f"{summary['test_ssim']:.4f}")]
   rows += [(f"{name} (baseline)", f"{m['psnr']:.2f}", f"{m['ssim']:.4f}")
            for name, m in summary["baselines"].items()]
+  if summary.get("applied"):  # EDSR as AdA applies it, to the full-resolution image
+    a = summary["applied"]
+    rows.append((f"{summary['net']} as applied ({a['resample']})", f"{a['psnr']:.2f}",
+                 f"{a['ssim']:.4f}"))
   widths = [max(len(r[i]) for r in rows) for i in range(3)]
   rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
   lines = [f"{summary['net']} on {summary['dataset']}: {summary['steps']} steps "

@@ -13,7 +13,8 @@ Common contract (every net, constructible with no arguments, e.g. `EDSR()`):
   distortion points: DeepAugment's activation distortions (`adacorr.augment.deepaugment`)
   use it, so the nets' forward pass exists once.
 
-  EDSR         super-resolution net (Lim et al. 2017); same-size output by downsampling first
+  EDSR         super-resolution net (Lim et al. 2017); same-size output by super-resolving,
+               then downsampling back (a near-identity with trained weights)
   CAE          compressive autoencoder (Theis et al. 2017), as used by DeepAugment
   VQVAE        VQ-VAE (van den Oord et al. 2017) with an EMA codebook
   UNet         small U-Net trained for image completion
@@ -27,7 +28,7 @@ from typing import Any
 import flax.linen as nn
 
 from adacorr.models.corruption.cae import CAE
-from adacorr.models.corruption.edsr import EDSR
+from adacorr.models.corruption.edsr import EDSR, super_resolution_net
 from adacorr.models.corruption.unet import UNet
 from adacorr.models.corruption.vqvae import VQVAE, VectorQuantizerEMA
 
@@ -55,4 +56,4 @@ def get_corruption_net(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["CAE", "CORRUPTION_NETS", "EDSR", "UNet", "VQVAE", "VectorQuantizerEMA",
-           "get_corruption_net"]
+           "get_corruption_net", "super_resolution_net"]

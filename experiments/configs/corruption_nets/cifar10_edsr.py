@@ -2,8 +2,10 @@
 
 The paper uses DeepAugment's released EDSR weights (`adacorr.models.corruption.
 convert_torch`); this config trains the same architecture ourselves instead:
-EDSR() with 64 features and 16 residual blocks downsamples each 32x32 image x2 (bicubic)
-and super-resolves it back, with EDSR's L1 loss, i.e. x2 super-resolution of CIFAR-10.
+EDSR() with 64 features and 16 residual blocks, pretrained on x2 super-resolution of
+CIFAR-10 (each 32x32 image downsampled x2, bicubic, and super-resolved back; EDSR's L1
+loss). AdA applies it as a near-identity: super-resolve 32 -> 64, downsample back to 32
+(`EDSR.resample='sr_then_down'`).
 Hyperparameters are ours (not from the paper): Adam, learning rate 1e-4 (EDSR's), batch
 256, 90 epochs, cosine decay, random flips.
 """
