@@ -23,7 +23,8 @@ flags.DEFINE_integer("ada_steps", None, "AdA ascent steps (default: the config's
 flags.DEFINE_float("ssim_threshold", None, "SSIM line-search threshold (default 0.3); a "
                    "negative value turns the line search off.")
 flags.DEFINE_string("chunk_size", None, "Examples per nano-batch over all devices: 'auto' "
-                    "(1 on CPU, the whole batch on GPU/TPU), 'none' (whole batch) or N.")
+                    "(the largest that fits half the device's memory; 1/device on CPU), "
+                    "'N/device', 'none' (whole batch) or N.")
 flags.DEFINE_string("corruption_net_dir", None, "Where pretrained corruption nets live / are "
                     f"trained (default {ada_backbones.DEFAULT_ROOT}).")
 flags.DEFINE_string("edsr_torch_weights", None, "DeepAugment's EDSR x4 PyTorch weights.")

@@ -160,7 +160,7 @@ def test_ada_loss_fn_trains_on_ada_images_without_gradient_through_the_attack():
 
 
 def test_chunk_size_auto_none_and_digits():
-  assert ada_method.resolve_chunk_size("auto") == (1 if jax.default_backend() == "cpu" else None)
+  assert ada_method.resolve_chunk_size("auto") == "auto"  # resolved by attacks.ada
   assert ada_method.resolve_chunk_size("none") is None
   assert ada_method.resolve_chunk_size(None) is None
   assert ada_method.resolve_chunk_size("8") == 8 and ada_method.resolve_chunk_size(4) == 4

@@ -21,7 +21,9 @@ that sets the step size. A leaf at the top level of the params tree is its own b
 Per-example perturbations are `vmap`ped over the batch: every example gets its own copy
 of the perturbed weights, and XLA turns the per-example convolutions into grouped
 convolutions (no Python loop over examples). `chunk_size` splits the batch into
-"nano-batches" (the paper's device for bounding memory) processed one after another.
+"nano-batches" (the paper's device for bounding memory) processed one after another;
+`chunk_size='auto'` picks the largest nano-batch whose estimated memory
+(`ada_bytes_per_example`) fits the device's budget (`adacorr.attacks.memory`).
 
 `ssim_line_search` is the paper's approximate SSIM safeguard (App. F), applied after AdA.
 
@@ -42,6 +44,7 @@ import numpy as np
 import optax
 
 from adacorr.attacks import ascent
+from adacorr.attacks import memory
 from adacorr.attacks.lp import check_attack_inputs
 from adacorr.core.checks import (
     check_choice, check_images, check_key, check_nonnegative, check_positive,
@@ -257,8 +260,9 @@ def _attack_nano_batch(corruption_apply, params, radii, logits_fn, x, y, keys, *
 
 def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn: LogitsFn,
         x: Array, y: Array, key, *, nu, num_steps: int, step_size=None,
-        chunk_size: int | None = None, chunk_loop: str = "map",
-        return_deltas: bool = False, blocks: str = "layer"):
+        chunk_size: int | str | None = None, chunk_loop: str = "map",
+        return_deltas: bool = False, blocks: str = "layer",
+        memory_budget: int | None = None):
   """AdA: per-example adversarial weight perturbations of a corruption network.
 
   Args:
@@ -279,6 +283,11 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
       are processed one after another, bounding the memory of per-example weights. Under
       data parallelism this is the GLOBAL nano-batch: each device holds
       chunk_size / num_devices of it (the paper's 8 per device: 8 * num_devices).
+      'auto': the largest nano-batch whose estimated memory fits `memory_budget` per
+      device (`ada_bytes_per_example`, `adacorr.attacks.memory.auto_chunk_size`); on
+      XLA:CPU without an explicit budget, one example per device (the fastest there).
+    memory_budget: bytes per device for chunk_size='auto' (None:
+      `adacorr.attacks.memory.memory_budget()`, half the accelerator's memory).
     chunk_loop: 'map' (`lax.map`, a sequential loop: bounded memory, small program) or
       'unroll' (a Python loop inside jit: a larger program). On XLA:CPU the grouped
       convolutions of vmapped per-example weights are very slow: `chunk_size=1` with
@@ -301,10 +310,12 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
   check_steps(num_steps)
   check_corruption_params(corruption_params)
   check_key(key, reason="AdA draws a random initial perturbation")
-  if chunk_size is not None and (isinstance(chunk_size, bool) or
-                                 not isinstance(chunk_size, (int, np.integer)) or
-                                 chunk_size < 1):
-    raise ValueError(f"chunk_size={chunk_size!r} must be None or a positive int.")
+  if chunk_size is not None and chunk_size != "auto" and (
+      isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+      or chunk_size < 1):
+    raise ValueError(f"chunk_size={chunk_size!r} must be None, 'auto' or a positive int.")
+  if memory_budget is not None:
+    check_positive(memory_budget, "memory_budget")
   check_choice(chunk_loop, CHUNK_LOOPS, "chunk_loop")
   check_blocks(blocks)
   try:
@@ -327,6 +338,13 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
   radii = [nu * n for n in _block_norms(frozen, block_ids(frozen, blocks))]
   if step_size is None:
     step_size = default_step_size(frozen, nu, num_steps, blocks)
+  if chunk_size == "auto":
+    chunk_size = memory.auto_chunk_size(
+        batch, ada_bytes_per_example(corruption_apply, frozen, logits_fn, x, y),
+        memory.memory_budget() if memory_budget is None else int(memory_budget),
+        num_devices=jax.device_count(),
+        max_per_device=1 if memory_budget is None and jax.default_backend() == "cpu"
+        else None)
 
   def run(xc, yc, kc):
     return _attack_nano_batch(corruption_apply, corruption_params, radii, logits_fn, xc,
@@ -338,6 +356,30 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
   else:
     x_adv, deltas = _chunked(run, x, y, keys, chunk_size, chunk_loop)
   return (x_adv, deltas) if return_deltas else x_adv
+
+
+def ada_bytes_per_example(corruption_apply: CorruptionApply, corruption_params: PyTree,
+                          logits_fn: LogitsFn, x: Array, y: Array) -> int:
+  """An upper bound on one example's memory in an AdA ascent step, in bytes.
+
+  `adacorr.attacks.memory.traced_bytes` of one example's loss-and-gradient with respect
+  to its weight perturbation (the perturbed weight copy, the corruption net's and the
+  classifier's activations and their gradients, the weight gradient), plus two more
+  weight-sized arrays the ascent carries (the perturbation and its update). The
+  classifier's own weights are shared by all examples and not counted. Traces only.
+  """
+  params = jax.lax.stop_gradient(corruption_params)
+  one = jax.tree.map(lambda p: jax.ShapeDtypeStruct((1,) + p.shape, p.dtype), params)
+
+  def loss_and_grad(delta):
+    def ce(d):
+      logits = logits_fn(perturbed_corruption(corruption_apply, params, d, x[:1]))
+      return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, y[:1]))
+    return jax.value_and_grad(ce)(delta)
+
+  weights = sum(int(np.prod(p.shape)) * np.dtype(p.dtype).itemsize
+                for p in jax.tree.leaves(params))
+  return memory.traced_bytes(loss_and_grad, one) + 2 * weights
 
 
 def _chunked(run, x, y, keys, chunk_size: int, chunk_loop: str):

@@ -83,12 +83,14 @@ def split_sizes(batch_size: int, num_backbones: int) -> list[int]:
   return [len(a) for a in np.array_split(np.arange(batch_size), num_backbones)]
 
 
-def resolve_chunk_size(chunk_size: int | str | None) -> int | None:
+def resolve_chunk_size(chunk_size: int | str | None) -> int | str | None:
   """The global nano-batch size of `chunk_size` (None: the whole batch at once).
 
-  'auto': one example per nano-batch on CPU (XLA:CPU's grouped convolutions, which a
-  vmap over per-example weights becomes, are ~20x slower than a loop of single-example
-  passes there), the whole batch vmapped at once on GPU/TPU. 'N/device' (e.g. '1/device',
+  'auto' stays 'auto': `adacorr.attacks.ada` picks, per backbone and batch, the largest
+  nano-batch whose estimated memory fits the device's budget
+  (`adacorr.attacks.memory`); on CPU one example per device (XLA:CPU's grouped
+  convolutions, which a vmap over per-example weights becomes, are ~20x slower than a
+  loop of single-example passes there). 'N/device' (e.g. '1/device',
   the paper's ImageNet setting; '8/device' its CIFAR-10 one): N examples per device,
   i.e. N * `jax.device_count()` over all devices. 'none' / None: the whole batch. An int
   or digits: that many examples over all devices.
@@ -96,7 +98,7 @@ def resolve_chunk_size(chunk_size: int | str | None) -> int | None:
   if isinstance(chunk_size, str):  # configs hold a string: 'auto', 'none', 'N/device', digits
     text = chunk_size.lower()
     if text == "auto":
-      return 1 if jax.default_backend() == "cpu" else None
+      return "auto"
     if text == "none":
       return None
     per_device = text.endswith("/device") and text[:-len("/device")].isdigit()
@@ -113,7 +115,7 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
               step_size: float | None = None, ssim_threshold: float | None = 0.3,
               ssim_strict: bool = False, ssim_reading: str = "similarity",
               blocks: str = "layer", chunk_size: int | str | None = "auto",
-              chunk_loop: str = "map"):
+              chunk_loop: str = "map", memory_budget: int | None = None):
   """Stages 3-4 of the pipeline: `stage(logits_fn, x, y, key) -> (x_ada, metrics)`.
 
   `logits_fn` is the classifier in eval mode; `x` (B, H, W, C) in [0, 1] after standard
@@ -148,7 +150,8 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
           nu=b.nu if b.nu is not None else nu,
           num_steps=b.num_steps if b.num_steps is not None else num_steps,
           step_size=b.step_size if b.step_size is not None else step_size,
-          chunk_size=chunk_size, chunk_loop=chunk_loop, blocks=blocks))
+          chunk_size=chunk_size, chunk_loop=chunk_loop, blocks=blocks,
+          memory_budget=memory_budget))
     x_ada = jax.lax.stop_gradient(jnp.concatenate(outs, axis=0))
     ssim_before = ada_attack.ssim(x, x_ada)
     metrics = {"ssim_before_line_search": jnp.mean(ssim_before)}
@@ -168,6 +171,7 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
              ssim_threshold: float | None = 0.3, ssim_strict: bool = False,
              ssim_reading: str = "similarity", blocks: str = "layer",
              chunk_size: int | str | None = "auto", chunk_loop: str = "map",
+             memory_budget: int | None = None,
              augmix: Mapping[str, Any] | None = None,
              post_augment: PostAugment | None = None):
   """AdA training: CE of the classifier (train mode) on the AdA images.
@@ -188,8 +192,9 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
       adds our measured refinement (every output obeys the threshold; earlier
       default); `ssim_reading` 'similarity' (SSIM >= t, default) or 'distance'
       (1 - SSIM <= t). See `adacorr.attacks.ssim_line_search`.
-    chunk_size: examples per nano-batch (`adacorr.attacks.ada`); 'auto' (default): 1 on
-      CPU, the whole batch on GPU/TPU (see `resolve_chunk_size`).
+    chunk_size: examples per nano-batch (`adacorr.attacks.ada`); 'auto' (default): the
+      largest that fits `memory_budget` bytes per device (None: half the accelerator's
+      memory), one per device on CPU (see `resolve_chunk_size`).
     augmix: stage 5 of the pipeline, AugMix on the AdA images (a dict of AugMix
       hyperparameters, see `adacorr.methods.augmix.check_augmix_kwargs`; with
       `jsd=True` the loss is CE on the AdA images + 12 * JSD with two AugMix views of
@@ -218,7 +223,8 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
       step_size=None if step_size is None else float(step_size),
       ssim_threshold=None if ssim_threshold is None else float(ssim_threshold),
       ssim_strict=bool(ssim_strict), ssim_reading=ssim_reading, blocks=blocks,
-      chunk_size=chunk_size, chunk_loop=chunk_loop)
+      chunk_size=chunk_size, chunk_loop=chunk_loop,
+      memory_budget=None if memory_budget is None else int(memory_budget))
 
   def loss_fn(params, batch_stats, batch, key):
     ada_key, post_key, dropout_key = jax.random.split(key, 3)

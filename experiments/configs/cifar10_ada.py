@@ -20,7 +20,8 @@ def get_config():
   config.method_kwargs.nu = 0.015
   config.method_kwargs.num_steps = 10
   config.method_kwargs.ssim_threshold = 0.3
-  # Examples per nano-batch over all devices: 'auto' = 1 on CPU, the whole batch (vmapped at
-  # once) on GPU/TPU; or an int (the paper: 8 per device).
+  # Examples per nano-batch over all devices: 'auto' = the largest that fits half of each
+  # accelerator's memory (adacorr.attacks.memory), 1 per device on CPU; or '8/device' (the
+  # paper's).
   config.method_kwargs.chunk_size = "auto"
   return config
