@@ -7,7 +7,9 @@ Per example (all state is per example, so one example's run never depends on oth
   z_{k+1} = P(x_k + eta * dir(g_k)),
   x_{k+1} = P(x_k + alpha (z_{k+1} - x_k) + (1 - alpha)(x_k - x_{k-1})),  alpha = 0.75;
   P = projection onto the eps-ball intersected with [0, 1]; dir = sign (linf) or
-  g / ||g||_2 (l2). The best point (highest loss) is tracked. At the checkpoints
+  g / ||g||_2 (l2). The best point (highest loss) is tracked for the step-size
+  schedule, and the returned point separately (a misclassified iterate first, see
+  `apgd`'s `success_aware`). At the checkpoints
   w_j ~ p_j * N (integers, see `checkpoints`), p_0 = 0, p_1 = 0.22,
   p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (interval lengths
   max(int(.22N),1), then minus max(int(.03N),1) each time, at least max(int(.06N),1)),
@@ -48,14 +50,21 @@ def checkpoints(num_steps: int) -> list[int]:
   return out
 
 
-def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
-  """One APGD run; returns (x_best (B, ...), loss_best (B,))."""
+def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success_aware):
+  """One APGD run; returns (x_best (B, ...), loss_best (B,)), or with `success_aware`
+  the best iterate by `lp.success_rank` and that rank."""
   b = x.shape[0]
   bc = lambda v: bcast(v, x)
   proj = lambda xa: lp.project(xa, x, norm=norm, eps=eps)
 
+  def total(xa):
+    logits = logits_fn(xa)
+    obj = lp.loss_per_example(logits, y, loss=loss)
+    return jnp.sum(obj), (obj, logits)
+
   def obj_grad(xa):
-    return lp.objective_and_grad(logits_fn, xa, y, loss=loss)
+    (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
+    return obj, g, lp.success_rank(logits, y, obj)
 
   # Static checkpoint schedule as arrays indexed by the iteration (0-based: the check
   # runs at the end of iteration i when i + 1 is a checkpoint).
@@ -70,10 +79,10 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
   is_check, length = jnp.asarray(is_check), jnp.asarray(length)
 
   x0 = lp.random_init(keys, x, norm=norm, eps=eps)
-  loss0, g0 = obj_grad(x0)
+  loss0, g0, rank0 = obj_grad(x0)
   state = dict(
       x=x0, x_prev=x0, g=g0, loss=loss0,
-      x_best=x0, g_best=g0, loss_best=loss0,
+      x_best=x0, g_best=g0, loss_best=loss0, x_top=x0, rank_top=rank0,
       step=jnp.full((b,), 2.0, jnp.float32) * eps,
       count=jnp.zeros((b,), jnp.float32),
       loss_best_last=loss0, reduced_last=jnp.ones((b,), bool))
@@ -83,7 +92,8 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
     xk = s["x"]
     z = proj(xk + bc(s["step"]) * lp.steepest_direction(s["g"], norm))
     x_new = proj(xk + alpha * (z - xk) + (1.0 - alpha) * (xk - s["x_prev"]))
-    loss_new, g_new = obj_grad(x_new)
+    loss_new, g_new, rank_new = obj_grad(x_new)
+    x_top, rank_top = ascent.keep_better(rank_new, s["rank_top"], x_new, s["x_top"])
     count = s["count"] + (loss_new > s["loss"]).astype(jnp.float32)
     better = loss_new > s["loss_best"]
     x_best = jnp.where(bc(better), x_new, s["x_best"])
@@ -99,20 +109,24 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho):
     return dict(
         x=jnp.where(r, x_best, x_new), x_prev=xk,
         g=jnp.where(r, g_best, g_new), loss=jnp.where(reduce, loss_best, loss_new),
-        x_best=x_best, g_best=g_best, loss_best=loss_best,
+        x_best=x_best, g_best=g_best, loss_best=loss_best, x_top=x_top, rank_top=rank_top,
         step=jnp.where(reduce, s["step"] / 2.0, s["step"]),
         count=jnp.where(check, 0.0, count),
         loss_best_last=jnp.where(check, loss_best, s["loss_best_last"]),
         reduced_last=jnp.where(check, osc | no_impr, s["reduced_last"]))
 
   state = jax.lax.fori_loop(0, num_steps, body, state)
+  if success_aware:
+    return state["x_top"], state["rank_top"]
   return state["x_best"], state["loss_best"]
 
 
 def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str = "linf",
          eps, num_steps: int = 100, loss: str = "ce", rho: float = 0.75,
-         restarts: int = 1) -> jax.Array:
-  """Auto-PGD (untargeted) in an l_inf or l2 ball; returns the highest-loss point found.
+         restarts: int = 1, success_aware: bool = True) -> jax.Array:
+  """Auto-PGD (untargeted) in an l_inf or l2 ball; returns, per example, a misclassified
+  point if any iterate of any restart was misclassified (the largest margin), else the
+  highest-loss point found (`success_aware=False`: the highest-loss point).
 
   Args:
     logits_fn: x (B, H, W, C) -> logits (B, K); the model in evaluation mode.
@@ -127,7 +141,10 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
       or 'margin'. With 'dlr'/'margin' the highest-loss point is misclassified
       whenever any iterate was.
     rho: the fraction of increasing steps below which the step size is halved.
-    restarts: independent random starts (static); per example the highest loss wins.
+    restarts: independent random starts (static); per example the best wins.
+    success_aware: rank iterates and restarts by `lp.success_rank` (AutoAttack keeps
+      any misclassified iterate); False: by the loss alone (our earlier behaviour). The
+      step-size schedule follows the loss either way.
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
@@ -146,7 +163,7 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
   best_x, best_loss = None, None
   for r in range(restarts):
     xa, la = _apgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
-                       num_steps=num_steps, loss=loss, rho=rho)
+                       num_steps=num_steps, loss=loss, rho=rho, success_aware=success_aware)
     best_x, best_loss = ((xa, la) if best_x is None  # restarts: per example the best
                        else ascent.keep_better(la, best_loss, xa, best_x))
   return best_x

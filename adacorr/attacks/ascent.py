@@ -63,15 +63,33 @@ def signed_step(step_size, direction: Callable[[PyTree], PyTree] = sign_directio
 # --------------------------------------------------------------------------- the loop
 
 
-def keep_better(obj, best_obj, it, best_it):
-  """Per example, `it` where `obj > best_obj`, else `best_it`: `(best_it, best_obj)`.
+def greater(obj, best_obj):
+  """Per example, whether `obj` ranks above `best_obj` (B,) bool.
 
-  `obj`, `best_obj`: (B,) objectives; `it`, `best_it`: pytrees of (B, ...) leaves. Ties
-  keep `best_it` (the earlier iterate or restart).
+  Objectives are (B,) arrays, or tuples of (B,) arrays compared lexicographically (the
+  first entry decides unless tied, e.g. `(success, margin or loss)`: any successful
+  iterate beats every unsuccessful one).
   """
-  better = obj > best_obj
+  if not isinstance(obj, tuple):
+    return obj > best_obj
+  out = jnp.zeros(jnp.shape(obj[0]), bool)
+  tied = jnp.ones(jnp.shape(obj[0]), bool)
+  for a, b in zip(obj, best_obj):
+    out = out | (tied & (a > b))
+    tied = tied & (a == b)
+  return out
+
+
+def keep_better(obj, best_obj, it, best_it):
+  """Per example, `it` where `obj` ranks above `best_obj` (`greater`), else `best_it`:
+  `(best_it, best_obj)`.
+
+  `obj`, `best_obj`: (B,) objectives or tuples of them (lexicographic); `it`, `best_it`:
+  pytrees of (B, ...) leaves. Ties keep `best_it` (the earlier iterate or restart).
+  """
+  better = greater(obj, best_obj)
   best_it = jax.tree.map(lambda a, b: jnp.where(bcast(better, a), a, b), it, best_it)
-  return best_it, jnp.where(better, obj, best_obj)
+  return best_it, jax.tree.map(lambda a, b: jnp.where(better, a, b), obj, best_obj)
 
 
 def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, update: Update,
@@ -80,7 +98,8 @@ def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, updat
 
   Args:
     loss: `it -> (total, per_example)`: `total` the scalar to maximise, `per_example`
-      (B,) the objective of each example (needed with `track_best`, else may be None).
+      (B,) the objective of each example, or a tuple of them ranked lexicographically
+      (`greater`); needed with `track_best`, else may be None.
     init: the first iterate (a pytree, already in the threat model).
     num_steps: steps (a static Python int >= 0).
     update: `(it, grad) -> it`, e.g. `signed_step(step_size)`.
@@ -113,7 +132,8 @@ def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, updat
     best_it, best_obj = keep_better(obj, best_obj, it, best_it)
     return project(update(it, g)), best_it, best_obj
 
-  batch = jax.eval_shape(loss, init)[1].shape[0]
-  it, best_it, best_obj = loop(tracked, (init, init, jnp.full((batch,), -jnp.inf, jnp.float32)))
+  lowest = jax.tree.map(lambda a: jnp.full(a.shape, -jnp.inf, jnp.float32),
+                        jax.eval_shape(loss, init)[1])
+  it, best_it, best_obj = loop(tracked, (init, init, lowest))
   _, obj = loss(it)
   return keep_better(obj, best_obj, it, best_it)

@@ -1,4 +1,6 @@
-"""Robust accuracy under a set of attacks (per-example worst case)."""
+"""Robust accuracy under a set of attacks (per-example worst case), optionally attacking
+only the examples still robust (AutoAttack's protocol) and checking every returned point
+against the threat model."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import lp
-from adacorr.core.checks import check_images, check_key, check_labels
+from adacorr.core.checks import check_images, check_key, check_labels, check_norm
 
 Attack = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -32,9 +34,37 @@ def _names(attacks) -> tuple[list[str], list[Attack]]:
   return names, list(attacks)
 
 
+def check_threat_model(x_adv: jax.Array, x: jax.Array, *, norm: str, eps: float,
+                       name: str = "attack", rtol: float = 1e-5) -> None:
+  """Raises ValueError, naming `name`, unless every point of `x_adv` lies in [0, 1] and
+  within `||x_adv - x||_norm <= eps * (1 + rtol)` (+ 1e-7 absolute, for eps = 0)."""
+  check_norm(norm)
+  delta = (jnp.asarray(x_adv, jnp.float32) - jnp.asarray(x, jnp.float32)).reshape(
+      x.shape[0], -1)
+  norms = (jnp.max(jnp.abs(delta), axis=1) if norm == "linf"
+           else jnp.sqrt(jnp.sum(jnp.square(delta), axis=1)))
+  worst = float(jnp.max(norms)) if x.shape[0] else 0.0
+  if worst > eps * (1 + rtol) + 1e-7:
+    raise ValueError(f"attack {name!r} returned a point outside the threat model: "
+                     f"||x_adv - x||_{norm[1:]} = {worst:.6g} > eps = {eps:.6g}.")
+  lo, hi = float(jnp.min(x_adv)), float(jnp.max(x_adv))
+  if lo < 0.0 or hi > 1.0:
+    raise ValueError(f"attack {name!r} returned values in [{lo:.6g}, {hi:.6g}], outside "
+                     "[0, 1].")
+
+
+def _pad_rows(a: jax.Array, size: int) -> jax.Array:
+  """`a` padded to `size` rows with copies of its first row (one compiled shape per
+  power of two instead of one per subset size)."""
+  if a.shape[0] == size:
+    return a
+  return jnp.concatenate([a, jnp.repeat(a[:1], size - a.shape[0], axis=0)], axis=0)
+
+
 def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
                     attacks: Union[Sequence[Attack], Mapping[str, Attack]], *,
-                    batch_size: int | None = None) -> dict:
+                    batch_size: int | None = None, threat_model: tuple[str, float] | None = None,
+                    only_robust: bool = False) -> dict:
   """Clean and robust accuracy; an example is robust only if EVERY attack fails on it.
 
   Attack j is called as `attacks[j](x_batch, y_batch, keys_batch)` with per-example keys
@@ -49,10 +79,21 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     key: one key; split into one key per attack, then one per example.
     attacks: callables `(x, y, key) -> x_adv`, or a mapping name -> callable.
     batch_size: evaluate in chunks of this many examples (default: all at once).
+    threat_model: `(norm, eps)`: check every returned point (`check_threat_model`) and
+      raise, naming the attack, if one lies outside the ball or [0, 1]; None: no check.
+    only_robust: attack only the examples still robust after the previous attacks (the
+      AutoAttack protocol; the worst case is the same for attacks with per-example keys,
+      at less cost); 'per_attack' is then cumulative (robust accuracy after that attack
+      and all before it). The attacked subsets are padded to a power of two.
   Returns:
     dict with 'clean_accuracy' (float), 'robust_accuracy' (float; fraction of examples
     correct clean and under every attack), 'per_attack' ({name: fraction correct clean
-    and under that attack}), 'robust' (N,) bool numpy mask, 'num_examples' (int).
+    and under that attack; cumulative with `only_robust`}), 'robust' (N,) bool numpy
+    mask, 'num_examples' (int).
+
+  Raises:
+    ValueError: for bad inputs, an attack returning the wrong shape, or (with
+      `threat_model`) a point outside the threat model.
   """
   check_images(x)
   check_labels(y, jnp.shape(x)[0])
@@ -70,12 +111,32 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     sl = slice(start, min(start + bs, n))
     xb, yb = x[sl], y[sl]
     correct_clean[sl] = np.asarray(jnp.argmax(logits_fn(xb), -1) == yb)
+    still = correct_clean[sl].copy()
     for j, fn in enumerate(fns):
-      xa = fn(xb, yb, ex_keys[j][sl])
-      if jnp.shape(xa) != jnp.shape(xb):
+      if only_robust:
+        idx = np.flatnonzero(still)
+        if idx.size == 0:
+          continue
+        size = 1 << int(np.ceil(np.log2(idx.size)))
+        xs, ys = _pad_rows(xb[idx], size), _pad_rows(yb[idx], size)
+        ks = _pad_rows(ex_keys[j][sl][idx], size)
+      else:
+        idx, xs, ys, ks = np.arange(xb.shape[0]), xb, yb, ex_keys[j][sl]
+      xa = fn(xs, ys, ks)
+      if jnp.shape(xa) != jnp.shape(xs):
         raise ValueError(f"attack {names[j]!r} returned shape {jnp.shape(xa)}, "
-                         f"expected {jnp.shape(xb)}.")
-      correct_adv[j, sl] = np.asarray(jnp.argmax(logits_fn(xa), -1) == yb)
+                         f"expected {jnp.shape(xs)}.")
+      xa, xs, ys = xa[:idx.size], xs[:idx.size], ys[:idx.size]
+      if threat_model is not None:
+        check_threat_model(xa, xs, norm=threat_model[0], eps=float(threat_model[1]),
+                           name=names[j])
+      ok = np.zeros((xb.shape[0],), bool)
+      ok[idx] = np.asarray(jnp.argmax(logits_fn(xa), -1) == ys)
+      if only_robust:  # examples not attacked were already fooled (or wrong clean)
+        still &= ok
+        correct_adv[j, sl] = still
+      else:
+        correct_adv[j, sl] = ok
   robust = correct_clean & np.all(correct_adv, axis=0)
   return {
       "clean_accuracy": float(correct_clean.mean()) if n else float("nan"),

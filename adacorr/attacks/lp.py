@@ -225,6 +225,26 @@ def loss_per_example(logits: Array, y: Array, *, loss: str) -> Array:
   return -(z_y - _max_other(logits, y)) / (top3[:, 0] - top3[:, 2] + 1e-12)
 
 
+def success_rank(logits: Array, y: Array, obj: Array, *, targeted: bool = False):
+  """The per-example rank of an iterate for success-aware tracking (`ascent.greater`):
+  `(success, score)`, success 1.0 where the attack succeeded (untargeted: the prediction
+  is not `y`; targeted: it is the target `y`), score the margin of that success
+  (untargeted: max_{i != y} z_i - z_y; targeted: z_y - max_{i != y} z_i; > 0) where it
+  succeeded, else `obj` (the attack's objective). Kept per example, a misclassified
+  iterate beats every correctly classified one and, among misclassified ones, the largest
+  margin wins; with no success the highest objective wins (AutoAttack keeps any
+  misclassified iterate; the highest-loss point can be classified correctly while an
+  earlier iterate was not).
+  """
+  logits = logits.astype(jnp.float32)
+  z_y = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  margin = _max_other(logits, y) - z_y
+  if targeted:
+    margin = -margin
+  success = margin > 0
+  return success.astype(jnp.float32), jnp.where(success, margin, obj)
+
+
 def objective_and_grad(logits_fn: LogitsFn, x_adv: Array, y: Array, *, loss: str,
                        targeted: bool = False):
   """Per-example objective (B,) to maximise (the loss, or minus it if `targeted`) and
@@ -263,21 +283,29 @@ def pgd_step(logits_fn: LogitsFn, x_adv: Array, x: Array, y: Array, *, norm: str
   return x_next, (-obj if targeted else obj)
 
 
-def _objective(logits_fn: LogitsFn, y: Array, *, loss: str, targeted: bool):
-  """`ascent.ascend`'s loss: x_adv -> (sum, per-example objective (B,) to maximise)."""
+def _objective(logits_fn: LogitsFn, y: Array, *, loss: str, targeted: bool,
+               success_aware: bool = False):
+  """`ascent.ascend`'s loss: x_adv -> (sum, per-example objective (B,) to maximise, or
+  with `success_aware` its `success_rank`)."""
   sign = -1.0 if targeted else 1.0
 
   def objective(xa):
-    obj = sign * loss_per_example(logits_fn(xa), y, loss=loss)
+    logits = logits_fn(xa)
+    obj = sign * loss_per_example(logits, y, loss=loss)
+    if success_aware:
+      return jnp.sum(obj), success_rank(jax.lax.stop_gradient(logits), y,
+                                        jax.lax.stop_gradient(obj), targeted=targeted)
     return jnp.sum(obj), obj
 
   return objective
 
 
 def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_start,
-             loss, targeted, track_best):
-  """One PGD run; returns (x_adv, objective (B,)) (objective is maximised)."""
-  objective = _objective(logits_fn, y, loss=loss, targeted=targeted)
+             loss, targeted, track_best, success_aware=False):
+  """One PGD run; returns (x_adv, per-example rank) (the objective (B,), maximised, or
+  with `success_aware` its `success_rank`)."""
+  objective = _objective(logits_fn, y, loss=loss, targeted=targeted,
+                         success_aware=success_aware)
   x0 = random_init(keys, x, norm=norm, eps=eps) if random_start else x
   parts = dict(num_steps=num_steps,
                update=ascent.signed_step(step_size, ascent.DIRECTIONS[norm]),
@@ -290,7 +318,8 @@ def _pgd_run(logits_fn, x, y, keys, *, norm, eps, step_size, num_steps, random_s
 
 def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_size,
         num_steps: int, random_init: bool = True, loss: str = "ce",  # pylint: disable=redefined-outer-name
-        targeted: bool = False, restarts: int = 1, track_best: bool = True) -> Array:
+        targeted: bool = False, restarts: int = 1, track_best: bool = True,
+        success_aware: bool = True) -> Array:
   """Projected gradient descent (Madry et al. 2018) in an l_inf or l2 ball.
 
   Each step: `x <- project(x + step_size * dir(grad loss), x_clean)`, dir = sign(g)
@@ -312,9 +341,14 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
       `targeted`).
     targeted: move towards the labels `y`.
     restarts: independent random restarts (static); per example the best is kept.
-    track_best: return per example the iterate with the best loss over all
-      `num_steps + 1` iterates (for evaluation); else the last iterate. With the same
-      key, more steps never give a worse result (the first iterates coincide).
+    track_best: return per example the best of all `num_steps + 1` iterates (for
+      evaluation); else the last iterate. With the same key, more steps never give a
+      worse result (the first iterates coincide).
+    success_aware: "best" (over iterates and restarts) ranks a successful iterate
+      (misclassified; targeted: classified as the target) above every other, the
+      largest margin first, and only then the highest loss (`success_rank`;
+      AutoAttack's rule). False: the highest loss alone (our earlier behaviour, which
+      can return a correctly classified point when an earlier iterate was not).
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
@@ -341,7 +375,8 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
   for r in range(restarts):
     xa, obj = _pgd_run(logits_fn, x, y, restart_keys[r], norm=norm, eps=eps,
                        step_size=step_size, num_steps=num_steps, random_start=random_init,
-                       loss=loss, targeted=targeted, track_best=track_best)
+                       loss=loss, targeted=targeted, track_best=track_best,
+                       success_aware=success_aware)
     best_x, best_obj = ((xa, obj) if best_x is None  # restarts: per example the best
                        else ascent.keep_better(obj, best_obj, xa, best_x))
   return best_x

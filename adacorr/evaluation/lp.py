@@ -34,7 +34,9 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
   Returns:
     One dict per radius: 'norm', 'eps' (as given), 'clean', f'PGD-{pgd_steps}',
     'APGD-CE', 'APGD-DLR' and 'worst_case' (fraction correct under every attack), all
-    accuracies in [0, 1].
+    accuracies in [0, 1]. The attacks are success-aware (a misclassified iterate is
+    kept over a higher-loss correct one) and every returned point is checked against
+    the threat model (a violation raises, naming the attack).
   """
   checks.check_steps(pgd_steps, "pgd_steps", minimum=1)
   checks.check_steps(apgd_steps, "apgd_steps", minimum=1)
@@ -54,7 +56,7 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
               logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss="dlr"),
       }
       r = attacks.robust_accuracy(logits_fn, x, y, jax.random.PRNGKey(seed), suite,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, threat_model=(norm, eps))
       results.append({"norm": norm, "eps": text, "clean": r["clean_accuracy"],
                       **{k: float(v) for k, v in r["per_attack"].items()},
                       "worst_case": r["robust_accuracy"]})
