@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 
+import dm_pix as pix
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +131,23 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(name):
     assert "perplexity" in metrics and float(metrics["vq_loss"]) >= 0
   else:
     assert state.batch_stats == {}
+
+
+def test_edsr_trains_on_super_resolution_and_reports_the_applied_net():
+  """EDSR's loss is x2 super-resolution (the 'down_then_sr' net), whatever mode it is
+  applied in; the evaluation also reports the net as applied ('sr_then_down')."""
+  from adacorr.models.corruption import EDSR  # pylint: disable=import-outside-toplevel
+  net = EDSR(**TINY_NETS["edsr"])
+  x = jax.random.uniform(jax.random.PRNGKey(0), (4, 16, 16, 3))
+  variables = dict(jax.jit(net.init)(jax.random.PRNGKey(1), x[:1]))
+  loss, _ = cp.make_loss_fn("edsr", net)(variables["params"], {}, {"image": x},
+                                         jax.random.PRNGKey(2))
+  task = net.clone(resample="down_then_sr").apply(variables, x)
+  np.testing.assert_allclose(loss, jnp.mean(jnp.abs(task - x)), rtol=1e-5)
+  sums = cp.make_eval_step("edsr", net)(variables, {"image": x}, jax.random.PRNGKey(3))
+  applied = net.apply(variables, x)
+  np.testing.assert_allclose(sums["applied_ssim"], jnp.sum(pix.ssim(applied, x)), rtol=1e-5)
+  np.testing.assert_allclose(sums["ssim"], jnp.sum(pix.ssim(task, x)), rtol=1e-5)
 
 
 def test_zero_init_zeroes_the_named_modules_only():

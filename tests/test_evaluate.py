@@ -131,3 +131,38 @@ def test_published_corruptions_only_for_cifar10(trained_workdir, tmp_path):
 def test_not_a_workdir(tmp_path):
   result = _evaluate(tmp_path)
   assert result.returncode != 0 and "config.json" in result.stderr
+
+
+def test_ensure_report_reuses_a_report_of_the_same_checkpoint_and_options(trained_workdir,
+                                                                          tmp_path):
+  from adacorr.run import report as report_lib  # pylint: disable=import-outside-toplevel
+  options = dict(corruption_names=["brightness", "gaussian_noise"], extra=False,
+                 num_examples=16, corrupted_dir=str(tmp_path / "C"), lp_num_examples=0,
+                 noise_num_examples=0, lpips_bounds=[])
+  out = str(tmp_path / "report")
+  first, _, reused = report_lib.ensure_report(str(trained_workdir), out, **options)
+  assert not reused and first["options"]["num_examples"] == 16
+  again, names, reused = report_lib.ensure_report(str(trained_workdir), out, **options)
+  assert reused and again == json.loads(json.dumps(first))
+  assert sorted(names) == ["brightness", "gaussian_noise"]
+  other, _, reused = report_lib.ensure_report(str(trained_workdir), out,
+                                              **dict(options, num_examples=8,
+                                                     corrupted_dir=str(tmp_path / "C8")))
+  assert not reused and other["num_examples"] == 8
+  with pytest.raises(ValueError, match="unknown report options"):
+    report_lib.report_options(num_exampels=8)
+
+
+def test_finished_summary_only_for_the_same_config(trained_workdir):
+  from adacorr import run  # pylint: disable=import-outside-toplevel
+  from tests.configs import tiny_synthetic  # pylint: disable=import-outside-toplevel
+  config = tiny_synthetic.get_config()
+  config.num_steps = 12  # the fixture's run
+  summary = run.finished_summary(config, str(trained_workdir))
+  assert summary is not None and summary["steps"] == 12
+  again, reused = run.ensure_trained(config, str(trained_workdir))  # no training
+  assert reused and again == summary
+  config.log_every_steps = 3  # bookkeeping: still the same run
+  assert run.finished_summary(config, str(trained_workdir)) is not None
+  config.num_steps = 13
+  assert run.finished_summary(config, str(trained_workdir)) is None

@@ -18,7 +18,7 @@ the largest "nano-batch" whose estimated memory fits a budget:
 ever freed; XLA reuses buffers, so the real peak is lower (checked against XLA's own
 `memory_analysis` in tests/test_ada_memory.py) and 'auto' errs towards smaller
 nano-batches, never larger ones. The paper's own settings were 8 examples per device on
-CIFAR-10 and 1 on ImageNet (App. E; chunk_size='8/device' / '1/device').
+CIFAR-10 and 1 on ImageNet (App. B.1; chunk_size='8/device' / '1/device').
 """
 
 from __future__ import annotations

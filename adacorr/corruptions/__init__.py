@@ -7,11 +7,14 @@
 Modules: `noise` (gaussian, shot, impulse, speckle), `blur` (defocus, glass, motion,
 zoom, gaussian), `weather` (snow, frost, fog, spatter), `digital` (brightness, contrast,
 saturate, elastic_transform, pixelate, jpeg_compression); `filters` holds shared filters.
+`FAMILIES` groups the 15 benchmark corruptions as the benchmark does (noise, blur,
+weather with brightness, digital).
 """
 
 from adacorr.corruptions.core import (ALL_CORRUPTIONS, BENCHMARK_CORRUPTIONS,
-                                      EXTRA_CORRUPTIONS, PARAM_TABLES, SEVERITIES,
+                                      EXTRA_CORRUPTIONS, FAMILIES, PARAM_TABLES, SEVERITIES,
                                       Corruption, corrupt, per_example_keys, registry)
 
-__all__ = ["ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "PARAM_TABLES",
+__all__ = ["ALL_CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES",
+           "PARAM_TABLES",
            "SEVERITIES", "Corruption", "corrupt", "per_example_keys", "registry"]

@@ -42,6 +42,13 @@ BENCHMARK_CORRUPTIONS = (
     "contrast", "elastic_transform", "pixelate", "jpeg_compression")
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 ALL_CORRUPTIONS = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+# The benchmark's four families (Hendrycks & Dietterich 2019, Fig. 1), 15 corruptions.
+FAMILIES = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
+    "weather": ("snow", "frost", "fog", "brightness"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression"),
+}
 
 
 @functools.cache

@@ -22,7 +22,8 @@ def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size,
     logits_fn: the classifier AdA attacks (images -> logits).
     x: (N, H, W, C) images in [0, 1]; y: (N,) labels.
     key: batch i is attacked with `fold_in(key, i)`.
-    nu, num_steps, blocks: AdA's (`attacks.ada`); batch_size: images per call.
+    nu, num_steps, blocks: AdA's (`attacks.ada`, nano-batches chunk_size='auto');
+      batch_size: images per call.
   """
   out = []
   if nu == 0:
@@ -32,7 +33,7 @@ def ssim_samples(backbone, logits_fn, x, y, key, *, nu, num_steps, batch_size,
     return np.concatenate(out)
   run = jax.jit(lambda xb, yb, k: attacks.ssim(xb, attacks.ada(
       backbone.apply, backbone.params, logits_fn, xb, yb, k, nu=nu, num_steps=num_steps,
-      blocks=blocks)))
+      blocks=blocks, chunk_size="auto")))
   for n, i in enumerate(range(0, len(x), batch_size)):
     out.append(np.asarray(run(x[i:i + batch_size], y[i:i + batch_size],
                               jax.random.fold_in(key, n))))

@@ -12,9 +12,11 @@ from adacorr.run.classifiers import load_classifier
 from adacorr.run.corruption_nets import (
     ensure_pretrained, load_backbone, load_corruption_net, read_config)
 from adacorr.run.methods import (
-    load_lpips_network, make_method, method_kwargs, train_and_evaluate)
+    ensure_trained, finished_summary, load_lpips_network, make_method, method_kwargs,
+    train_and_evaluate)
 
 __all__ = [
-    "ensure_pretrained", "load_backbone", "load_classifier", "load_corruption_net",
-    "load_lpips_network", "make_method", "method_kwargs", "read_config", "train_and_evaluate",
+    "ensure_pretrained", "ensure_trained", "finished_summary", "load_backbone",
+    "load_classifier", "load_corruption_net", "load_lpips_network", "make_method",
+    "method_kwargs", "read_config", "train_and_evaluate",
 ]

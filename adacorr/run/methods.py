@@ -11,7 +11,9 @@ method) and calls the factory. `train_and_evaluate(config, workdir)` trains with
 from __future__ import annotations
 
 import inspect
+import json
 import logging
+import os
 from typing import Any, Callable, Sequence
 
 import ml_collections
@@ -22,7 +24,7 @@ from adacorr.core.types import LossFn, StatefulLoss
 from adacorr.perceptual import lpips_layers as check_lpips_layers
 from adacorr.perceptual.features import model_features_fn
 from adacorr.run.classifiers import load_classifier
-from adacorr.run.corruption_nets import load_backbone
+from adacorr.run.corruption_nets import load_backbone, read_config
 from adacorr.train import loop
 
 
@@ -109,3 +111,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains `config.method` on `config` in `workdir` (`adacorr.train.loop.train_and_evaluate`
   with the method built by `make_method`); returns the summary."""
   return loop.train_and_evaluate(config, workdir, make_loss_fn=make_method, hooks=hooks)
+
+
+def finished_summary(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any] | None:
+  """The summary of a finished run of `config` in `workdir`, or None: `summary.json`
+  exists and `config.json` matches `config` (ignoring `loop.BOOKKEEPING_FIELDS`)."""
+  path = os.path.join(workdir, "summary.json")
+  previous = read_config(workdir)
+  if previous is None or not os.path.exists(path):
+    return None
+  current = json.loads(config.to_json_best_effort())
+  if loop.config_differences(json.loads(previous.to_json_best_effort()), current):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def ensure_trained(config: ml_collections.ConfigDict, workdir: str) -> tuple[dict[str, Any], bool]:
+  """Train or reuse: `(summary, reused)` of the finished run of `config` in `workdir`.
+
+  Reuses a finished run of the same config (`finished_summary`); otherwise trains,
+  resuming an interrupted run of it (`train_and_evaluate`).
+  """
+  summary = finished_summary(config, workdir)
+  if summary is not None:
+    return summary, True
+  return train_and_evaluate(config, workdir), False

@@ -3,21 +3,33 @@
 `robustness_report(workdir, ...)` loads the run's classifier and test split and runs the
 evaluators of `adacorr.evaluation` (clean + calibration, CIFAR-10.1 for CIFAR-10, l_p,
 eps*_GN, LPA per LPIPS bound, common corruptions); `evaluation.write_report` writes it.
-The CLI is `python -m experiments.evaluate`.
+`ensure_report` reuses a written report of the same checkpoint and options. The CLI is
+`python -m experiments.evaluate`.
+
+`ada_ssim_figure(workdir, ...)`: the AdA paper's Figure 2 for a trained run (SSIM of its
+AdA images to the clean test images, per backbone and relative radius nu, the
+unperturbed backbone included); the CLI is `python -m experiments.ada_ssim_histogram`.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
 
 from adacorr import data as data_lib
 from adacorr import evaluation
 from adacorr import parallel
 from adacorr import perceptual
+from adacorr.evaluation import ada_ssim, plots
 from adacorr.run.classifiers import load_classifier
+from adacorr.run.corruption_nets import load_backbone
 
 
 def load_run(workdir: str, name: str = "workdir"):
@@ -83,6 +95,8 @@ def robustness_report(
   Raises:
     ValueError: naming the option, for a bad option or a workdir that is not a run.
   """
+  options = report_options(**{k: v for k, v in locals().items()
+                              if k not in ("workdir", "download")})
   config, info, model, variables, step = load_run(workdir)
   if corruptions == "published" and config.dataset != "cifar10":  # fail before the attacks
     raise ValueError(f"corruptions='published' exists only for cifar10, not "
@@ -110,7 +124,7 @@ def robustness_report(
                                     mesh=mesh)
   report = {
       "workdir": os.path.abspath(workdir), "dataset": config.dataset, "model": config.model,
-      "method": config.get("method"), "step": step,
+      "method": config.get("method"), "step": step, "options": options,
       "num_examples": clean["num_examples"], "corruptions": corruptions,
       "clean": {"accuracy": clean["accuracy"]}, "calibration": clean["calibration"],
   }
@@ -158,3 +172,111 @@ def robustness_report(
         model, variables, sources, batch_size=batch_size, mesh=mesh,
         num_examples=num_examples)
   return report, names
+
+
+def ensure_report(workdir: str, output_dir: str | None = None, **options: Any
+                  ) -> tuple[dict[str, Any], list[str], bool]:
+  """`robustness_report(workdir, **options)` written to `output_dir` (default
+  `workdir/report`), or the report already there: `(report, names, reused)`.
+
+  A written report is reused when it is of the run's latest checkpoint and was made with
+  the same options (`report['options']`, the arguments of `robustness_report`).
+  """
+  output_dir = output_dir or os.path.join(workdir, "report")
+  path = os.path.join(output_dir, "report.json")
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      previous = json.load(f)
+    wanted = report_options(**{k: v for k, v in options.items() if k != "download"})
+    try:
+      step = load_run(workdir)[-1]
+    except ValueError:
+      step = None
+    if previous.get("step") == step and previous.get("options") == wanted:
+      return previous, list(previous.get("corrupted", {}).get("accuracy", {})), True
+  report, names = robustness_report(workdir, **options)
+  evaluation.write_report(report, output_dir, names)
+  return report, names, False
+
+
+def report_options(**options: Any) -> dict[str, Any]:
+  """The record of `robustness_report`'s options (all but `workdir` and `download`, with
+  their defaults filled in, sequences as lists) that a report keeps in 'options'.
+
+  Raises:
+    ValueError: for an option `robustness_report` does not take.
+  """
+  params = inspect.signature(robustness_report).parameters
+  unknown = sorted(set(options) - set(params) | ({"workdir", "download"} & set(options)))
+  if unknown:
+    raise ValueError(f"unknown report options {unknown}; known: "
+                     f"{sorted(k for k in params if k not in ('workdir', 'download'))}.")
+  merged = {k: options.get(k, p.default) for k, p in params.items()
+            if k not in ("workdir", "download")}
+  return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in merged.items()}
+
+
+def ada_ssim_figure(workdir: str, output: str, *, specs: Sequence[Mapping[str, Any]] | None = None,
+                    nus: Sequence[float] | None = None,
+                    nu_fractions: Sequence[float] = (0.5, 0.625, 0.75, 0.875, 1.0),
+                    num_examples: int = 512, num_steps: int | None = None,
+                    batch_size: int = 128, seed: int = 0,
+                    log: Any = print) -> dict[str, Any]:
+  """The AdA paper's Figure 2 for the trained run in `workdir`: SSIM(clean test image,
+  its AdA image before the line search) per backbone and nu, the unperturbed backbone
+  (nu = 0) included. Writes `output` (PNG) and its `.json` (per-(backbone, nu) SSIM
+  statistics, `ada_ssim.summarize`); returns that JSON's dict.
+
+  Args:
+    workdir: a trained classifier run (AdA attacks this classifier).
+    output: the PNG path.
+    specs: backbone specs (`load_backbone`); default the run's AdA backbones.
+    nus: relative radii; default `nu_fractions` of the run's nu (the paper's figure:
+      0.5x .. 1x of 0.015).
+    num_examples: first test images; num_steps: AdA steps (default the run's, else 10).
+    log: called with one line per (backbone, nu); None: silent.
+
+  Raises:
+    ValueError: if the run is not a training workdir, or no backbone is given for a run
+      that is not AdA.
+  """
+  config, info, model, variables, _ = load_run(workdir)
+  kw = config.method_kwargs.to_dict() if config.get("method") == "ada" else {}
+  specs = list(specs) if specs else list(kw.get("backbones") or [])
+  if not specs:
+    raise ValueError(f"{workdir} is not an AdA run: give the backbone specs.")
+  base_nu = float(kw.get("nu", 0.015))
+  nus = [float(v) for v in nus] if nus else [round(base_nu * f, 8) for f in nu_fractions]
+  num_steps = int(num_steps if num_steps is not None else kw.get("num_steps", 10))
+  blocks = kw.get("blocks", "layer")
+
+  _, (source,) = data_lib.load_dataset(config, splits=(info.test_split,))
+  source = data_lib.first_n(source, num_examples)
+  images, labels = source.get(np.arange(source.num_examples))
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  y = jnp.asarray(labels, jnp.int32)
+
+  def logits_fn(imgs):
+    return model.apply(variables, imgs, train=False)
+
+  samples, stats = {}, {}
+  key = jax.random.PRNGKey(seed)
+  for spec in specs:
+    backbone = load_backbone(spec, image_shape=info.image_shape)
+    samples[backbone.name], stats[backbone.name] = {}, {}
+    for nu in [0.0] + nus:
+      values = ada_ssim.ssim_samples(backbone, logits_fn, x, y, key, nu=nu,
+                                     num_steps=num_steps, batch_size=batch_size,
+                                     blocks=blocks)
+      samples[backbone.name][nu] = values
+      stats[backbone.name][str(nu)] = ada_ssim.summarize(values)
+      if log is not None:
+        log(f"{backbone.name:6s} nu={nu:<9g} SSIM mean {values.mean():.3f} "
+            f"median {np.median(values):.3f} 5% {np.quantile(values, 0.05):.3f}")
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  plots.save_ssim_densities(samples, output, kw.get("ssim_threshold", 0.3))
+  result = {"workdir": os.path.abspath(workdir), "num_examples": int(source.num_examples),
+            "num_steps": num_steps, "nus": nus, "ssim": stats}
+  with open(os.path.splitext(output)[0] + ".json", "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  return result

@@ -2,8 +2,10 @@
 
 EDSR(features=16, num_blocks=2): head conv 1->16, two residual blocks, body conv,
 upsampler conv 16->64 + pixel shuffle x2, tail conv 16->1; 21,185 parameters (the
-paper-size EDSR-baseline has 64 features and 16 blocks). L1 loss between EDSR()(x),
-which downsamples x2 and super-resolves back, and x. Adam, batch 128, cosine from 3e-3.
+paper-size EDSR-baseline has 64 features and 16 blocks). Pretraining fits x2
+super-resolution (L1 loss between x and the net's output from x downsampled x2); AdA
+applies it as a near-identity (super-resolve 28 -> 56, downsample back). Adam, batch
+128, cosine from 3e-3.
 """
 
 from experiments.configs import corruption_nets
