@@ -9,8 +9,8 @@ batch, schedule and seed:
   WORKDIR/ada_edsr   configs/fashion_mnist_ada.py (its tiny EDSR is pretrained on first
                      use into runs/corruption_nets/fashion_mnist_edsr_tiny)
 then evaluates both on the test split (clean accuracy on the first --num_examples test
-images, the generated Fashion-MNIST-C on the same images, l_inf PGD / APGD-CE / APGD-DLR
-on the first --lp_num_examples) and writes
+images, the generated Fashion-MNIST-C on the same images, l_inf PGD-20/100, APGD-CE/DLR
+and AutoAttack (standard) on the first --lp_num_examples) and writes
   WORKDIR/comparison.md, .json   the side-by-side table (also printed)
   WORKDIR/ada_ssim.png, .json    Figure 2 of the AdA run: SSIM(clean, AdA image) per nu,
                                  the unperturbed EDSR included
@@ -79,8 +79,9 @@ def main(argv):
   title = (f"Nominal vs AdA(EDSR) on Fashion-MNIST: SmallCNN, {config.num_steps} steps of "
            f"{config.global_batch_size}, seed {config.seed}; accuracies (%) on the first "
            f"{FLAGS.num_examples} test images, generated Fashion-MNIST-C (15 corruptions x 5 "
-           f"severities; mCE unnormalised, lower is better), l_inf = worst of PGD-20 / "
-           f"APGD-CE / APGD-DLR on the first {FLAGS.lp_num_examples}")
+           f"severities; mCE unnormalised, lower is better), l_inf = worst case of PGD-20/100, "
+           f"APGD-CE/DLR and AutoAttack, AA = AutoAttack (standard) alone, on the first "
+           f"{FLAGS.lp_num_examples}")
   table = comparison.format_comparison(rows, title=title)
   nominal, ada = rows["nominal"], rows["ada_edsr"]
   verdict = (f"AdA(EDSR) - nominal: clean {100 * (ada['clean'] - nominal['clean']):+.2f} "

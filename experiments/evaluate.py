@@ -10,9 +10,14 @@ Reads the run's `config.json` and latest checkpoint from `--workdir` and writes 
 `cifar10_corrupted` (`published`, CIFAR-10 only) or generated with
 `adacorr.corruptions` and cached as `<dataset>-C` (`generated`, any dataset).
 
-Adversarial robustness on the first test examples: l_p (PGD, APGD-CE/DLR at
-`--linf_eps` / `--l2_eps`) and perceptual (Laidlaw et al. 2021): accuracy under LPA at
-each LPIPS bound of `--lpips_bounds`, the LPIPS distance computed on the classifier's own
+Adversarial robustness on the first test examples: l_p at `--linf_eps` / `--l2_eps`
+(default per dataset: CIFAR-10 l_inf 1/255, 2/255 (the papers') and 8/255, l2 0.1 and 0.5
+(RobustBench); Fashion-MNIST l_inf 8/255, 0.1 and l2 0.5, 1.5; see
+`adacorr.evaluation.standard_radii`): PGD-20, PGD-100, APGD-CE/DLR and AutoAttack
+(`--attacks=standard`: APGD-CE, APGD-T, FAB-T, Square; `fast`: APGD-CE + APGD-T), the
+per-example worst case, gradient-masking warnings and `lp_robustness_curves.png`;
+perceptual (Laidlaw et al. 2021): accuracy under LPA and PPGD at each LPIPS bound of
+`--lpips_bounds`, the LPIPS distance computed on the classifier's own
 layers (`--lpips_model=self`) or on another trained run's (`--lpips_model=WORKDIR`, e.g.
 a `cifar_alexnet` run), plotted in `lpips_robustness_curve.png` (accuracy vs bound).
 Noise robustness (Rusak et al. 2020): eps*_GN, the median smallest l2 norm of Gaussian
@@ -40,8 +45,17 @@ flags.DEFINE_string("output_dir", None, "Where the report goes (default: WORKDIR
 flags.DEFINE_integer("num_examples", 0, "Evaluate on the first N test examples (0: all).")
 flags.DEFINE_integer("batch_size", 500, "Evaluation batch size (global).")
 flags.DEFINE_integer("seed", 0, "Seed of the generated corruptions.")
-flags.DEFINE_list("linf_eps", ["1/255", "2/255"], "l_inf radii for PGD/APGD (fractions ok).")
-flags.DEFINE_list("l2_eps", ["0.1"], "l2 radii for PGD/APGD.")
+flags.DEFINE_list("linf_eps", None, "l_inf radii (fractions ok; default: the dataset's "
+                  "standard radii, e.g. CIFAR-10 1/255,2/255,8/255; empty: none).")
+flags.DEFINE_list("l2_eps", None, "l2 radii (default: the dataset's, e.g. CIFAR-10 0.1,0.5).")
+flags.DEFINE_enum("attacks", "standard", ["standard", "fast", "none"],
+                  "AutoAttack version beside PGD/APGD: standard (APGD-CE, APGD-T, FAB-T, "
+                  "Square; the RobustBench number), fast (APGD-CE + APGD-T, a quick look) "
+                  "or none.")
+flags.DEFINE_integer("masking_steps", 100, "Steps of the PGD run compared with PGD-"
+                     "--pgd_steps in the gradient-masking check (0: skip).")
+flags.DEFINE_integer("aa_steps", 100, "AutoAttack's APGD and FAB iterations (reference 100).")
+flags.DEFINE_integer("square_queries", 5000, "Square's queries (reference 5000).")
 flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
 flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses).")
@@ -65,7 +79,7 @@ flags.mark_flags_as_required(["workdir"])
 
 OPTIONS = ("corruptions", "extra", "corruption_names", "corrupted_dir", "num_examples",
            "batch_size", "seed", "linf_eps", "l2_eps", "lp_num_examples", "pgd_steps",
-           "apgd_steps", "noise_num_examples", "lpips_bounds", "lpips_model",
+           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "noise_num_examples", "lpips_bounds", "lpips_model",
            "lpa_num_examples", "lpa_steps", "lpa_lambda_steps", "lpa_projection", "download")
 
 
@@ -76,7 +90,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     report, names = report_lib.robustness_report(
-        FLAGS.workdir, **{name: FLAGS[name].value for name in OPTIONS})
+        FLAGS.workdir, autoattack=FLAGS.attacks,
+        **{name: FLAGS[name].value for name in OPTIONS})
   except ValueError as e:  # a bad flag or workdir: the message names it
     raise app.UsageError(str(e)) from e
   output_dir = FLAGS.output_dir or os.path.join(FLAGS.workdir, "report")

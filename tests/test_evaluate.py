@@ -33,10 +33,11 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
                      "--num_examples=40", f"--output_dir={out}",
                      f"--corrupted_dir={tmp_path / 'synthetic-C'}", "--lp_num_examples=24",
                      "--linf_eps=8/255", "--l2_eps=", "--pgd_steps=3", "--apgd_steps=4",
+                     "--masking_steps=6", "--aa_steps=3", "--square_queries=30",
                      "--lpa_num_examples=0")
   assert result.returncode == 0, result.stdout + result.stderr
   for name in ("report.json", "report.md", "corruption_heatmap.png",
-               "reliability_diagram.png"):
+               "reliability_diagram.png", "lp_robustness_curves.png"):
     assert (out / name).stat().st_size > 0, name
   report = json.loads((out / "report.json").read_text())
   assert report["num_examples"] == 40 and report["step"] == 12
@@ -50,8 +51,12 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   assert sum(report["calibration"]["reliability"]["count"]) == 40
   (lp,) = report["lp"]  # one radius: l_inf 8/255 on 24 examples
   assert lp["norm"] == "linf" and lp["eps"] == "8/255"
-  assert 0.0 <= lp["worst_case"] <= min(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"])
-  assert max(lp["PGD-3"], lp["APGD-CE"], lp["APGD-DLR"]) <= lp["clean"]
+  single = ["PGD-3", "PGD-6", "APGD-CE", "APGD-DLR", "AutoAttack"]
+  assert 0.0 <= lp["worst_case"] <= min(lp[k] for k in single)
+  assert max(lp[k] for k in single) <= lp["clean"]
+  aa = [lp[f"AA/{c}"] for c in ("apgd-ce", "apgd-t", "fab-t", "square")]  # cumulative
+  assert aa == sorted(aa, reverse=True) and aa[-1] == lp["AutoAttack"]
+  assert isinstance(report["lp_warnings"], list)
   noise = report["noise"]  # eps*_GN on the l_p examples
   assert noise["num_examples"] == 24 and noise["max_norm"] == pytest.approx(768 ** 0.5)  # 16x16x3
   assert 0.0 <= noise["fraction_unflipped"] <= 1.0
@@ -60,6 +65,7 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
     assert 0.0 < noise["eps_star"] <= noise["max_norm"]
   markdown = (out / "report.md").read_text()
   assert "## l_p robustness" in markdown and "## Noise robustness" in markdown
+  assert "| AutoAttack |" in markdown and "| AA/square |" in markdown
   assert "lpips" not in report and "LPIPS" not in markdown  # --lpa_num_examples=0
   assert "| gaussian_noise |" in markdown and "clean accuracy" in markdown
   # The generated -C set was cached and is reused by a second report.
@@ -75,7 +81,10 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
 def _check_lpips_section(report, out, *, bounds, num_examples):
   lpips = report["lpips"]
   assert lpips["bounds"] == bounds and lpips["num_examples"] == num_examples
-  assert lpips["steps"] == 3 and lpips["lambda_steps"] == 2 and lpips["attack"] == "LPA"
+  assert lpips["steps"] == 3 and lpips["lambda_steps"] == 2
+  assert lpips["attack"] == "LPA+PPGD" and set(lpips["per_attack"]) == {"LPA", "PPGD"}
+  for per in lpips["per_attack"].values():  # the worst case is below each attack
+    assert all(w <= a <= lpips["clean_accuracy"] for w, a in zip(lpips["accuracy"], per))
   for key in ("accuracy", "mean_distance", "max_distance", "num_outside"):
     assert len(lpips[key]) == len(bounds), key
   clean = lpips["clean_accuracy"]

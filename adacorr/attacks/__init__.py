@@ -2,7 +2,11 @@
 
 Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
   pgd, fgsm, fgm           l_inf / l2 PGD and one-step attacks (`adacorr.attacks.lp`)
-  apgd                     Auto-PGD (Croce & Hein 2020) with CE / DLR loss
+  apgd, apgd_targeted      Auto-PGD (Croce & Hein 2020) with CE / DLR loss; APGD-T
+  fab                      FAB-T, targeted minimum-norm attack (`adacorr.attacks.fab`)
+  square                   Square Attack, score-based, no gradients (`adacorr.attacks.square`)
+  autoattack               the AutoAttack ensemble (standard / rand / fast / custom) on the
+                           examples still robust, threat-model checked
   robust_accuracy          clean and per-example worst-case robust accuracy
   fast_lpa, lpa, ppgd      perceptual attacks in the LPIPS threat model (Laidlaw et al. 2021;
                            `adacorr.attacks.perceptual`), project_lpips, margin_loss
@@ -21,8 +25,11 @@ from adacorr.attacks.adversarial_augment import (
     BLOCKS, SSIM_READINGS, ada, block_ids, block_radii, default_step_size, line_search_gamma,
     min_ssim, perturbed_corruption, project_deltas, random_delta,
     relative_norms, ssim, ssim_line_search)
-from adacorr.attacks.apgd import apgd, checkpoints
-from adacorr.attacks.evaluation import robust_accuracy
+from adacorr.attacks.apgd import apgd, apgd_targeted, checkpoints
+from adacorr.attacks.autoattack import COMPONENTS, VERSIONS, autoattack, component_attacks
+from adacorr.attacks.fab import fab
+from adacorr.attacks.square import square
+from adacorr.attacks.evaluation import check_threat_model, robust_accuracy
 from adacorr.attacks.perceptual import (
     fast_lpa, gauss_newton_direction, lpa, margin_loss, perceptual_step, ppgd, project_lpips)
 from adacorr.core.checks import NORMS
@@ -38,6 +45,8 @@ __all__ = [
     "BLOCKS", "SSIM_READINGS", "ada", "block_ids", "block_radii", "default_step_size",
     "line_search_gamma", "min_ssim", "perturbed_corruption", "project_deltas",
     "random_delta", "relative_norms", "ssim", "ssim_line_search",
+    "COMPONENTS", "VERSIONS", "apgd_targeted", "autoattack", "check_threat_model",
+    "component_attacks", "fab", "square",
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
     "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",
     "project_l2", "project_linf", "random_init", "robust_accuracy", "steepest_direction",

@@ -14,9 +14,17 @@ Per example (all state is per example, so one example's run never depends on oth
   p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06) (interval lengths
   max(int(.22N),1), then minus max(int(.03N),1) each time, at least max(int(.06N),1)),
   the step size is halved and the iterate restarts from the best point when
-    (1) the number of increasing steps in the interval is < rho * interval length, or
+    (1) the number of increasing steps in the interval is <= rho * interval length
+        (the reference's `check_oscillation`: `t <= k * k3`), or
     (2) the step was not halved at the previous checkpoint and the best loss did not
         improve since then.
+
+APGD-T (`apgd_targeted`, AutoAttack's targeted APGD) runs APGD once per target class t,
+the 2nd, 3rd, ... largest clean logit, with the targeted DLR loss
+  -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2 + 1e-12)   (z_pi sorted decreasingly),
+and keeps per example a misclassified point if any run found one. With `eot_iter > 1`
+(AutoAttack's 'rand' version, for randomised models) every gradient and loss is the
+mean over `eot_iter` draws of the model (expectation over transformation).
 """
 
 from __future__ import annotations
@@ -26,11 +34,52 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import ascent, lp
-from adacorr.core.checks import check_key, check_steps
+from adacorr.core.checks import check_images, check_key, check_norm, check_steps
 from adacorr.core.keys import per_example_keys
 from adacorr.core.tree import bcast
 
 APGD_LOSSES = ("ce", "dlr", "margin")
+
+
+def oscillates(count, length, rho):
+  """APGD's condition (1): at most `rho * length` of the interval's `length` steps raised
+  the loss (`count` of them). `<=` as the reference's `check_oscillation`
+  (`t <= k * k3`); our earlier `<` missed the tie (e.g. 3 of 4 at rho 0.75)."""
+  return count <= rho * length
+
+
+def dlr_targeted(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax.Array:
+  """AutoAttack's targeted DLR loss (B,): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12),
+  z_pi the logits sorted decreasingly; needs K >= 4. Larger is more adversarial."""
+  logits = logits.astype(jnp.float32)
+  if logits.shape[-1] < 4:
+    raise ValueError(f"the targeted DLR loss needs at least 4 classes; logits have "
+                     f"{logits.shape[-1]}.")
+  top = jax.lax.top_k(logits, 4)[0]
+  z_y = jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  z_t = jnp.take_along_axis(logits, target[:, None], axis=-1)[:, 0]
+  return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
+
+
+def target_classes(logits: jax.Array, rank: int) -> jax.Array:
+  """The (B,) class with the `rank`-th largest logit (rank 2: the runner-up), AutoAttack's
+  choice of targets (`output.sort()[1][:, -rank]`)."""
+  if not 1 <= rank <= logits.shape[-1]:
+    raise ValueError(f"target rank {rank!r} must be in [1, {logits.shape[-1]}].")
+  return jax.lax.top_k(logits, rank)[1][:, rank - 1]
+
+
+def _eot_logits(logits_fn, eot_iter: int, keys):
+  """x -> (eot_iter, B, K) logits: one draw (`logits_fn(x)`) without EOT, else `eot_iter`
+  draws of a randomised `logits_fn(x, keys)` with fresh per-example keys each draw."""
+  if eot_iter == 1:
+    return lambda xa, it: logits_fn(xa)[None]
+
+  def draws(xa, it):
+    ks = jax.vmap(lambda k: jax.random.split(jax.random.fold_in(k, it), eot_iter))(keys)
+    return jnp.stack([logits_fn(xa, ks[:, j]) for j in range(eot_iter)])
+
+  return draws
 
 
 def checkpoints(num_steps: int) -> list[int]:
@@ -50,20 +99,29 @@ def checkpoints(num_steps: int) -> list[int]:
   return out
 
 
-def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success_aware):
+def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success_aware,
+              target=None, eot_iter=1):
   """One APGD run; returns (x_best (B, ...), loss_best (B,)), or with `success_aware`
-  the best iterate by `lp.success_rank` and that rank."""
+  the best iterate by `lp.success_rank` and that rank. `target` (B,): the targeted DLR
+  loss towards it (success is still any misclassification, as in AutoAttack)."""
   b = x.shape[0]
   bc = lambda v: bcast(v, x)
   proj = lambda xa: lp.project(xa, x, norm=norm, eps=eps)
+  model = _eot_logits(logits_fn, eot_iter, jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+                      if eot_iter > 1 else None)
 
-  def total(xa):
-    logits = logits_fn(xa)
-    obj = lp.loss_per_example(logits, y, loss=loss)
-    return jnp.sum(obj), (obj, logits)
+  def per_draw(logits):
+    if target is not None:
+      return dlr_targeted(logits, y, target)
+    return lp.loss_per_example(logits, y, loss=loss)
 
-  def obj_grad(xa):
-    (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa)
+  def total(xa, it):
+    logits = model(xa, it)  # (draws, B, K)
+    obj = jnp.mean(jax.vmap(per_draw)(logits), axis=0)
+    return jnp.sum(obj), (obj, jnp.mean(logits, axis=0))
+
+  def obj_grad(xa, it=0):
+    (_, (obj, logits)), g = jax.value_and_grad(total, has_aux=True)(xa, it)
     return obj, g, lp.success_rank(logits, y, obj)
 
   # Static checkpoint schedule as arrays indexed by the iteration (0-based: the check
@@ -92,7 +150,7 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success
     xk = s["x"]
     z = proj(xk + bc(s["step"]) * lp.steepest_direction(s["g"], norm))
     x_new = proj(xk + alpha * (z - xk) + (1.0 - alpha) * (xk - s["x_prev"]))
-    loss_new, g_new, rank_new = obj_grad(x_new)
+    loss_new, g_new, rank_new = obj_grad(x_new, i + 1)
     x_top, rank_top = ascent.keep_better(rank_new, s["rank_top"], x_new, s["x_top"])
     count = s["count"] + (loss_new > s["loss"]).astype(jnp.float32)
     better = loss_new > s["loss_best"]
@@ -102,7 +160,7 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success
 
     # Checkpoint: halve the step and restart from the best point where a condition holds.
     check = is_check[i]
-    osc = count < rho * length[i]
+    osc = oscillates(count, length[i], rho)
     no_impr = jnp.logical_not(s["reduced_last"]) & (s["loss_best_last"] >= loss_best)
     reduce = check & (osc | no_impr)
     r = bc(reduce)
@@ -123,7 +181,7 @@ def _apgd_run(logits_fn, x, y, keys, *, norm, eps, num_steps, loss, rho, success
 
 def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str = "linf",
          eps, num_steps: int = 100, loss: str = "ce", rho: float = 0.75,
-         restarts: int = 1, success_aware: bool = True) -> jax.Array:
+         restarts: int = 1, success_aware: bool = True, eot_iter: int = 1) -> jax.Array:
   """Auto-PGD (untargeted) in an l_inf or l2 ball; returns, per example, a misclassified
   point if any iterate of any restart was misclassified (the largest margin), else the
   highest-loss point found (`success_aware=False`: the highest-loss point).
@@ -145,6 +203,9 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
     success_aware: rank iterates and restarts by `lp.success_rank` (AutoAttack keeps
       any misclassified iterate); False: by the loss alone (our earlier behaviour). The
       step-size schedule follows the loss either way.
+    eot_iter: draws of a randomised model averaged per step (static; AutoAttack's
+      'rand' version uses 20). With `eot_iter > 1`, `logits_fn` is called as
+      `logits_fn(x, keys)` with fresh per-example keys (B,) for its random draws.
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
@@ -152,18 +213,85 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
       values of x and y, a `logits_fn` not returning (B, K)), rho outside [0, 1],
       restarts < 1, key=None.
   """
-  lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)
+  _check(logits_fn, x, y, key, norm=norm, eps=eps, loss=loss, num_steps=num_steps, rho=rho,
+         restarts=restarts, eot_iter=eot_iter)
+  return _restarts(logits_fn, x, y, key, restarts, [None], norm=norm, eps=eps,
+                   num_steps=num_steps, loss=loss, rho=rho, success_aware=success_aware,
+                   eot_iter=eot_iter)
+
+
+def apgd_targeted(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *,
+                  norm: str = "linf", eps, num_steps: int = 100, num_targets: int = 9,
+                  target_ranks=None, rho: float = 0.75, restarts: int = 1,
+                  success_aware: bool = True) -> jax.Array:
+  """APGD-T (AutoAttack's targeted APGD): one APGD run per target class with the targeted
+  DLR loss (`dlr_targeted`), the targets the 2nd ... (num_targets+1)-th largest clean
+  logits; returns per example a misclassified point if any run (any target, any restart)
+  found one (the largest margin), else the highest-loss point of the last target's runs
+  ranked by loss.
+
+  Args:
+    logits_fn, x, y, key, norm, eps, num_steps, rho, restarts, success_aware: as `apgd`
+      (AutoAttack standard: 100 steps, 1 restart per target).
+    num_targets: target classes tried (AutoAttack standard: 9; needs K >= num_targets + 1
+      and K >= 4).
+    target_ranks: the logit ranks to target instead (e.g. `(3,)`: only the third
+      largest); `autoattack` passes one rank at a time to attack only the examples still
+      robust after the previous target, as the reference does.
+  Returns:
+    x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
+  Raises:
+    ValueError: as `apgd`, and for num_targets < 1 or >= K, or a rank outside [2, K].
+  """
+  _check(logits_fn, x, y, key, norm=norm, eps=eps, loss="ce", num_steps=num_steps, rho=rho,
+         restarts=restarts, eot_iter=1)
+  num_classes = jax.eval_shape(logits_fn, x).shape[-1]
+  if target_ranks is None:
+    if isinstance(num_targets, bool) or not isinstance(num_targets, int) or not (
+        1 <= num_targets < num_classes):
+      raise ValueError(f"num_targets={num_targets!r} must be an int in [1, {num_classes - 1}] "
+                       f"(the model has {num_classes} classes).")
+    target_ranks = range(2, num_targets + 2)
+  target_ranks = tuple(int(r) for r in target_ranks)
+  for r in target_ranks:
+    if not 2 <= r <= num_classes:
+      raise ValueError(f"target_ranks contains {r}; ranks must be in [2, {num_classes}].")
+  if num_classes < 4:
+    raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes; the model has "
+                     f"{num_classes}.")
+  clean = logits_fn(x)
+  targets = [target_classes(clean, r) for r in target_ranks]
+  return _restarts(logits_fn, x, y, key, restarts, targets, norm=norm, eps=eps,
+                   num_steps=num_steps, loss="dlr", rho=rho, success_aware=success_aware,
+                   eot_iter=1)
+
+
+def _check(logits_fn, x, y, key, *, norm, eps, loss, num_steps, rho, restarts, eot_iter):
+  if eot_iter == 1:
+    lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)
+  else:  # a randomised model logits_fn(x, keys): check only what needs no call
+    check_images(x)
+    check_norm(norm)
+    lp.check_radius(eps, norm)
+    lp.check_loss(loss, APGD_LOSSES)
   check_steps(num_steps)
   if not 0.0 <= rho <= 1.0:
     raise ValueError(f"rho={rho!r} must be in [0, 1].")
   lp.check_restarts(restarts)
+  if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+    raise ValueError(f"eot_iter={eot_iter!r} must be a Python int >= 1.")
   check_key(key, reason="APGD starts at a random point in the ball")
+
+
+def _restarts(logits_fn, x, y, key, restarts, targets, **kw):
+  """Every (target, restart) run with its own per-example keys; per example the best."""
   keys = per_example_keys(key, x.shape[0])
-  restart_keys = jax.vmap(lambda k: jax.random.split(k, restarts))(keys)
-  best_x, best_loss = None, None
-  for r in range(restarts):
-    xa, la = _apgd_run(logits_fn, x, y, restart_keys[:, r], norm=norm, eps=eps,
-                       num_steps=num_steps, loss=loss, rho=rho, success_aware=success_aware)
-    best_x, best_loss = ((xa, la) if best_x is None  # restarts: per example the best
-                       else ascent.keep_better(la, best_loss, xa, best_x))
+  run_keys = jax.vmap(lambda k: jax.random.split(k, restarts * len(targets)))(keys)
+  best_x, best_loss, j = None, None, 0
+  for target in targets:
+    for _ in range(restarts):
+      xa, la = _apgd_run(logits_fn, x, y, run_keys[:, j], target=target, **kw)
+      j += 1
+      best_x, best_loss = ((xa, la) if best_x is None  # per example the best
+                           else ascent.keep_better(la, best_loss, xa, best_x))
   return best_x

@@ -89,7 +89,9 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     dict with 'clean_accuracy' (float), 'robust_accuracy' (float; fraction of examples
     correct clean and under every attack), 'per_attack' ({name: fraction correct clean
     and under that attack; cumulative with `only_robust`}), 'robust' (N,) bool numpy
-    mask, 'num_examples' (int).
+    mask, 'num_examples' (int), 'x_adv' (N, H, W, C) numpy: per example the first
+    returned point that fooled the model (x where none did), 'num_attacked' ({name:
+    examples the attack was run on, padding excluded}).
 
   Raises:
     ValueError: for bad inputs, an attack returning the wrong shape, or (with
@@ -107,6 +109,9 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
   correct_clean = np.zeros((n,), bool)
   correct_adv = np.zeros((len(fns), n), bool)
+  x_adv = np.array(x, np.float32, copy=True)
+  fooled = np.zeros((n,), bool)
+  calls = [0] * len(fns)
   for start in range(0, n, bs):
     sl = slice(start, min(start + bs, n))
     xb, yb = x[sl], y[sl]
@@ -132,6 +137,12 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
                            name=names[j])
       ok = np.zeros((xb.shape[0],), bool)
       ok[idx] = np.asarray(jnp.argmax(logits_fn(xa), -1) == ys)
+      fooled_now = np.flatnonzero(~ok[idx] & correct_clean[sl][idx] & ~fooled[sl][idx])
+      if fooled_now.size:  # keep the first point that fooled the model
+        rows = start + idx[fooled_now]
+        x_adv[rows] = np.asarray(xa)[fooled_now]
+        fooled[rows] = True
+      calls[j] += int(idx.size)
       if only_robust:  # examples not attacked were already fooled (or wrong clean)
         still &= ok
         correct_adv[j, sl] = still
@@ -145,4 +156,6 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
                      for j, nm in enumerate(names)},
       "robust": robust,
       "num_examples": int(n),
+      "x_adv": x_adv,
+      "num_attacked": dict(zip(names, calls)),
   }

@@ -11,7 +11,7 @@ name::
 
 Modules: `ada_ssim` (SSIM of AdA images per nu, the paper's Figure 2), `clean` (logits,
 accuracy, calibration), `corruptions` (-C accuracy, mCE),
-`lp` (PGD / APGD), `noise` (eps*_GN), `lpips` (LPA), `registry` (`EVALUATORS`), and
+`lp` (PGD / APGD / AutoAttack, gradient-masking flags), `noise` (eps*_GN), `lpips` (LPA), `registry` (`EVALUATORS`), and
 `report` / `plots` (report.json, report.md and the figures). The layer above
 (`adacorr.run`) and experiments/evaluate.py load the run and write the report.
 """
@@ -19,10 +19,10 @@ accuracy, calibration), `corruptions` (-C accuracy, mCE),
 from adacorr.evaluation.clean import calibration, evaluate_clean, predict
 from adacorr.evaluation.corruptions import (corrupted_sources, corruption_names,
                                             evaluate_corruptions)
-from adacorr.evaluation.lp import evaluate_lp, lp_robustness
+from adacorr.evaluation.lp import evaluate_lp, lp_robustness, masking_flags
 from adacorr.evaluation.lpips import evaluate_lpips
 from adacorr.evaluation.noise import evaluate_noise
-from adacorr.evaluation.radius import parse_radius
+from adacorr.evaluation.radius import parse_radius, standard_radii
 from adacorr.evaluation.registry import EVALUATORS, get_evaluator
 from adacorr.evaluation.report import markdown_report, write_report
 
@@ -39,7 +39,9 @@ __all__ = [
     "get_evaluator",
     "lp_robustness",
     "markdown_report",
+    "masking_flags",
     "parse_radius",
     "predict",
+    "standard_radii",
     "write_report",
 ]

@@ -5,7 +5,7 @@ compare methods by.
 report.json) to: clean accuracy, -C mean accuracy and mCE over the 15 benchmark
 corruptions, accuracy per corruption family (`adacorr.corruptions.FAMILIES`, mean over
 its corruptions and the 5 severities), and, per l_p radius, the robust accuracy under
-the worst of the report's attacks (per example). `format_comparison(rows)` is a markdown
+the worst of the report's attacks (per example) and under AutoAttack alone. `format_comparison(rows)` is a markdown
 table with the best value of each column in bold. Accuracies are fractions in [0, 1] and
 the mCE is in percent (`adacorr.metrics.mce`); the table prints both as percentages. A
 section the report lacks is None ('-' in the table).
@@ -29,7 +29,8 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
   """The comparison numbers of one report (see the module doc).
 
   Keys: 'clean', 'c_mean', 'mce', 'family/<name>' for each family, and
-  '<norm> <eps>' (e.g. 'linf 2/255') for each l_p radius of the report.
+  '<norm> <eps>' (e.g. 'linf 2/255') for each l_p radius of the report (the worst case
+  of all its attacks) and 'AA <norm> <eps>' (AutoAttack alone) where it ran.
   """
   row: dict[str, float | None] = {"clean": report["clean"]["accuracy"]}
   corrupted = report.get("corrupted") or {}
@@ -41,6 +42,9 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
     row[f"family/{family}"] = float(np.mean(values)) if len(values) == len(names) else None
   for r in report.get("lp") or []:
     row[f"{r['norm']} {r['eps']}"] = r["worst_case"]
+  for r in report.get("lp") or []:
+    if "AutoAttack" in r:
+      row[f"AA {r['norm']} {r['eps']}"] = r["AutoAttack"]
   return row
 
 

@@ -1,9 +1,11 @@
-"""l_p robustness: accuracy under PGD, APGD-CE and APGD-DLR and their per-example worst case."""
+"""l_p robustness: accuracy under PGD, APGD-CE/DLR and AutoAttack, their per-example worst
+case, and the cheap gradient-masking checks of AutoAttack's and Carlini et al.'s lists."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,12 +15,17 @@ from adacorr import data as data_lib
 from adacorr.core import checks
 from adacorr.evaluation.radius import parse_radius
 
+AUTOATTACK = ("standard", "fast", "none")
+AA_PREFIX = "AA/"  # per-component columns: 'AA/apgd-ce', ... (cumulative robust accuracy)
+
 
 def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array, *,
                   radii: Mapping[str, Sequence[str | float]], pgd_steps: int = 20,
-                  apgd_steps: int = 50, seed: int = 0,
-                  batch_size: int = 250) -> list[dict[str, Any]]:
-  """Accuracy under PGD, APGD-CE and APGD-DLR, and the per-example worst case, per radius.
+                  apgd_steps: int = 50, autoattack: str = "standard",
+                  masking_steps: int = 100, aa_steps: int = 100, square_queries: int = 5000,
+                  seed: int = 0, batch_size: int = 250,
+                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+  """Accuracy under PGD, APGD-CE, APGD-DLR and AutoAttack, and the worst case, per radius.
 
   Args:
     logits_fn: x (B, H, W, C) -> logits (B, K).
@@ -27,53 +34,119 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
     radii: `{norm: [radius, ...]}`, norm 'linf' or 'l2', a radius a number or a string
       such as '8/255' (see `parse_radius`), in the order evaluated.
     pgd_steps: PGD steps (random start, step size 2.5 eps / steps).
-    apgd_steps: APGD steps (CE and DLR losses).
+    apgd_steps: APGD steps (CE and DLR losses, each on every example).
+    autoattack: 'standard' (APGD-CE, APGD-T, FAB-T, Square; `attacks.autoattack`),
+      'fast' (APGD-CE, APGD-T: a quick look, not the standard number) or 'none'.
+    masking_steps: PGD steps of the masking check (PGD-`masking_steps` beside
+      PGD-`pgd_steps`); 0 skips it.
+    aa_steps, square_queries: AutoAttack's APGD/FAB iterations (reference 100) and
+      Square's queries (reference 5000).
     seed: the attacks' key.
     batch_size: examples attacked at once.
+    log: one line per radius (e.g. `print`).
 
   Returns:
     One dict per radius: 'norm', 'eps' (as given), 'clean', f'PGD-{pgd_steps}',
-    'APGD-CE', 'APGD-DLR' and 'worst_case' (fraction correct under every attack), all
-    accuracies in [0, 1]. The attacks are success-aware (a misclassified iterate is
-    kept over a higher-loss correct one) and every returned point is checked against
-    the threat model (a violation raises, naming the attack).
+    (f'PGD-{masking_steps}'), 'APGD-CE', 'APGD-DLR', with AutoAttack 'AutoAttack' and
+    'AA/<component>' (robust accuracy after that component and all before it), and
+    'worst_case' (fraction correct under every attack); accuracies in [0, 1]. Every
+    attack is success-aware and every returned point is checked against the threat model
+    (a violation raises, naming the attack). See `masking_flags` for the checks.
   """
   checks.check_steps(pgd_steps, "pgd_steps", minimum=1)
   checks.check_steps(apgd_steps, "apgd_steps", minimum=1)
+  checks.check_steps(masking_steps, "masking_steps")
+  checks.check_choice(autoattack, AUTOATTACK, "autoattack")
   for norm in radii:
     checks.check_norm(norm, "radii key")
   results = []
   for norm, eps_list in radii.items():
     for text in eps_list:
       eps = parse_radius(text)
-      suite = {
-          f"PGD-{pgd_steps}": lambda a, b, k, n=norm, e=eps: attacks.pgd(
-              logits_fn, a, b, k, norm=n, eps=e, step_size=2.5 * e / pgd_steps,
-              num_steps=pgd_steps),
-          "APGD-CE": lambda a, b, k, n=norm, e=eps: attacks.apgd(
-              logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss="ce"),
-          "APGD-DLR": lambda a, b, k, n=norm, e=eps: attacks.apgd(
-              logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss="dlr"),
-      }
-      r = attacks.robust_accuracy(logits_fn, x, y, jax.random.PRNGKey(seed), suite,
-                                  batch_size=batch_size, threat_model=(norm, eps))
-      results.append({"norm": norm, "eps": text, "clean": r["clean_accuracy"],
-                      **{k: float(v) for k, v in r["per_attack"].items()},
-                      "worst_case": r["robust_accuracy"]})
+      steps = [pgd_steps] + ([masking_steps] if masking_steps and masking_steps != pgd_steps
+                             else [])
+      suite = {f"PGD-{s}": jax.jit(lambda a, b, k, n=norm, e=eps, s=s: attacks.pgd(
+          logits_fn, a, b, k, norm=n, eps=e, step_size=2.5 * e / s, num_steps=s))
+               for s in steps}
+      for loss in ("ce", "dlr"):
+        suite[f"APGD-{loss.upper()}"] = jax.jit(lambda a, b, k, n=norm, e=eps, l=loss: (
+            attacks.apgd(logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss=l)))
+      key = jax.random.PRNGKey(seed)
+      r = attacks.robust_accuracy(logits_fn, x, y, key, suite, batch_size=batch_size,
+                                  threat_model=(norm, eps))
+      row = {"norm": norm, "eps": text, "clean": r["clean_accuracy"],
+             **{k: float(v) for k, v in r["per_attack"].items()}}
+      robust = r["robust"]
+      if autoattack != "none":
+        aa = attacks.autoattack(logits_fn, x, y, jax.random.fold_in(key, 1), norm=norm,
+                                eps=eps, version=autoattack, batch_size=batch_size,
+                                num_steps=aa_steps, num_queries=square_queries)
+        row["AutoAttack"] = aa["robust_accuracy"]
+        row.update({AA_PREFIX + k: float(v) for k, v in aa["per_attack"].items()})
+        robust = robust & aa["robust"]
+      row["worst_case"] = float(np.mean(robust)) if robust.size else float("nan")
+      results.append(row)
+      if log is not None:
+        log(f"l_p {norm} {text}: " + ", ".join(
+            f"{k} {100 * v:.1f}" for k, v in row.items() if k not in ("norm", "eps")))
   return results
+
+
+def masking_flags(results: Sequence[Mapping[str, Any]], *, tolerance: float = 0.01
+                  ) -> list[str]:
+  """Warnings of possible gradient masking from `lp_robustness` results (the cheap checks
+  of Croce & Hein 2020 and Carlini et al. 2019, "On evaluating adversarial robustness"):
+
+  - robust accuracy (worst case) not falling as eps grows (same norm, while above 0);
+  - Square, black-box, fooling examples every white-box component before it missed;
+  - PGD with many steps beating PGD with few by more than `tolerance` (1 point): the
+    few-step attack had not converged, so gradients are hard to follow.
+  Returns one sentence per finding (empty: none).
+  """
+  flags = []
+  by_norm: dict[str, list] = {}
+  for r in results:
+    by_norm.setdefault(r["norm"], []).append(r)
+  for norm, rows in by_norm.items():
+    rows = sorted(rows, key=lambda r: parse_radius(r["eps"]))
+    for a, b in zip(rows, rows[1:]):
+      if a["worst_case"] > 0 and parse_radius(b["eps"]) > parse_radius(a["eps"]) and (
+          b["worst_case"] >= a["worst_case"]):
+        flags.append(f"{norm}: robust accuracy does not fall from eps {a['eps']} "
+                     f"({100 * a['worst_case']:.1f}%) to {b['eps']} "
+                     f"({100 * b['worst_case']:.1f}%)")
+  for r in results:
+    aa = [k for k in r if k.startswith(AA_PREFIX)]
+    if aa and aa[-1] == AA_PREFIX + "square" and len(aa) > 1:
+      gain = r[aa[-2]] - r[aa[-1]]
+      if gain > 0:
+        flags.append(f"{r['norm']} {r['eps']}: Square (black-box) fooled "
+                     f"{100 * gain:.1f}% of the examples the white-box attacks missed")
+    pgd = sorted((int(k[4:]), v) for k, v in r.items() if k.startswith("PGD-"))
+    if len(pgd) > 1 and pgd[0][1] - pgd[-1][1] > tolerance:
+      flags.append(f"{r['norm']} {r['eps']}: PGD-{pgd[-1][0]} is stronger than "
+                   f"PGD-{pgd[0][0]} by {100 * (pgd[0][1] - pgd[-1][1]):.1f} points")
+  return flags
 
 
 def evaluate_lp(model, variables, source: data_lib.Source, *,
                 radii: Mapping[str, Sequence[str | float]], pgd_steps: int = 20,
-                apgd_steps: int = 50) -> dict[str, Any]:
+                apgd_steps: int = 50, autoattack: str = "standard", masking_steps: int = 100,
+                aa_steps: int = 100, square_queries: int = 5000) -> dict[str, Any]:
   """`lp_robustness` of `model.apply(variables, x, train=False)` on every example of `source`.
 
   Returns:
-    dict with 'num_examples' and 'results' (the list of `lp_robustness`).
+    dict with 'num_examples', 'results' (the list of `lp_robustness`) and 'warnings'
+    (`masking_flags`, each also logged as a warning).
   """
   images, labels = source.get(np.arange(source.num_examples))
   logits_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
   results = lp_robustness(logits_fn, jnp.asarray(images, jnp.float32) / 255.0,
                           jnp.asarray(labels), radii=radii, pgd_steps=pgd_steps,
-                          apgd_steps=apgd_steps)
-  return {"num_examples": int(source.num_examples), "results": results}
+                          apgd_steps=apgd_steps, autoattack=autoattack,
+                          masking_steps=masking_steps, aa_steps=aa_steps,
+                          square_queries=square_queries, log=logging.info)
+  warnings = masking_flags(results)
+  for w in warnings:
+    logging.warning("possible gradient masking: %s", w)
+  return {"num_examples": int(source.num_examples), "results": results, "warnings": warnings}

@@ -1,4 +1,5 @@
-"""Perceptual robustness (Laidlaw et al. 2021): accuracy under LPA per LPIPS bound."""
+"""Perceptual robustness (Laidlaw et al. 2021): accuracy under LPA and PPGD per LPIPS bound
+(the paper's Table 2 reports both)."""
 
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from absl import logging
 from adacorr import data as data_lib
 from adacorr import parallel
 from adacorr import perceptual
-from adacorr.attacks.perceptual import lpa
+from adacorr.attacks.perceptual import lpa, ppgd
 from adacorr.core import checks
 
 PROJECTIONS = ("newton", "bisection")
+PERCEPTUAL_ATTACKS = ("LPA", "PPGD")
 
 
 def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequence[float],
                    features_fn: Callable[[jax.Array], list] | None = None,
                    num_steps: int = 40, lambda_steps: int = 5, projection: str = "newton",
-                   batch_size: int = 500, mesh=None, seed: int = 0) -> dict[str, Any]:
-  """Accuracy under LPA (Laidlaw et al. 2021) per LPIPS bound on every example of `source`.
+                   batch_size: int = 500, mesh=None, seed: int = 0,
+                   attacks: Sequence[str] = PERCEPTUAL_ATTACKS) -> dict[str, Any]:
+  """Accuracy under LPA and PPGD (Laidlaw et al. 2021) per LPIPS bound on every example of
+  `source`, each attack and their per-example worst case.
 
   Self-bounded (`features_fn=None`: the LPIPS distance on `model`'s own layers) or
   bounded by `features_fn(x) -> [f_l]` (another network). One jit-compiled attack serves
@@ -34,7 +38,8 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   examples and their keys (an example's result depends only on its image, label and key,
   so the copies finish with the originals and do not keep LPA's early-exit loop
   running). An example counts as robust if it is classified correctly both clean and at
-  LPA's output. Example i is attacked with key i of `split(PRNGKey(seed), N)`.
+  every attack's output. Example i is attacked with key i of `split(PRNGKey(seed), N)`
+  (folded with the attack's index).
 
   Args:
     model, variables: the classifier (`model.apply(variables, x, train=False)`).
@@ -43,13 +48,16 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
     features_fn: images (B, H, W, C) in [0, 1] -> list of feature maps of the LPIPS
       network (None: `model`'s own LPIPS layers).
     num_steps, lambda_steps, projection: LPA's steps per lambda round, lambda rounds and
-      final projection ('newton' or 'bisection').
+      final projection ('newton' or 'bisection'); PPGD takes `num_steps` steps.
+    attacks: a non-empty subset of ('LPA', 'PPGD').
 
   Returns:
-    dict with 'attack' ('LPA'), 'num_examples', 'steps', 'lambda_steps', 'projection',
-    'bounds', 'clean_accuracy', and per bound (lists in the order of `bounds`)
-    'accuracy', 'mean_distance', 'max_distance', 'num_outside' (distance > bound + 1e-4)
-    and 'seconds'.
+    dict with 'attack' (the attacks joined by '+', e.g. 'LPA+PPGD'), 'attacks',
+    'num_examples', 'steps', 'lambda_steps', 'projection', 'bounds', 'clean_accuracy',
+    and per bound (lists in the order of `bounds`) 'accuracy' (correct under every
+    attack), 'per_attack' ({attack: [accuracy per bound]}), 'mean_distance',
+    'max_distance', 'num_outside' (distance > bound + 1e-4; over every attack's
+    points) and 'seconds'.
   """
   bounds = [float(b) for b in bounds]
   checks.check_nonnegative(np.asarray(bounds, np.float64), "bounds")
@@ -59,6 +67,11 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   checks.check_steps(lambda_steps, "lambda_steps", minimum=1)
   checks.check_choice(projection, PROJECTIONS, "projection")
   checks.check_steps(batch_size, "batch_size", minimum=1)
+  attacks = tuple(attacks)
+  if not attacks:
+    raise ValueError(f"attacks must name at least one of {PERCEPTUAL_ATTACKS}.")
+  for a in attacks:
+    checks.check_choice(a, PERCEPTUAL_ATTACKS, "attacks")
   mesh = parallel.make_mesh() if mesh is None else mesh
   logits_fn = perceptual.model_logits_fn(model, variables)
   if features_fn is None:
@@ -71,11 +84,18 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   @jax.jit
   def attack(images, labels, keys, bound):
     x = images.astype(jnp.float32) / 255.0
-    x_adv = lpa(*attack_fns, x, labels, keys, bound=bound, num_steps=num_steps,
-                lambda_steps=lambda_steps, projection=projection)
     clean_ok = jnp.argmax(logits_fn(x), -1) == labels
-    adv_ok = jnp.argmax(logits_fn(x_adv), -1) == labels
-    return clean_ok, adv_ok, perceptual.lpips_distance(distance_features, x, x_adv)
+    adv_ok, dist = [], []
+    for j, name in enumerate(attacks):
+      ks = jax.vmap(lambda k, j=j: jax.random.fold_in(k, j))(keys)
+      if name == "LPA":
+        x_adv = lpa(*attack_fns, x, labels, ks, bound=bound, num_steps=num_steps,
+                    lambda_steps=lambda_steps, projection=projection)
+      else:
+        x_adv = ppgd(*attack_fns, x, labels, ks, bound=bound, num_steps=num_steps)
+      adv_ok.append(jnp.argmax(logits_fn(x_adv), -1) == labels)
+      dist.append(perceptual.lpips_distance(distance_features, x, x_adv))
+    return clean_ok, jnp.stack(adv_ok, -1), jnp.max(jnp.stack(dist, -1), -1)
 
   n = source.num_examples
   images, labels = source.get(np.arange(n))
@@ -84,14 +104,16 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   bs = max(devices, min(batch_size, n) - min(batch_size, n) % devices)
   rows = parallel.host_local_slice(bs, mesh)
   starts = range(0, n, bs)
-  result = {"attack": "LPA", "num_examples": int(n), "steps": num_steps,
+  result = {"attack": "+".join(attacks), "attacks": list(attacks), "num_examples": int(n), "steps": num_steps,
             "lambda_steps": lambda_steps, "projection": projection, "bounds": bounds,
-            "clean_accuracy": None, "accuracy": [], "mean_distance": [], "max_distance": [],
+            "clean_accuracy": None, "accuracy": [], "per_attack": {a: [] for a in attacks},
+            "mean_distance": [], "max_distance": [],
             "num_outside": [], "seconds": []}
-  progress = tqdm.tqdm(total=len(bounds) * len(starts), desc="LPA", file=sys.stdout)
+  progress = tqdm.tqdm(total=len(bounds) * len(starts), desc="+".join(attacks),
+                       file=sys.stdout)
   for bound in bounds:
     tic = time.time()
-    clean_ok, adv_ok, dist = (np.zeros((n,), bool), np.zeros((n,), bool),
+    clean_ok, adv_ok, dist = (np.zeros((n,), bool), np.zeros((n, len(attacks)), bool),
                               np.zeros((n,), np.float32))
     for start in starts:
       progress.set_postfix(bound=bound)
@@ -106,11 +128,14 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
       progress.update()
     outside = int(np.sum(dist > bound + 1e-4))
     if outside:
-      logging.warning("LPA at LPIPS bound %g: %d of %d adversarial examples lie outside the "
-                      "bound (max distance %.5f).", bound, outside, n, float(dist.max()))
+      logging.warning("%s at LPIPS bound %g: %d of %d adversarial examples lie outside "
+                      "the bound (max distance %.5f).", result["attack"], bound, outside, n,
+                      float(dist.max()))
     if result["clean_accuracy"] is None:
       result["clean_accuracy"] = float(clean_ok.mean())
-    result["accuracy"].append(float((clean_ok & adv_ok).mean()))
+    result["accuracy"].append(float((clean_ok & adv_ok.all(-1)).mean()))
+    for j, a in enumerate(attacks):
+      result["per_attack"][a].append(float((clean_ok & adv_ok[:, j]).mean()))
     result["mean_distance"].append(float(dist.mean()))
     result["max_distance"].append(float(dist.max()))
     result["num_outside"].append(outside)

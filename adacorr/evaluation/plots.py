@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from adacorr import corruptions as corruptions_lib
+from adacorr.evaluation.radius import parse_radius
 
 
 def _pyplot():
@@ -20,23 +21,59 @@ def _pyplot():
 
 
 def save_lpips_curve(lpips, path):
-  """Accuracy under LPA vs LPIPS bound (the clean accuracy at 0), a PNG at `path`.
+  """Accuracy under each perceptual attack and their worst case vs LPIPS bound (the clean
+  accuracy at 0), a PNG at `path`.
 
   `lpips`: the report's LPIPS section ('bounds', 'clean_accuracy', 'accuracy',
   'model_name', 'num_examples', 'lambda_steps', 'steps').
   """
   plt = _pyplot()
-  points = sorted(zip([0.0] + list(lpips["bounds"]),
-                      [lpips["clean_accuracy"]] + list(lpips["accuracy"])))
   fig, ax = plt.subplots(figsize=(5, 3.8))
-  ax.plot([b for b, _ in points], [100 * a for _, a in points], "o-", label="LPA")
+  curves = dict(lpips.get("per_attack") or {})
+  if len(curves) != 1:
+    curves["worst case"] = lpips["accuracy"]
+  for name, acc in curves.items():
+    points = sorted(zip([0.0] + list(lpips["bounds"]), [lpips["clean_accuracy"]] + list(acc)))
+    ax.plot([b for b, _ in points], [100 * a for _, a in points], "o-", label=name,
+            **(dict(lw=2.5, color="black") if name == "worst case" else {}))
+  ax.legend(fontsize=8)
   ax.set_xlabel(f"LPIPS bound\n(distance on {lpips['model_name']})", fontsize=9)
-  ax.set_ylabel("accuracy under LPA (%)")
+  ax.set_ylabel("accuracy (%)")
   ax.set_ylim(0, 100)
   ax.set_xlim(left=0)
   ax.grid(alpha=0.3)
-  ax.set_title(f"Perceptual robustness ({lpips['num_examples']} test examples, LPA "
-               f"{lpips['lambda_steps']}x{lpips['steps']} steps)", fontsize=10)
+  ax.set_title(f"Perceptual robustness ({lpips['num_examples']} test examples, "
+               f"{lpips.get('attack', 'LPA')})", fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def save_lp_curves(results, path, clean_accuracy=None):
+  """Accuracy vs radius, one panel per norm (the clean accuracy at 0): the worst case
+  and, where present, AutoAttack and each single attack; a PNG at `path`.
+
+  `results`: the report's 'lp' list (`evaluation.lp_robustness`).
+  """
+  plt = _pyplot()
+  norms = list(dict.fromkeys(r["norm"] for r in results))
+  fig, axes = plt.subplots(1, len(norms), figsize=(4.8 * len(norms), 3.8), squeeze=False)
+  for ax, norm in zip(axes[0], norms):
+    rows = sorted((r for r in results if r["norm"] == norm), key=lambda r: parse_radius(r["eps"]))
+    eps = [0.0] + [parse_radius(r["eps"]) for r in rows]
+    clean = rows[0]["clean"] if clean_accuracy is None else clean_accuracy
+    keys = [k for k in rows[0] if k not in ("norm", "eps", "clean") and "/" not in k]
+    for k in keys:
+      style = dict(lw=2.5, color="black") if k == "worst_case" else dict(lw=1, alpha=0.8)
+      ax.plot(eps, [100 * clean] + [100 * r.get(k, float("nan")) for r in rows], "o-",
+              label="worst case" if k == "worst_case" else k, **style)
+    ax.set_xlabel(f"{norm} radius")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.suptitle("l_p robustness vs radius", fontsize=10)
   fig.tight_layout()
   fig.savefig(path, dpi=130)
   plt.close(fig)

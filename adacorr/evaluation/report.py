@@ -3,7 +3,7 @@
 A report is a dict of the evaluators' numbers (see `adacorr.run.report.robustness_report`
 for the whole): 'workdir', 'dataset', 'model', 'method', 'step', 'num_examples', 'corruptions',
 'clean' ({'accuracy'}), 'calibration', and optionally 'cifar10_1', 'lp_num_examples' and
-'lp', 'noise', 'lpips', 'corrupted'.
+'lp' (with 'lp_warnings', the gradient-masking flags), 'noise', 'lpips', 'corrupted'.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from adacorr.evaluation import plots
 HEATMAP_PNG = "corruption_heatmap.png"
 RELIABILITY_PNG = "reliability_diagram.png"
 LPIPS_CURVE_PNG = "lpips_robustness_curve.png"
+LP_CURVE_PNG = "lp_robustness_curves.png"
 
 
 def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) -> str:
@@ -63,13 +64,21 @@ def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) 
   if report.get("lp"):
     attack_names = [k for k in report["lp"][0] if k not in ("norm", "eps", "clean", "worst_case")]
     lines += ["", f"## l_p robustness ({report['lp_num_examples']} test examples; accuracy %, "
-              "worst case = correct under every attack)", "",
+              "worst case = correct under every attack; AA/x = robust accuracy after "
+              "AutoAttack's components up to x, each run on the examples still robust)", "",
               "| norm | eps | clean | " + " | ".join(attack_names) + " | worst case |",
               "|---|---|---|" + "---|" * (len(attack_names) + 1)]
     for r in report["lp"]:
       lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +
-                   " | ".join(f"{100 * r[a]:.1f}" for a in attack_names) +
+                   " | ".join(f"{100 * r[a]:.1f}" if a in r else "-" for a in attack_names) +
                    f" | {100 * r['worst_case']:.1f} |")
+    warnings = report.get("lp_warnings") or []
+    lines += [""] + [f"> **Warning, possible gradient masking:** {w}." for w in warnings]
+    if not warnings:
+      lines.append("Gradient-masking checks (accuracy falls with eps; Square finds nothing "
+                   "the white-box attacks missed; PGD-100 within a point of PGD-20): none "
+                   "raised.")
+    lines += ["", f"![l_p robustness vs radius]({LP_CURVE_PNG})"]
   if report.get("noise"):
     n = report["noise"]
     lines += ["", f"## Noise robustness ({n['num_examples']} test examples)", "",
@@ -80,15 +89,20 @@ def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) 
               f"{100 * n['fraction_unflipped']:.1f}% |"]
   if report.get("lpips"):
     p = report["lpips"]
-    lines += ["", f"## Perceptual (LPIPS) robustness ({p['num_examples']} test examples; LPA, "
-              f"{p['lambda_steps']} x {p['steps']} steps, {p['projection']} projection; LPIPS "
-              f"on {p['model_name']})", "",
-              "| LPIPS bound | accuracy (%) | mean LPIPS distance | max LPIPS distance |",
-              "|---|---|---|---|",
-              f"| 0 (clean) | {100 * p['clean_accuracy']:.1f} | 0 | 0 |"]
-    for b, a, md, mx in zip(p["bounds"], p["accuracy"], p["mean_distance"],
-                            p["max_distance"]):
-      lines.append(f"| {b:g} | {100 * a:.1f} | {md:.4f} | {mx:.4f} |")
+    per = p.get("per_attack") or {p.get("attack", "LPA"): p["accuracy"]}
+    lines += ["", f"## Perceptual (LPIPS) robustness ({p['num_examples']} test examples; "
+              f"{' and '.join(per)}: LPA {p['lambda_steps']} x {p['steps']} steps, "
+              f"{p['projection']} projection, PPGD {p['steps']} steps; LPIPS on "
+              f"{p['model_name']})", "",
+              "| LPIPS bound | " + " | ".join(f"{a} acc (%)" for a in per) +
+              " | worst case (%) | mean LPIPS distance | max LPIPS distance |",
+              "|---|" + "---|" * (len(per) + 3),
+              "| 0 (clean) | " + " | ".join(f"{100 * p['clean_accuracy']:.1f}" for _ in per) +
+              f" | {100 * p['clean_accuracy']:.1f} | 0 | 0 |"]
+    for i, (b, a, md, mx) in enumerate(zip(p["bounds"], p["accuracy"], p["mean_distance"],
+                                           p["max_distance"])):
+      lines.append(f"| {b:g} | " + " | ".join(f"{100 * v[i]:.1f}" for v in per.values()) +
+                   f" | {100 * a:.1f} | {md:.4f} | {mx:.4f} |")
     lines += ["", "![LPIPS robustness curve](lpips_robustness_curve.png)"]
   lines += ["", "![reliability diagram](reliability_diagram.png)", ""]
   return "\n".join(lines)
@@ -99,7 +113,8 @@ def write_report(report: dict[str, Any], output_dir: str,
   """Writes `report` to `output_dir` (created if missing) and returns its markdown.
 
   Files: report.json, report.md, reliability_diagram.png, and corruption_heatmap.png
-  (with a 'corrupted' section) and lpips_robustness_curve.png (with an 'lpips' section).
+  (with a 'corrupted' section), lp_robustness_curves.png (with an 'lp' section) and
+  lpips_robustness_curve.png (with an 'lpips' section).
   `names`: the corruptions' order in the table and heatmap (see `markdown_report`).
   """
   os.makedirs(output_dir, exist_ok=True)
@@ -107,6 +122,8 @@ def write_report(report: dict[str, Any], output_dir: str,
     names = list(report.get("corrupted", {}).get("accuracy", {}))
   if report.get("lpips"):
     plots.save_lpips_curve(report["lpips"], os.path.join(output_dir, LPIPS_CURVE_PNG))
+  if report.get("lp"):
+    plots.save_lp_curves(report["lp"], os.path.join(output_dir, LP_CURVE_PNG))
   if "corrupted" in report:
     plots.save_heatmap(report["corrupted"]["accuracy"], names, report["clean"]["accuracy"],
                        os.path.join(output_dir, HEATMAP_PNG))

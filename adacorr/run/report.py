@@ -69,8 +69,10 @@ def robustness_report(
     workdir: str, *, corruptions: str = "generated", extra: bool = True,
     corruption_names: Sequence[str] | None = None, corrupted_dir: str | None = None,
     num_examples: int = 0, batch_size: int = 500, seed: int = 0,
-    linf_eps: Sequence[str] = ("1/255", "2/255"), l2_eps: Sequence[str] = ("0.1",),
+    linf_eps: Sequence[str] | None = None, l2_eps: Sequence[str] | None = None,
     lp_num_examples: int = 1000, pgd_steps: int = 20, apgd_steps: int = 50,
+    autoattack: str = "standard", masking_steps: int = 100, aa_steps: int = 100,
+    square_queries: int = 5000,
     noise_num_examples: int | None = None, lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
     lpips_model: str = "self", lpa_num_examples: int | None = None, lpa_steps: int = 40,
     lpa_lambda_steps: int = 5, lpa_projection: str = "newton",
@@ -84,7 +86,12 @@ def robustness_report(
     num_examples: the first N test examples (0: all); the l_p, noise and LPA sections
       use the first `lp_num_examples`, `noise_num_examples` (default `lp_num_examples`)
       and `lpa_num_examples` (default half of `lp_num_examples`, rounded up); 0 skips.
-    linf_eps, l2_eps: radii ('8/255' or '0.5'); pgd_steps, apgd_steps: the attacks' steps.
+    linf_eps, l2_eps: radii ('8/255' or '0.5'; None: the dataset's
+      `evaluation.standard_radii`, e.g. CIFAR-10 l_inf 1/255, 2/255, 8/255 and l2 0.1,
+      0.5); pgd_steps, apgd_steps: the attacks' steps; autoattack: 'standard', 'fast'
+      or 'none'; masking_steps: the PGD steps of the masking check (0: skip);
+      aa_steps, square_queries: AutoAttack's iterations and Square's queries
+      (`evaluation.lp_robustness`).
     lpips_bounds, lpips_model, lpa_*: the LPA section (`evaluation.evaluate_lpips`).
     download: let tfds download missing data.
 
@@ -140,11 +147,17 @@ def robustness_report(
       logging.warning("CIFAR-10.1 not available: %s", e)
       report["cifar10_1"] = None
 
-  if lp_num_examples > 0 and (linf_eps or l2_eps):
+  default_radii = evaluation.standard_radii(config.dataset)
+  radii = {"linf": list(default_radii["linf"] if linf_eps is None else linf_eps),
+           "l2": list(default_radii["l2"] if l2_eps is None else l2_eps)}
+  if lp_num_examples > 0 and (radii["linf"] or radii["l2"]):
     lp = evaluation.evaluate_lp(model, variables, data_lib.first_n(test_source, lp_num_examples),
-                                radii={"linf": list(linf_eps), "l2": list(l2_eps)},
-                                pgd_steps=pgd_steps, apgd_steps=apgd_steps)
+                                radii={k: v for k, v in radii.items() if v},
+                                pgd_steps=pgd_steps, apgd_steps=apgd_steps,
+                                autoattack=autoattack, masking_steps=masking_steps,
+                                aa_steps=aa_steps, square_queries=square_queries)
     report["lp_num_examples"], report["lp"] = lp["num_examples"], lp["results"]
+    report["lp_warnings"] = lp["warnings"]
 
   if noise_num_examples is None:
     noise_num_examples = lp_num_examples

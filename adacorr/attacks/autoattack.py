@@ -1,0 +1,161 @@
+"""AutoAttack (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks"; reference code fra31/auto-attack).
+
+The ensemble runs its components in a fixed order, each only on the examples still
+robust after the ones before it; an example counts as robust only if it is classified
+correctly clean and no component fooled it. Versions (the reference's `version=`):
+
+  standard   APGD-CE (100 steps, 1 restart), APGD-T (9 targets x 100 steps), FAB-T
+             (9 targets x 100 steps), Square (5000 queries): the RobustBench protocol
+  rand       APGD-CE and APGD-DLR with EOT over 20 draws, for randomised models
+             (`logits_fn(x, keys)`, see `autoattack`)
+  fast       APGD-CE and APGD-T (ours, not in the reference: a quick look; not the
+             standard number)
+  custom     the components named in `attacks` (any of COMPONENTS), in that order
+
+Every returned point is checked against the threat model (l_p ball with 1e-5 relative
+slack, values in [0, 1]); a violation raises, naming the component.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping, Sequence
+
+import jax
+
+from adacorr.attacks.apgd import apgd, apgd_targeted
+from adacorr.attacks import lp
+from adacorr.attacks.evaluation import robust_accuracy
+from adacorr.attacks.fab import fab
+from adacorr.attacks.square import square
+from adacorr.core.checks import check_choice, check_images, check_key, check_norm
+
+VERSIONS = ("standard", "rand", "fast", "custom")
+COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
+ORDER = {
+    "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "rand": ("apgd-ce", "apgd-dlr"),
+    "fast": ("apgd-ce", "apgd-t"),
+}
+NUM_TARGETS = 9  # APGD-T and FAB-T in the standard version
+
+
+def component_attacks(logits_fn: lp.LogitsFn, *, norm: str, eps: float,
+                      names: Sequence[str], num_steps: int = 100, num_queries: int = 5000,
+                      num_targets: int = NUM_TARGETS, eot_iter: int = 1
+                      ) -> dict[str, Callable]:
+  """The named components as jitted attacks `(x, y, keys) -> x_adv`, in order.
+
+  APGD-T is split into one entry per target rank ('apgd-t@2', ..., 'apgd-t@10'), so
+  that each target runs only on the examples the previous ones did not fool, as in the
+  reference. With `eot_iter > 1` the APGD components average over that many draws of a
+  randomised `logits_fn(x, keys)`.
+  """
+  out = {}
+  for name in names:
+    check_choice(name, COMPONENTS, "attacks")
+    if name in ("apgd-ce", "apgd-dlr"):
+      out[name] = functools.partial(apgd, logits_fn, norm=norm, eps=eps,
+                                    num_steps=num_steps, loss=name[5:], eot_iter=eot_iter)
+    elif name == "apgd-t":
+      for rank in range(2, num_targets + 2):
+        out[f"apgd-t@{rank}"] = functools.partial(
+            apgd_targeted, logits_fn, norm=norm, eps=eps, num_steps=num_steps,
+            target_ranks=(rank,))
+    elif name == "fab-t":
+      out[name] = functools.partial(fab, logits_fn, norm=norm, eps=eps, num_steps=num_steps,
+                                    num_targets=num_targets)
+    else:
+      out[name] = functools.partial(square, logits_fn, norm=norm, eps=eps,
+                                    num_queries=num_queries)
+  return {k: jax.jit(v) for k, v in out.items()}
+
+
+def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: str, eps: float,
+               version: str = "standard", attacks: Sequence[str] | None = None,
+               batch_size: int | None = None, num_steps: int = 100, num_queries: int = 5000,
+               num_targets: int = NUM_TARGETS, eot_iter: int = 20,
+               log: Callable[[str], None] | None = None) -> dict:
+  """AutoAttack: robust accuracy under the ensemble, each component attacking only the
+  examples still robust.
+
+  Args:
+    logits_fn: x (B, H, W, C) -> logits (B, K), the model in evaluation mode. For
+      version='rand' a randomised model `logits_fn(x, keys) -> (B, K)` taking
+      per-example keys (B,); its accuracy is judged with one draw per example (the
+      reference too evaluates a randomised model with one forward pass).
+    x: (N, H, W, C) images in [0, 1].
+    y: (N,) int labels.
+    key: one key; split per component, then per example.
+    norm: 'linf' or 'l2'.
+    eps: the radius (RobustBench: 8/255 l_inf, 0.5 l2 on CIFAR-10).
+    version: 'standard', 'rand', 'fast' or 'custom' (then `attacks` names them).
+    attacks: for 'custom', in order: component names (from COMPONENTS), or a mapping
+      name -> attack `(x, y, keys) -> x_adv` (per-example keys; None: the component of
+      that name), to run one's own attack in the same protocol.
+    batch_size: examples attacked at once (default all).
+    num_steps: APGD and FAB iterations (reference: 100).
+    num_queries: Square's queries (reference: 5000).
+    num_targets: APGD-T and FAB-T target classes (reference: 9; K >= num_targets + 1).
+    eot_iter: EOT draws of the 'rand' version (reference: 20).
+    log: called with one line per component (e.g. `print`, `logging.info`).
+  Returns:
+    dict: 'x_adv' (N, H, W, C) numpy (per example the first point that fooled the model,
+    else x), 'clean_accuracy', 'robust_accuracy' (floats in [0, 1]), 'per_attack'
+    ({component: robust accuracy after it and all before it}, in order), 'robust' (N,)
+    bool, 'num_attacked' ({component: examples it ran on}), 'num_examples', 'version',
+    'norm', 'eps'.
+  Raises:
+    ValueError: for an unknown version or component, 'custom' without `attacks` (or
+      `attacks` with another version), bad inputs, or a component returning a point
+      outside the threat model (named in the message).
+  """
+  check_choice(version, VERSIONS, "version")
+  check_norm(norm)
+  check_images(x)
+  check_key(key)
+  lp.check_radius(eps, norm)
+  extra = {}
+  if version == "custom":
+    if not attacks:
+      raise ValueError("version='custom' needs attacks=[...] naming the components, from "
+                       f"{COMPONENTS}.")
+    if isinstance(attacks, Mapping):
+      extra = {str(k): v for k, v in attacks.items() if v is not None}
+      names = tuple(str(k) for k in attacks)
+    else:
+      names = tuple(attacks)
+  elif attacks is not None:
+    raise ValueError(f"attacks={attacks!r} is only for version='custom'; version={version!r} "
+                     f"runs {ORDER[version]}.")
+  else:
+    names = ORDER[version]
+  model = logits_fn
+  if version == "rand":
+    eval_key = jax.random.fold_in(key, 7)
+    model = lambda v: logits_fn(v, jax.random.split(eval_key, v.shape[0]))
+  else:
+    eot_iter = 1
+  comps = {}
+  for name in names:  # in order: our own callables and the named components
+    comps.update({name: extra[name]} if name in extra else component_attacks(
+        logits_fn, norm=norm, eps=float(eps), names=(name,), num_steps=num_steps,
+        num_queries=num_queries, num_targets=num_targets, eot_iter=eot_iter))
+  r = robust_accuracy(model, x, y, key, comps, batch_size=batch_size,
+                      threat_model=(norm, float(eps)), only_robust=True)
+  per_attack, attacked = {}, {}
+  for sub, acc in r["per_attack"].items():  # apgd-t@k -> apgd-t (after its last target)
+    name = sub.split("@")[0]
+    per_attack[name] = acc
+    attacked[name] = attacked.get(name, 0) + r["num_attacked"][sub]
+  if log is not None:
+    log(f"AutoAttack {version} {norm} eps={eps:.6g}: clean {r['clean_accuracy']:.2%}")
+    for name, acc in per_attack.items():
+      log(f"  after {name:<8s} robust {acc:.2%} ({attacked[name]} examples attacked)")
+  return {
+      "x_adv": r["x_adv"], "clean_accuracy": r["clean_accuracy"],
+      "robust_accuracy": r["robust_accuracy"], "per_attack": per_attack,
+      "robust": r["robust"], "num_attacked": attacked, "num_examples": r["num_examples"],
+      "version": version, "norm": norm, "eps": float(eps),
+  }
