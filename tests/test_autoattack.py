@@ -179,3 +179,32 @@ def test_rand_version_averages_a_randomised_model(trained):
   assert list(out["per_attack"]) == ["apgd-ce", "apgd-dlr"]
   assert out["robust_accuracy"] < out["clean_accuracy"]
   assert np.all(_norms(jnp.asarray(out["x_adv"]) - x, "linf") <= EPS["linf"] + 1e-6)
+
+
+def _row(norm, eps, worst, **attacks_acc):
+  return {"norm": norm, "eps": eps, "clean": 0.9, **attacks_acc, "worst_case": worst}
+
+
+def test_masking_flags_by_hand():
+  from adacorr.evaluation import masking_flags  # pylint: disable=import-outside-toplevel
+  healthy = [_row("linf", "1/255", 0.6, **{"PGD-20": 0.65, "PGD-100": 0.645}),
+             _row("linf", "8/255", 0.1), _row("l2", "0.5", 0.0), _row("l2", "1.0", 0.0)]
+  assert masking_flags(healthy) == []
+  flat = [_row("linf", "8/255", 0.5), _row("linf", "2/255", 0.5)]  # sorted by radius
+  (flag,) = masking_flags(flat)
+  assert "does not fall from eps 2/255" in flag
+  square = [_row("l2", "0.5", 0.3, **{"AA/apgd-ce": 0.4, "AA/fab-t": 0.35,
+                                      "AA/square": 0.3})]
+  (flag,) = masking_flags(square)
+  assert "Square" in flag and "5.0%" in flag
+  pgd = [_row("linf", "2/255", 0.3, **{"PGD-20": 0.45, "PGD-100": 0.42})]
+  (flag,) = masking_flags(pgd)
+  assert "PGD-100 is stronger than PGD-20 by 3.0 points" in flag
+
+
+def test_standard_radii_include_robustbench():
+  from adacorr.evaluation import standard_radii  # pylint: disable=import-outside-toplevel
+  assert "8/255" in standard_radii("cifar10")["linf"]
+  assert "0.5" in standard_radii("cifar10")["l2"]
+  assert "4/255" in standard_radii("imagenet100")["linf"]
+  assert standard_radii("fashion_mnist") == {"linf": ("8/255", "0.1"), "l2": ("0.5", "1.5")}

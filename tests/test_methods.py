@@ -110,6 +110,25 @@ def test_rlat_multipliers_preact_resnet18_cifar():
   np.testing.assert_allclose(sub, [16 * 16 * 128 / 3072, 4 * 4 * 512 / 3072 / 2])
 
 
+def test_rlat_imagenet_multipliers_match_the_reference_formula():
+  """ImageNet-100 (224x224): the reference's PreActResNet18_I perturbs the input, conv1's
+  output (7x7, stride 2, padding 1 -> 110x110x64, before BN-ReLU-max pool), and the four
+  stage outputs (max pool -> 55: 55x55x64, 28x28x128, 14x14x256, 7x7x512);
+  eps_l / eps = (d_l / d_input) / (l + 1), d_input = 224 * 224 * 3."""
+  from adacorr.models import PreActResNet18, ResNet50  # pylint: disable=import-outside-toplevel
+  d0 = 224 * 224 * 3
+  dims = [d0, 110 * 110 * 64, 55 * 55 * 64, 28 * 28 * 128, 14 * 14 * 256, 7 * 7 * 512]
+  reference = [d / d0 / (l + 1) for l, d in enumerate(dims)]
+  model = PreActResNet18(num_classes=100, stem="imagenet")
+  np.testing.assert_allclose(rlat.rlat_eps_multipliers(model, (224, 224, 3)), reference,
+                             rtol=1e-12)
+  # torchvision ResNet-50 (padding 3): its stem point is the conv output too (112x112x64).
+  mults = rlat.rlat_eps_multipliers(ResNet50(num_classes=100), (224, 224, 3))
+  np.testing.assert_allclose(mults[:2], [1.0, 112 * 112 * 64 / d0 / 2], rtol=1e-12)
+  with pytest.raises(ValueError, match="stem"):
+    rlat.rlat_eps_multipliers(PreActResNet18(stem="vit"), (32, 32, 3))
+
+
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_rlat_delta_norms_equal_eps_l(resnet, batch, norm):
   model, params, stats = resnet
@@ -437,3 +456,15 @@ def test_at_fgsm_step_matches_attacks_fgsm(cnn, batch):
 
   ours, theirs = jax.jit(both)(params, stats, batch["image"], batch["label"])
   np.testing.assert_allclose(ours, theirs, atol=1e-6)
+
+
+def test_imagenet100_rlat_config_builds_the_reference_model():
+  import importlib  # pylint: disable=import-outside-toplevel
+  from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
+  from adacorr.train import loop  # pylint: disable=import-outside-toplevel
+  config = importlib.import_module("experiments.configs.imagenet100_rlat").get_config()
+  model = loop.build_model(config, data_lib.DATASETS[config.dataset])
+  assert model.stem == "imagenet" and config.method_kwargs.eps == 0.02
+  # At the 128x128 training crops: conv1 (7, stride 2, padding 1) -> 62x62x64.
+  mults = rlat.rlat_eps_multipliers(model, (128, 128, 3))
+  np.testing.assert_allclose(mults[1], 62 * 62 * 64 / (128 * 128 * 3) / 2, rtol=1e-12)

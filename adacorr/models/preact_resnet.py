@@ -7,9 +7,15 @@ pre-activation design (as in locuslab/fast_adversarial and the RLAT reference co
 average pooling and a dense layer. The 1x1 projection shortcut (when the shape changes)
 reads the pre-activated input, as in both references.
 
+`stem='imagenet'` gives the ImageNet-100 layout of the RLAT reference code
+(tml-epfl/adv-training-corruptions `PreActResNet_Imagenet`, the paper's ImageNet-100
+PreAct ResNet-18): a 7x7 stride-2 stem conv with padding 1 (sic: the reference's, not
+torchvision's 3), BN, ReLU and a 3x3 stride-2 max pool (padding 1) before the stages.
+
 Marked points (see `FEATURE_POINTS`): each is `perturb`-ed and sown to `intermediates`:
   input   raw input in [0, 1], before normalisation, (B, H, W, C);
-  stem    stem conv output, (B, H, W, 64);
+  stem    stem conv output, (B, H, W, 64) (ImageNet stem: before its BN-ReLU-max pool,
+          where the reference adds RLAT's delta[1]; (B, 110, 110, 64) at 224x224);
   stageK  residual-sum output of stage K's last block, before the final BN-ReLU;
           for 32x32 inputs spatial sizes 32, 16, 8, 4.
 The model never clips: an input perturbation meant to stay in [0, 1] should be passed
@@ -24,6 +30,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from adacorr.models import common
+
+
+STEMS = ("cifar", "imagenet")
 
 
 class PreActBlock(nn.Module):
@@ -91,6 +100,8 @@ class PreActResNet(nn.Module):
     dtype: computation dtype (e.g. `jnp.bfloat16`); parameters stay float32 and
       logits are returned as float32.
     width: stem width; stage widths are width * (1, 2, 4, 8).
+    stem: 'cifar' (3x3 stride-1 conv) or 'imagenet' (the RLAT reference's 7x7 stride-2
+      conv with padding 1, BN, ReLU, 3x3 stride-2 max pool).
   """
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   block: Any = PreActBlock
@@ -99,6 +110,7 @@ class PreActResNet(nn.Module):
   std: tuple[float, ...] = common.CIFAR10_STD
   dtype: Any = jnp.float32
   width: int = 64
+  stem: str = "cifar"
 
   FEATURE_POINTS = ("input", "stem", "stage1", "stage2", "stage3", "stage4")
 
@@ -107,8 +119,16 @@ class PreActResNet(nn.Module):
     """Logits (B, num_classes) float32 for images `x` (B, H, W, C) in [0, 1]."""
     x = common.mark(self, "input", x)
     x = common.normalize(x, self.mean, self.std, self.dtype)
-    x = common.conv(self.width, 3, dtype=self.dtype, name="stem_conv")(x)
-    x = common.mark(self, "stem", x)
+    if self.stem not in STEMS:
+      raise ValueError(f"stem={self.stem!r} must be one of {STEMS}.")
+    if self.stem == "cifar":
+      x = common.conv(self.width, 3, dtype=self.dtype, name="stem_conv")(x)
+      x = common.mark(self, "stem", x)
+    else:
+      x = common.conv(self.width, 7, 2, padding=1, dtype=self.dtype, name="stem_conv")(x)
+      x = common.mark(self, "stem", x)
+      x = nn.relu(common.batch_norm(train, self.dtype, name="stem_bn")(x))
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1

@@ -7,7 +7,10 @@ pooling and a dense layer. 25,557,032 parameters for 1000 classes.
 
 Marked points (see `FEATURE_POINTS`), each `perturb`-ed and sown to `intermediates`:
   input   raw input in [0, 1], before normalisation;
-  stem    after stem conv, BN, ReLU and max pool, (B, H/4, W/4, 64);
+  stem    the stem conv's output, before its BN, ReLU and max pool, (B, H/2, W/2, 64):
+          where the RLAT reference code's ImageNet models add their delta[1] (`conv1(out)
+          + delta[1]`), so RLAT's eps multipliers follow the reference's formula (the
+          point sat after the max pool before, (B, H/4, W/4, 64), a 4x smaller d_l);
   stageK  output of stage K's last block (its ReLU'd residual sum, the torchvision
           `layerK` output); for 224x224 inputs spatial sizes 56, 28, 14, 7.
 """
@@ -70,9 +73,9 @@ class ResNet50(nn.Module):
     x = common.mark(self, "input", x)
     x = common.normalize(x, self.mean, self.std, self.dtype)
     x = common.conv(64, 7, 2, dtype=self.dtype, name="stem_conv")(x)
+    x = common.mark(self, "stem", x)
     x = nn.relu(common.batch_norm(train, self.dtype, name="stem_bn")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    x = common.mark(self, "stem", x)
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
