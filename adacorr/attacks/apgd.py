@@ -61,12 +61,14 @@ def dlr_targeted(logits: jax.Array, y: jax.Array, target: jax.Array) -> jax.Arra
   return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
-def target_classes(logits: jax.Array, rank: int) -> jax.Array:
+def target_classes(logits: jax.Array, rank) -> jax.Array:
   """The (B,) class with the `rank`-th largest logit (rank 2: the runner-up), AutoAttack's
-  choice of targets (`output.sort()[1][:, -rank]`)."""
-  if not 1 <= rank <= logits.shape[-1]:
+  choice of targets (`output.sort()[1][:, -rank]`; ties: the lower class first). `rank`
+  may be traced (then it is not range-checked)."""
+  if isinstance(rank, (int, np.integer)) and not 1 <= rank <= logits.shape[-1]:
     raise ValueError(f"target rank {rank!r} must be in [1, {logits.shape[-1]}].")
-  return jax.lax.top_k(logits, rank)[1][:, rank - 1]
+  order = jnp.argsort(-logits.astype(jnp.float32), axis=-1, stable=True)
+  return jnp.take(order, jnp.asarray(rank, jnp.int32) - 1, axis=-1)
 
 
 def _eot_logits(logits_fn, eot_iter: int, keys):
@@ -261,6 +263,27 @@ def apgd_targeted(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *,
                      f"{num_classes}.")
   clean = logits_fn(x)
   targets = [target_classes(clean, r) for r in target_ranks]
+  return _restarts(logits_fn, x, y, key, restarts, targets, norm=norm, eps=eps,
+                   num_steps=num_steps, loss="dlr", rho=rho, success_aware=success_aware,
+                   eot_iter=1)
+
+
+def apgd_targeted_rank(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, rank, *,
+                       norm: str = "linf", eps, num_steps: int = 100, rho: float = 0.75,
+                       restarts: int = 1, success_aware: bool = True) -> jax.Array:
+  """APGD-T against one target, the class of the `rank`-th largest clean logit, with
+  `rank` a (possibly traced) int in [2, K]: one compiled function serves every target
+  (`autoattack` runs the ranks one after another on the examples still robust).
+  Otherwise as `apgd_targeted`."""
+  _check(logits_fn, x, y, key, norm=norm, eps=eps, loss="ce", num_steps=num_steps, rho=rho,
+         restarts=restarts, eot_iter=1)
+  num_classes = jax.eval_shape(logits_fn, x).shape[-1]
+  if num_classes < 4:
+    raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes; the model has "
+                     f"{num_classes}.")
+  if isinstance(rank, (int, np.integer)) and not 2 <= rank <= num_classes:
+    raise ValueError(f"rank={rank!r} must be in [2, {num_classes}].")
+  targets = [target_classes(logits_fn(x), rank)]
   return _restarts(logits_fn, x, y, key, restarts, targets, norm=norm, eps=eps,
                    num_steps=num_steps, loss="dlr", rho=rho, success_aware=success_aware,
                    eot_iter=1)

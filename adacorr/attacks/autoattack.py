@@ -23,8 +23,9 @@ import functools
 from typing import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 
-from adacorr.attacks.apgd import apgd, apgd_targeted
+from adacorr.attacks.apgd import apgd, apgd_targeted_rank
 from adacorr.attacks import lp
 from adacorr.attacks.evaluation import robust_accuracy
 from adacorr.attacks.fab import fab
@@ -41,35 +42,62 @@ ORDER = {
 NUM_TARGETS = 9  # APGD-T and FAB-T in the standard version
 
 
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "loss",
+                                             "eot_iter"))
+def _apgd(x, y, keys, eps, *, logits_fn, norm, num_steps, loss, eot_iter):
+  return apgd(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps, loss=loss,
+              eot_iter=eot_iter)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps"))
+def _apgd_t(x, y, keys, eps, rank, *, logits_fn, norm, num_steps):
+  return apgd_targeted_rank(logits_fn, x, y, keys, rank, norm=norm, eps=eps,
+                            num_steps=num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "num_targets"))
+def _fab_t(x, y, keys, eps, *, logits_fn, norm, num_steps, num_targets):
+  return fab(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps,
+             num_targets=num_targets)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_queries"))
+def _square(x, y, keys, eps, *, logits_fn, norm, num_queries):
+  return square(logits_fn, x, y, keys, norm=norm, eps=eps, num_queries=num_queries)
+
+
 def component_attacks(logits_fn: lp.LogitsFn, *, norm: str, eps: float,
                       names: Sequence[str], num_steps: int = 100, num_queries: int = 5000,
                       num_targets: int = NUM_TARGETS, eot_iter: int = 1
                       ) -> dict[str, Callable]:
-  """The named components as jitted attacks `(x, y, keys) -> x_adv`, in order.
+  """The named components as attacks `(x, y, keys) -> x_adv`, in order.
 
   APGD-T is split into one entry per target rank ('apgd-t@2', ..., 'apgd-t@10'), so
   that each target runs only on the examples the previous ones did not fool, as in the
   reference. With `eot_iter > 1` the APGD components average over that many draws of a
-  randomised `logits_fn(x, keys)`.
+  randomised `logits_fn(x, keys)`. Each component is one jitted function with `eps` (and
+  APGD-T's target rank) traced and `logits_fn` static: with the same `logits_fn` object,
+  every radius and target reuses one compilation per batch shape.
   """
+  eps = jnp.float32(eps)
   out = {}
   for name in names:
     check_choice(name, COMPONENTS, "attacks")
     if name in ("apgd-ce", "apgd-dlr"):
-      out[name] = functools.partial(apgd, logits_fn, norm=norm, eps=eps,
+      out[name] = functools.partial(_apgd, eps=eps, logits_fn=logits_fn, norm=norm,
                                     num_steps=num_steps, loss=name[5:], eot_iter=eot_iter)
     elif name == "apgd-t":
       for rank in range(2, num_targets + 2):
         out[f"apgd-t@{rank}"] = functools.partial(
-            apgd_targeted, logits_fn, norm=norm, eps=eps, num_steps=num_steps,
-            target_ranks=(rank,))
+            _apgd_t, eps=eps, rank=jnp.int32(rank), logits_fn=logits_fn, norm=norm,
+            num_steps=num_steps)
     elif name == "fab-t":
-      out[name] = functools.partial(fab, logits_fn, norm=norm, eps=eps, num_steps=num_steps,
-                                    num_targets=num_targets)
+      out[name] = functools.partial(_fab_t, eps=eps, logits_fn=logits_fn, norm=norm,
+                                    num_steps=num_steps, num_targets=num_targets)
     else:
-      out[name] = functools.partial(square, logits_fn, norm=norm, eps=eps,
+      out[name] = functools.partial(_square, eps=eps, logits_fn=logits_fn, norm=norm,
                                     num_queries=num_queries)
-  return {k: jax.jit(v) for k, v in out.items()}
+  return out
 
 
 def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: str, eps: float,
@@ -137,6 +165,12 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
     model = lambda v: logits_fn(v, jax.random.split(eval_key, v.shape[0]))
   else:
     eot_iter = 1
+  if any(n in ("apgd-t", "fab-t") for n in names):
+    num_classes = jax.eval_shape(model, x[:1]).shape[-1]
+    if isinstance(num_targets, bool) or not isinstance(num_targets, int) or not (
+        1 <= num_targets < num_classes):
+      raise ValueError(f"num_targets={num_targets!r} must be an int in [1, "
+                       f"{num_classes - 1}] (the model has {num_classes} classes).")
   comps = {}
   for name in names:  # in order: our own callables and the named components
     comps.update({name: extra[name]} if name in extra else component_attacks(

@@ -13,16 +13,19 @@ section the report lacks is None ('-' in the table).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from adacorr import corruptions as corruptions_lib
+from adacorr import metrics
 
 # Columns where lower is better (the rest: higher is better).
-LOWER_IS_BETTER = ("mce",)
+LOWER_IS_BETTER = ("mce", "relative_mce", "ece")
 # Columns already in percent (the rest are fractions).
-IN_PERCENT = ("mce",)
+IN_PERCENT = ("mce", "relative_mce")
+# Columns printed as they are (not accuracies): eps* (an l2 norm).
+UNITLESS = ("eps_star_gn", "eps_star_an")
 
 
 def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
@@ -45,7 +48,117 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
   for r in report.get("lp") or []:
     if "AutoAttack" in r:
       row[f"AA {r['norm']} {r['eps']}"] = r["AutoAttack"]
+  lpips = report.get("lpips") or {}
+  for bound, acc in zip(lpips.get("bounds", []), lpips.get("accuracy", [])):
+    row[f"lpips {bound:g}"] = acc
+  if report.get("noise"):
+    row["eps_star_gn"] = report["noise"]["eps_star"]
+  if report.get("noise", {}).get("eps_star_an") is not None:
+    row["eps_star_an"] = report["noise"]["eps_star_an"]
+  if report.get("calibration"):
+    row["ece"] = report["calibration"]["ece"]
   return row
+
+
+def relative_mce(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> float | None:
+  """Relative mCE (percent) of `report` against `baseline` (e.g. the nominal run of the
+  same suite and seed) in place of AlexNet: the mean over the 15 benchmark corruptions of
+  100 (E_c - E_clean) / (E_c^base - E_clean^base) (`metrics.relative_mce`), or None when
+  either report lacks the 15 corruptions or a baseline corruption error does not exceed
+  its clean error."""
+  def errors(r):
+    acc = (r.get("corrupted") or {}).get("accuracy", {})
+    if not all(n in acc for n in corruptions_lib.BENCHMARK_CORRUPTIONS):
+      return None
+    return {n: [1.0 - a for a in acc[n]] for n in corruptions_lib.BENCHMARK_CORRUPTIONS}
+  mine, base = errors(report), errors(baseline)
+  if mine is None or base is None:
+    return None
+  try:
+    return metrics.relative_mce(mine, 1.0 - report["clean"]["accuracy"], alexnet_errors=base,
+                                alexnet_clean_error=1.0 - baseline["clean"]["accuracy"])
+  except ValueError:
+    return None
+
+
+def aggregate(rows: Sequence[Mapping[str, float | None]]) -> dict[str, dict[str, float]]:
+  """Mean and standard deviation over seeds: `{key: {'mean', 'std', 'n'}}` for every key
+  of `rows` (one `comparison_row` per seed); None values are left out (n counts the
+  rest; a key with none is absent). std is the sample standard deviation (ddof 1; 0 for
+  one seed)."""
+  keys = list(dict.fromkeys(k for r in rows for k in r))
+  out = {}
+  for k in keys:
+    values = np.asarray([r[k] for r in rows if r.get(k) is not None], np.float64)
+    if values.size:
+      out[k] = {"mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                "n": int(values.size)}
+  return out
+
+
+def format_aggregate(table: Mapping[str, Mapping[str, Mapping[str, float]]], *,
+                     keys: Sequence[str] | None = None, title: str | None = None,
+                     reference: Mapping[str, Mapping[str, float]] | None = None) -> str:
+  """A markdown table of `aggregate`d rows (`table`: run -> key -> stats): 'mean ± std'
+  per cell (accuracies in percent, mCE/relative mCE as they are, eps* as it is), the
+  best mean per column in bold. `reference`: run -> key -> a published number, printed
+  in an extra '(paper)' line under the run's row.
+  """
+  if not table:
+    raise ValueError("table is empty: give at least one run's aggregate.")
+  if keys is None:
+    keys = list(dict.fromkeys(k for row in table.values() for k in row))
+  best = {}
+  for k in keys:
+    means = [row[k]["mean"] for row in table.values() if k in row]
+    if len(means) > 1:
+      best[k] = min(means) if k in LOWER_IS_BETTER else max(means)
+  lines = [] if title is None else [title, ""]
+  lines.append("| run | " + " | ".join(_label(k) for k in keys) + " |")
+  lines.append("|---|" + "|".join("---:" for _ in keys) + "|")
+  for name, row in table.items():
+    cells = []
+    for k in keys:
+      if k not in row:
+        cells.append("-")
+        continue
+      scale = 1.0 if k in IN_PERCENT or k in UNITLESS else 100.0
+      text = f"{scale * row[k]['mean']:.2f}"
+      if row[k]["n"] > 1:
+        text += f" ± {scale * row[k]['std']:.2f}"
+      cells.append(f"**{text}**" if k in best and row[k]["mean"] == best[k] else text)
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if reference and reference.get(name):
+      ref = reference[name]
+      lines.append("| (paper) | " + " | ".join(
+          "-" if ref.get(k) is None else
+          f"{(1.0 if k in IN_PERCENT or k in UNITLESS else 100.0) * ref[k]:.2f}"
+          for k in keys) + " |")
+  return "\n".join(lines)
+
+
+def ordering(table: Mapping[str, Mapping[str, Mapping[str, float]]], better: str, worse: str,
+             key: str, *, margin: float = 0.0) -> dict[str, Any]:
+  """Whether run `better` beats run `worse` on `key` in `table` (`aggregate`d rows), and by
+  how many standard deviations.
+
+  Higher is better except for `LOWER_IS_BETTER` keys. `margin` (in the key's units, e.g.
+  -0.02 for "within 2 points") is added to `better`'s side. Returns {'held', 'difference'
+  (better - worse, signed so that > 0 means better), 'sigma' (difference over the pooled
+  standard deviation sqrt(s_a^2 + s_b^2), inf for zero spread), 'key', 'better',
+  'worse'}, or with a missing run or key {'held': None, ...}.
+  """
+  a, b = table.get(better, {}).get(key), table.get(worse, {}).get(key)
+  out = {"key": key, "better": better, "worse": worse}
+  if a is None or b is None:
+    return {**out, "held": None, "difference": None, "sigma": None}
+  sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+  diff = sign * (a["mean"] - b["mean"]) + margin
+  spread = float(np.hypot(a["std"], b["std"]))
+  sigma = diff / spread if spread > 0 else (float("inf") if diff > 0 else
+                                            float("-inf") if diff < 0 else 0.0)
+  return {**out, "held": bool(diff > 0), "difference": float(diff), "sigma": float(sigma)}
 
 
 def _label(key: str) -> str:
@@ -55,6 +168,14 @@ def _label(key: str) -> str:
     return "-C mean acc"
   if key == "mce":
     return "mCE"
+  if key == "relative_mce":
+    return "rel. mCE"
+  if key == "ece":
+    return "ECE"
+  if key.startswith("eps_star_"):
+    return f"eps*_{key[9:].upper()}"
+  if key.startswith("lpips "):
+    return f"LPIPS {key[6:]} acc"
   if key.startswith("family/"):
     return key.split("/", 1)[1]
   return f"{key} acc"
@@ -91,7 +212,7 @@ def format_comparison(rows: Mapping[str, Mapping[str, float | None]], *,
       if v is None:
         cells.append("-")
         continue
-      text = f"{v if k in IN_PERCENT else 100 * v:.2f}"
+      text = f"{v if k in IN_PERCENT or k in UNITLESS else 100 * v:.2f}"
       cells.append(f"**{text}**" if k in best and v == best[k] else text)
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
   return "\n".join(lines)

@@ -3,6 +3,7 @@ case, and the cheap gradient-masking checks of AutoAttack's and Carlini et al.'s
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
@@ -16,6 +17,19 @@ from adacorr.core import checks
 from adacorr.evaluation.radius import parse_radius
 
 AUTOATTACK = ("standard", "fast", "none")
+
+
+# One compilation per (logits_fn, norm, steps, batch shape): eps is traced, so every radius
+# reuses it.
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps"))
+def _pgd(x, y, keys, eps, *, logits_fn, norm, num_steps):
+  return attacks.pgd(logits_fn, x, y, keys, norm=norm, eps=eps, step_size=2.5 * eps / num_steps,
+                     num_steps=num_steps)
+
+
+@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "loss"))
+def _apgd(x, y, keys, eps, *, logits_fn, norm, num_steps, loss):
+  return attacks.apgd(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps, loss=loss)
 AA_PREFIX = "AA/"  # per-component columns: 'AA/apgd-ce', ... (cumulative robust accuracy)
 
 
@@ -65,12 +79,12 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
       eps = parse_radius(text)
       steps = [pgd_steps] + ([masking_steps] if masking_steps and masking_steps != pgd_steps
                              else [])
-      suite = {f"PGD-{s}": jax.jit(lambda a, b, k, n=norm, e=eps, s=s: attacks.pgd(
-          logits_fn, a, b, k, norm=n, eps=e, step_size=2.5 * e / s, num_steps=s))
-               for s in steps}
+      e = jnp.float32(eps)
+      suite = {f"PGD-{s}": functools.partial(_pgd, eps=e, logits_fn=logits_fn, norm=norm,
+                                             num_steps=s) for s in steps}
       for loss in ("ce", "dlr"):
-        suite[f"APGD-{loss.upper()}"] = jax.jit(lambda a, b, k, n=norm, e=eps, l=loss: (
-            attacks.apgd(logits_fn, a, b, k, norm=n, eps=e, num_steps=apgd_steps, loss=l)))
+        suite[f"APGD-{loss.upper()}"] = functools.partial(
+            _apgd, eps=e, logits_fn=logits_fn, norm=norm, num_steps=apgd_steps, loss=loss)
       key = jax.random.PRNGKey(seed)
       r = attacks.robust_accuracy(logits_fn, x, y, key, suite, batch_size=batch_size,
                                   threat_model=(norm, eps))

@@ -156,3 +156,58 @@ def save_ssim_densities(samples: dict, path: str, threshold: float | None) -> No
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
+
+
+def save_suite_bars(table, path, keys=("clean", "c_mean"), labels=None):
+  """Grouped bars, one group per run of `table` (run -> key -> {'mean', 'std', 'n'}, as
+  `comparison.aggregate`), one bar per key (accuracies, in %), with 95% confidence
+  intervals of the mean over seeds (t-distribution; none for one seed); a PNG."""
+  plt = _pyplot()
+  runs = list(table)
+  keys = [k for k in keys if any(k in table[r] for r in runs)]
+  width = 0.8 / max(len(keys), 1)
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(runs) * max(len(keys), 1) + 2), 4.2))
+  for j, k in enumerate(keys):
+    means = [100 * table[r][k]["mean"] if k in table[r] else np.nan for r in runs]
+    ci = [100 * table[r][k]["std"] * _t95(table[r][k]["n"]) / np.sqrt(table[r][k]["n"])
+          if k in table[r] and table[r][k]["n"] > 1 else 0.0 for r in runs]
+    ax.bar(np.arange(len(runs)) + (j - (len(keys) - 1) / 2) * width, means, width,
+           yerr=ci, capsize=2, label=(labels or {}).get(k, k))
+  ax.set_xticks(range(len(runs)), runs, rotation=45, ha="right", fontsize=8)
+  ax.set_ylabel("accuracy (%)")
+  ax.set_ylim(0, 100)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)
+
+
+def _t95(n):
+  """The two-sided 95% t quantile for n - 1 degrees of freedom (n >= 2)."""
+  table = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+           9: 2.262, 10: 2.228}
+  return table.get(n - 1, 1.96)
+
+
+def save_method_heatmap(accuracy, names, path, title=None):
+  """Accuracy (%) per run (rows) and corruption (columns, in the order of `names`), mean
+  over severities (and seeds); `accuracy`: run -> corruption -> accuracy in [0, 1]."""
+  plt = _pyplot()
+  runs = list(accuracy)
+  table = np.array([[accuracy[r].get(n, np.nan) for n in names] for r in runs], np.float64)
+  fig, ax = plt.subplots(figsize=(0.5 * len(names) + 3, 0.38 * len(runs) + 1.8))
+  im = ax.imshow(100 * table, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+  ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+  ax.set_yticks(range(len(runs)), runs, fontsize=8)
+  for i in range(table.shape[0]):
+    for j in range(table.shape[1]):
+      if np.isfinite(table[i, j]):
+        ax.text(j, i, f"{100 * table[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                color="white" if table[i, j] < 0.6 else "black")
+  fig.colorbar(im, ax=ax, label="accuracy (%)")
+  if title:
+    ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=130)
+  plt.close(fig)

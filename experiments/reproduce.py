@@ -1,0 +1,97 @@
+r"""Reproduce the papers' tables: every method of a suite at an equal budget over seeds.
+
+  python -m experiments.reproduce --suite=fashion_mnist [--quick] [--seeds=3] \
+      [--methods=l2_at,rlat] [--workdir=runs/reproduce/fashion_mnist] [--jobs=1]
+  python -m experiments.reproduce --suite=cifar10 --dry_run   # configs resolve, print them
+
+Trains each run of the suite (`experiments/configs/suites.py`) with the same model, data,
+steps, batch, schedule and seeds, evaluates every run with the same robustness report,
+and writes to --workdir: table.md / table.json (mean ± std per column over seeds, the best
+in bold, the papers' orderings checked), bars.png (with 95% confidence intervals) and
+heatmap.png (run x corruption). Finished runs are reused and interrupted ones resume, so
+rerunning a killed suite continues it; --jobs runs several runs in parallel processes.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from adacorr.run import reproduce
+from experiments.configs import suites
+
+flags.DEFINE_enum("suite", "fashion_mnist", sorted(suites.SUITES), "The suite.")
+flags.DEFINE_bool("quick", False, "Only the suite's quick subset, 1 seed (unless --seeds).")
+flags.DEFINE_integer("seeds", None, "Seeds 0..N-1 (default 3; 1 with --quick).")
+flags.DEFINE_list("methods", None, "Only these runs (and the baseline).")
+flags.DEFINE_string("workdir", None, "Default: runs/reproduce/<suite>[_quick].")
+flags.DEFINE_integer("jobs", 1, "Runs trained in parallel processes.")
+flags.DEFINE_bool("dry_run", False, "Resolve every config and print the plan; train nothing.")
+flags.DEFINE_string("member", None, "Internal (--jobs): run only NAME:SEED.")
+FLAGS = flags.FLAGS
+
+
+def _plan():
+  suite = suites.get_suite(FLAGS.suite, quick=FLAGS.quick, methods=FLAGS.methods)
+  num_seeds = FLAGS.seeds or (1 if FLAGS.quick else 3)
+  workdir = FLAGS.workdir or os.path.join(
+      "runs", "reproduce", FLAGS.suite + ("_quick" if FLAGS.quick else ""))
+  return suite, list(range(num_seeds)), workdir
+
+
+def _member_command(name, seed):
+  argv = [sys.executable, "-m", "experiments.reproduce", f"--suite={FLAGS.suite}",
+          f"--workdir={_plan()[2]}", f"--member={name}:{seed}"]
+  if FLAGS.quick:
+    argv.append("--quick")
+  if FLAGS.methods:
+    argv.append("--methods=" + ",".join(FLAGS.methods))
+  return argv
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    suite, seeds, workdir = _plan()
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  configs, baseline = suite["configs"], suite["baseline"]
+  if FLAGS.dry_run:
+    for name, config in configs.items():
+      print(f"{name}: {config.method} on {config.dataset}, {config.model}, "
+            f"{config.get('num_steps', -1)} steps / {config.get('num_epochs')} epochs of "
+            f"{config.global_batch_size}")
+    print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
+    return
+  if FLAGS.member:
+    name, seed = FLAGS.member.rsplit(":", 1)
+    reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],
+                         baseline=baseline)
+    return
+  os.makedirs(workdir, exist_ok=True)
+  tic = time.time()
+  print(f"{FLAGS.suite}: {len(configs)} runs x {len(seeds)} seeds -> {workdir}", flush=True)
+  reproduce.run_suite(configs, seeds, workdir, suite["report"], baseline=baseline,
+                      jobs=FLAGS.jobs, command=_member_command,
+                      log=lambda line: print(line, flush=True))
+  results = reproduce.suite_results(list(configs), seeds, workdir, baseline=baseline)
+  command = "python -m experiments.reproduce " + " ".join(sys.argv[1:])
+  markdown = reproduce.write_suite(
+      workdir, results, title=f"Suite {FLAGS.suite}", reference=suite["reference"],
+      claims=suite["claims"],
+      extra={"command": command, "wall_seconds_this_call": time.time() - tic,
+             "budget": {n: {k: c.get(k) for k in ("num_steps", "global_batch_size", "model")}
+                        for n, c in configs.items()}})
+  print(markdown)
+  print(f"wrote {os.path.join(workdir, 'table.md')} ({time.time() - tic:.0f} s)")
+  with open(os.path.join(workdir, "configs.json"), "w", encoding="utf-8") as f:
+    json.dump({n: json.loads(c.to_json_best_effort()) for n, c in configs.items()}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)

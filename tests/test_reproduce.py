@@ -1,0 +1,148 @@
+"""The reproduction suite (issue 17): equal budgets, a 2-run 1-seed suite end to end with
+its table and plots, resuming reuses finished runs, orderings, and the paper-scale suites'
+configs resolve and one train step of each lowers on CPU."""
+
+import json
+import os
+
+import ml_collections
+import pytest
+
+from adacorr.evaluation import comparison
+from adacorr.run import reproduce
+from experiments.configs import suites
+from tests.configs import tiny_synthetic
+
+
+def test_equal_budget_copies_the_base_and_keeps_the_method():
+  base = tiny_synthetic.get_config()
+  base.num_steps, base.global_batch_size = 7, 16
+  other = tiny_synthetic.get_config()
+  other.update(dict(method="l2_at", num_steps=99, global_batch_size=64, learning_rate=1.0,
+                    model="preact_resnet"))
+  other.method_kwargs = ml_collections.ConfigDict({"eps": 0.3})
+  out = reproduce.equal_budget({"l2_at": other}, base)["l2_at"]
+  assert (out.num_steps, out.global_batch_size, out.learning_rate, out.model) == (
+      7, 16, base.learning_rate, "small_cnn")
+  assert out.method == "l2_at" and out.method_kwargs.eps == 0.3
+  assert other.num_steps == 99  # the input is not modified
+  base.num_steps = -1
+  with pytest.raises(ValueError, match="num_steps"):
+    reproduce.equal_budget({"x": other}, base)
+
+
+def test_ordering_by_hand():
+  table = {"a": comparison.aggregate([{"c_mean": 0.80, "mce": 20.0}, {"c_mean": 0.84,
+                                                                      "mce": 16.0}]),
+           "b": comparison.aggregate([{"c_mean": 0.70, "mce": 30.0}, {"c_mean": 0.70,
+                                                                      "mce": 30.0}])}
+  assert table["a"]["c_mean"]["mean"] == pytest.approx(0.82)
+  assert table["a"]["c_mean"]["std"] == pytest.approx(0.02 * 2 ** 0.5)  # ddof 1
+  r = comparison.ordering(table, "a", "b", "c_mean")
+  assert r["held"] and r["difference"] == pytest.approx(0.12)
+  assert r["sigma"] == pytest.approx(0.12 / (0.02 * 2 ** 0.5))
+  r = comparison.ordering(table, "a", "b", "mce")  # lower is better
+  assert r["held"] and r["difference"] == pytest.approx(12.0)
+  assert not comparison.ordering(table, "b", "a", "c_mean")["held"]
+  assert comparison.ordering(table, "b", "a", "c_mean", margin=0.2)["held"]
+  assert comparison.ordering(table, "a", "missing", "c_mean")["held"] is None
+
+
+def _tiny_suite():
+  base = tiny_synthetic.get_config()
+  base.update(dict(num_steps=3, log_every_steps=1, eval_every_steps=-1,
+                   checkpoint_every_steps=3, global_batch_size=16))
+  l2 = tiny_synthetic.get_config()
+  l2.method = "l2_at"
+  l2.method_kwargs = ml_collections.ConfigDict({"eps": 0.5})
+  configs = reproduce.equal_budget({"nominal": tiny_synthetic.get_config(), "l2_at": l2}, base)
+  options = dict(corruptions="generated", extra=False,
+                 corruption_names=["gaussian_noise", "brightness"], num_examples=32,
+                 corrupted_dir="@suite/C", lp_num_examples=8, linf_eps=["8/255"], l2_eps=[],
+                 autoattack="fast", aa_steps=2, pgd_steps=2, apgd_steps=2, masking_steps=0,
+                 noise_num_examples=8, lpips_bounds=["0.5"], lpips_model="@baseline",
+                 lpa_num_examples=4, lpa_steps=2, lpa_lambda_steps=1, batch_size=16)
+  return configs, options
+
+
+def test_a_two_run_suite_end_to_end_and_resume(tmp_path):
+  configs, options = _tiny_suite()
+  workdir = str(tmp_path / "suite")
+  lines = []
+  reproduce.run_suite(configs, [0], workdir, options, baseline="nominal", log=lines.append)
+  assert [l.split(":")[0] for l in lines] == ["[1/2] nominal seed 0", "[2/2] l2_at seed 0"]
+  assert all("done" in l for l in lines)
+  results = reproduce.suite_results(list(configs), [0], workdir, baseline="nominal")
+  claims = [dict(better="l2_at", worse="nominal", key="c_mean", claim="l2 AT helps")]
+  markdown = reproduce.write_suite(workdir, results, title="tiny", claims=claims)
+  for name in ("table.md", "table.json", "bars.png", "heatmap.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  table = json.load(open(os.path.join(workdir, "table.json"), encoding="utf-8"))
+  assert set(table["table"]) == {"nominal", "l2_at"}
+  for run in ("nominal", "l2_at"):
+    row = table["table"][run]
+    for key in ("clean", "c_mean", "linf 8/255", "AA linf 8/255", "lpips 0.5",
+                "eps_star_gn", "ece"):
+      assert row[key]["n"] == 1 and row[key]["std"] == 0.0, (run, key)
+      assert row[key]["mean"] >= 0.0
+  # Relative mCE needs all 15 benchmark corruptions (2 ran here), so it is left out.
+  assert table["table"]["nominal"].get("relative_mce") is None  # not all 15 corruptions ran
+  (order,) = table["orderings"]
+  assert order["claim"] == "l2 AT helps" and order["held"] in (True, False)
+  header = markdown.splitlines()[2]
+  assert "clean acc" in header and "LPIPS 0.5 acc" in header and "ECE" in header
+  # Every run's LPA used the baseline's LPIPS network (one scale for all runs).
+  report = json.load(open(os.path.join(workdir, "l2_at", "seed0", "report", "report.json"),
+                          encoding="utf-8"))
+  assert report["lpips"]["model"] == os.path.abspath(reproduce.member_dir(workdir, "nominal", 0))
+  mtime = os.path.getmtime(os.path.join(workdir, "l2_at", "seed0", "summary.json"))
+  # Resuming: the finished runs and reports are reused, nothing is retrained.
+  again = []
+  reproduce.run_suite(configs, [0], workdir, options, baseline="nominal", log=again.append)
+  assert all("reused" in l for l in again), again
+  assert os.path.getmtime(os.path.join(workdir, "l2_at", "seed0", "summary.json")) == mtime
+
+
+def _lowerable(config):
+  """The config with its corruption nets untrained (no pretraining) and no stored data."""
+  if config.method == "ada":
+    config.method_kwargs.backbones = tuple(
+        dict(net=b["net"], init="random",
+             net_kwargs=dict(b["pretrain"]["net_kwargs"]) if b.get("pretrain") else {})
+        for b in config.method_kwargs.backbones)
+  return config
+
+
+@pytest.mark.parametrize("suite", ["cifar10", "imagenet100"])
+def test_paper_suites_resolve_and_one_step_traces_on_cpu(suite):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
+  from adacorr import run  # pylint: disable=import-outside-toplevel
+  from adacorr.core.types import StatefulLoss  # pylint: disable=import-outside-toplevel
+  from adacorr.data import augment as augment_lib  # pylint: disable=import-outside-toplevel
+  from adacorr.train import loop, optim  # pylint: disable=import-outside-toplevel
+  from adacorr.train import state as state_lib  # pylint: disable=import-outside-toplevel
+  from adacorr.train import step as step_lib  # pylint: disable=import-outside-toplevel
+  spec = suites.get_suite(suite)
+  assert spec["baseline"] in spec["configs"] and spec["reference"]
+  for name, config in spec["configs"].items():
+    config = _lowerable(config)
+    info = data_lib.DATASETS[config.dataset]
+    model = loop.build_model(config, info)
+    loss_fn = run.make_method(model, config)
+    tx = optim.make_optimizer(config, optim.make_schedule(config, steps_per_epoch=10,
+                                                          num_steps=100))
+    shape = (2,) + tuple(info.image_shape)
+    def init_state():
+      state = state_lib.create_train_state(model, tx, jax.random.PRNGKey(0), shape[1:])
+      if isinstance(loss_fn, StatefulLoss):  # ANT: its generator state
+        state = state.replace(method_state=loss_fn.init(jax.random.PRNGKey(1), shape[1:]))
+      return state
+    state = jax.eval_shape(init_state)
+    train_step = step_lib.make_train_step(
+        loss_fn, tx, augment_fn=augment_lib.get_augment(config.augment, **config.augment_kwargs))
+    batch = {"image": jax.ShapeDtypeStruct(shape, jnp.float32),
+             "label": jax.ShapeDtypeStruct(shape[:1], jnp.int32)}
+    traced = jax.jit(train_step).trace(state, batch)
+    assert traced.out_info is not None, name
