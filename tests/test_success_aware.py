@@ -123,6 +123,14 @@ def test_robust_accuracy_only_robust_attacks_the_survivors_with_the_same_worst_c
   assert lean["per_attack"]["large"] == lean["robust_accuracy"]  # cumulative
   clean = int(np.sum(np.asarray(jnp.argmax(_linear_logits(x), -1)) == 0))
   after_small = int(round(lean["per_attack"]["small"] * n))
-  # The first attack sees the clean-correct examples, the second the survivors (padded
-  # to a power of two).
-  assert seen == [1 << int(np.ceil(np.log2(clean))), 1 << int(np.ceil(np.log2(after_small)))]
+  # The first attack sees the clean-correct examples, the second the survivors, each padded
+  # to a power of two, at least MIN_PADDED (32) and at most the batch (24 here).
+  assert 0 < after_small < clean <= n
+  assert seen == [n, n]
+  seen.clear()
+  big = jnp.concatenate([x] * 4)  # 96 examples
+  lean = attacks.robust_accuracy(_linear_logits, big, jnp.zeros((4 * n,), jnp.int32),
+                                 jax.random.PRNGKey(0), suite, only_robust=True)
+  pad = lambda m: min(4 * n, max(32, 1 << int(np.ceil(np.log2(m)))))
+  assert seen == [pad(4 * clean), pad(4 * after_small)]
+  assert lean["num_attacked"] == {"small": 4 * clean, "large": 4 * after_small}

@@ -14,6 +14,7 @@ from adacorr.attacks import lp
 from adacorr.core.checks import check_images, check_key, check_labels, check_norm
 
 Attack = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+MIN_PADDED = 32  # the smallest padded subset: fewer compilations for a few more rows
 
 
 def _names(attacks) -> tuple[list[str], list[Attack]]:
@@ -84,7 +85,8 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     only_robust: attack only the examples still robust after the previous attacks (the
       AutoAttack protocol; the worst case is the same for attacks with per-example keys,
       at less cost); 'per_attack' is then cumulative (robust accuracy after that attack
-      and all before it). The attacked subsets are padded to a power of two.
+      and all before it). The attacked subsets are padded to a power of two (at least
+      `MIN_PADDED`, at most the batch): a few compiled shapes per attack.
   Returns:
     dict with 'clean_accuracy' (float), 'robust_accuracy' (float; fraction of examples
     correct clean and under every attack), 'per_attack' ({name: fraction correct clean
@@ -122,7 +124,7 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
         idx = np.flatnonzero(still)
         if idx.size == 0:
           continue
-        size = 1 << int(np.ceil(np.log2(idx.size)))
+        size = min(xb.shape[0], max(MIN_PADDED, 1 << int(np.ceil(np.log2(idx.size)))))
         xs, ys = _pad_rows(xb[idx], size), _pad_rows(yb[idx], size)
         ks = _pad_rows(ex_keys[j][sl][idx], size)
       else:
