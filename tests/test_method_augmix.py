@@ -189,3 +189,159 @@ def test_bad_augmix_arguments_raise_named_errors(cnn):
     methods.check_augmix_kwargs(dict(sevrity=3))
   with pytest.raises(ValueError, match="eps"):
     methods.make_robust_augmix(model, eps=-1.0)
+
+
+# ---- RobustAugMix's attack: BatchNorm mode and PGD start (the first author's code) ----
+
+RAM_ATTACK = dict(eps=0.5, num_steps=3, step_size=2.5 * 0.5 / 3)
+
+
+def _far_stats(variables):
+  """`variables` with BatchNorm running statistics far from any batch's (mean +1, var x9):
+  eval-mode and train-mode BatchNorm then give very different features."""
+  stats = jax.tree_util.tree_map_with_path(
+      lambda path, v: v + 1.0 if path[-1].key == "mean" else 9.0 * v, variables["batch_stats"])
+  return dict(variables, batch_stats=stats)
+
+
+def _mid_batch(batch):
+  """The batch with images in [0.25, 0.75]: a start of norm eps 0.5 is never clipped."""
+  return dict(batch, image=0.25 + 0.5 * batch["image"])
+
+
+def _ram_attack(model, variables, **kw):
+  """`(x, y, key) -> robust_augmix_attack(...)`, jitted once."""
+  return jax.jit(lambda x, y, key: augmix_method.robust_augmix_attack(
+      model, variables["params"], variables["batch_stats"], x, y, key,
+      dropout_key=jax.random.key(9), **RAM_ATTACK, **kw))
+
+
+def _eval_mode_attack(model, variables, x, y, key, random_start):
+  """The attack written out with BatchNorm on the running statistics (`train=False`)."""
+  def logits_fn(images):
+    return model.apply(variables, images, train=False)
+  return jax.jit(lambda x, y, key: methods.input_attack(
+      logits_fn, x, y, key, norm="l2", random_init=True, random_start=random_start,
+      **RAM_ATTACK))(x, y, key)
+
+
+def test_robust_augmix_attack_runs_batchnorm_in_eval_mode_by_default(cnn, batch):
+  """The author's code wraps its PGD in `model.eval()`: the attack's forward passes use
+  the running statistics, so an example's attack ignores the rest of the batch."""
+  model, variables = cnn
+  variables = _far_stats(variables)
+  x, y, key = batch["image"], batch["label"], jax.random.key(4)
+  default_fn = _ram_attack(model, variables)
+  train_fn = _ram_attack(model, variables, attack_bn_mode="train")
+  default = np.asarray(default_fn(x, y, key))
+  np.testing.assert_allclose(default, _eval_mode_attack(model, variables, x, y, key, "sphere"),
+                             atol=1e-6)
+  train = np.asarray(train_fn(x, y, key))
+  assert np.max(np.abs(default - train)) > 0.05  # the BN mode changes the attack
+  # Replace examples 1..7: example 0's attack stays in eval mode, moves in train mode.
+  x2 = x.at[1:].set(1.0 - x[1:])
+  np.testing.assert_allclose(np.asarray(default_fn(x2, y, key))[0], default[0], atol=1e-6)
+  assert np.max(np.abs(np.asarray(train_fn(x2, y, key))[0] - train[0])) > 1e-3
+
+
+def test_robust_augmix_loss_uses_the_eval_mode_attack_and_keeps_the_old_one_as_option(
+    cnn, batch, fake_augmix):
+  model, variables = cnn
+  variables = _far_stats(variables)
+  fake_augmix(lambda x: x)
+  x, y = batch["image"], np.asarray(batch["label"])
+  seed = 3
+  _, attack_key, attack_dropout, dropout_key = jax.random.split(jax.random.key(seed), 4)
+
+  views_pass = jax.jit(lambda x_adv: methods.adversarial_training.train_apply(
+      model, variables["params"], variables["batch_stats"], jnp.concatenate([x, x, x_adv]),
+      dropout_key))
+
+  def expected(x_adv):
+    logits, stats = views_pass(x_adv)
+    logits = np.asarray(logits)
+    return _np_ce(logits[:8], y) + 12.0 * _np_jsd(logits[:8], logits[8:16], logits[16:]), stats
+
+  def run(**kw):
+    loss_fn = methods.make_robust_augmix(model, eps=0.5, num_steps=3, **kw)
+    loss, aux = jax.jit(loss_fn)(variables["params"], variables["batch_stats"], batch,
+                                 jax.random.key(seed))
+    return float(loss), aux["batch_stats"]
+
+  # Default: eval-mode BatchNorm, start on the sphere (the author's code).
+  eval_loss, eval_stats = expected(_eval_mode_attack(model, variables, x, y, attack_key,
+                                                     "sphere"))
+  loss, stats = run()
+  np.testing.assert_allclose(loss, eval_loss, rtol=1e-4)
+  # Only the training pass over the three views updates the running statistics.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               stats, eval_stats)
+  # The earlier attack: train-mode BatchNorm (updates discarded), radius U(0, eps).
+  def train_logits(images):
+    return methods.adversarial_training.train_apply(
+        model, variables["params"], variables["batch_stats"], images, attack_dropout)[0]
+  x_old = jax.jit(lambda x, y, key: methods.input_attack(
+      train_logits, x, y, key, norm="l2", random_init=True, **RAM_ATTACK))(x, y, attack_key)
+  old_loss, old_stats = expected(x_old)
+  loss, stats = run(attack_bn_mode="train", random_start="ball")
+  np.testing.assert_allclose(loss, old_loss, rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               stats, old_stats)
+  assert abs(eval_loss - old_loss) > 1e-2 * abs(old_loss)
+
+
+def _start(norm, eps, shape=(8, 16, 16, 3), **kw):
+  """Per-example l_p norms of the PGD start: `input_attack` with step size 0 returns
+  clip(x + delta_0) projected onto the ball; x = 0.5 keeps clipping out."""
+  x = jnp.full(shape, 0.5)
+  y = jnp.zeros(shape[0], jnp.int32)
+  w = uniform(5, (int(np.prod(shape[1:])), 10)) - 0.5
+
+  def logits_fn(images):
+    return images.reshape(images.shape[0], -1) @ w
+
+  x_adv = methods.input_attack(logits_fn, x, y, jax.random.key(6), norm=norm, eps=eps,
+                               step_size=0.0, num_steps=1, random_init=True, **kw)
+  delta = np.asarray(x_adv - x, np.float64).reshape(shape[0], -1)
+  return np.abs(delta).max(-1) if norm == "linf" else np.linalg.norm(delta, axis=-1)
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 8 / 255)])
+def test_input_attack_sphere_start_lies_on_the_eps_sphere_and_ball_start_inside(norm, eps):
+  np.testing.assert_allclose(_start(norm, eps, random_start="sphere"), eps, rtol=1e-5)
+  ball = _start(norm, eps, random_start="ball")
+  assert np.all(ball <= eps * (1 + 1e-5))
+  if norm == "l2":  # radius U(0, eps): spread inside the ball
+    assert ball.min() < 0.7 * eps and ball.std() > 0.05 * eps
+  # `random_start` is additive: l_p AT's calls (without it) keep the ball start.
+  np.testing.assert_array_equal(_start(norm, eps), ball)
+
+
+def test_robust_augmix_pgd_starts_on_the_eps_sphere_by_default(cnn, batch, fake_augmix):
+  """Step size 0: the adversarial view is the start. The author's start is on the
+  eps-sphere (every example at norm eps); `random_start='ball'` (ours before) inside."""
+  model, variables = cnn
+  fake_augmix(lambda x: x)
+  mid = _mid_batch(batch)
+  kw = dict(eps=0.5, num_steps=1, step_size=0.0)
+  default = methods.make_robust_augmix(model, **kw)
+  _, metrics = _run(default, variables, mid)
+  np.testing.assert_allclose(metrics["perturbation_norm"], 0.5, rtol=1e-5)
+  # Near the pixel range's ends the start is clipped: its norm is at most eps.
+  _, metrics = _run(default, variables, batch)
+  assert 0.3 < float(metrics["perturbation_norm"]) <= 0.5 + 1e-5
+  _, metrics = _run(methods.make_robust_augmix(model, random_start="ball", **kw), variables,
+                    mid)
+  assert float(metrics["perturbation_norm"]) < 0.4
+
+
+def test_robust_augmix_bad_attack_options_raise_named_errors(cnn):
+  model, _ = cnn
+  with pytest.raises(ValueError, match="random_start"):
+    methods.make_robust_augmix(model, random_start="uniform")
+  with pytest.raises(ValueError, match="attack_bn_mode"):
+    methods.make_robust_augmix(model, attack_bn_mode="test")
+  with pytest.raises(ValueError, match="random_start"):
+    methods.input_attack(lambda im: im, jnp.zeros((1, 2, 2, 1)), jnp.zeros(1, jnp.int32),
+                         jax.random.key(0), norm="l2", eps=0.5, step_size=0.1,
+                         random_init=True, random_start="shell")

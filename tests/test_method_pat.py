@@ -71,6 +71,27 @@ def test_pat_loss_and_gradient_are_train_mode_cross_entropy_on_the_attacked_batc
   assert float(s["loss"]) > float(_ce(model, variables["params"], stats, x, y))
 
 
+def test_pat_passes_the_schedule_convention_to_fast_lpa(self_bounded):
+  """convention='reference' (the code's t = 0..T-1 schedule) reaches Fast-LPA: the loss is
+  CE at that attack's batch, and differs from the default (the paper's t = 1..T)."""
+  s = self_bounded
+  model, variables, x, y = s["model"], s["variables"], s["x"], s["y"]
+  loss_fn = methods.make_pat(model, bound=0.5, num_steps=2, convention="reference")
+  loss, _ = jax.jit(loss_fn)(variables["params"], variables["batch_stats"],
+                             {"image": x, "label": y}, KEY)
+  attack_key, _ = jax.random.split(KEY)
+  fl = perceptual.features_and_logits_fn(model, variables)
+  x_adv = jax.jit(lambda a: attacks.fast_lpa(fl, None, a, y, attack_key, bound=0.5,
+                                             num_steps=2, convention="reference"))(x)
+  correct = jnp.argmax(model.apply(variables, x, train=False), -1) == y
+  x_train = jnp.where(correct[:, None, None, None], x_adv, x)
+  expected = _ce(model, variables["params"], variables["batch_stats"], x_train, y)
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-4)
+  assert abs(float(loss) - float(s["loss"])) > 1e-3
+  with pytest.raises(ValueError, match="convention"):
+    methods.make_pat(model, convention="code")
+
+
 def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
   """lpips_model=<workdir> loads that trained classifier's LPIPS layers (a SmallCNN on the
   16x16x3 synthetic set, standing in for a CifarAlexNet run); its distance is the metric."""

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from adacorr import attacks
+from adacorr.attacks import perceptual as perceptual_attacks
 from adacorr.models import get_model
 from adacorr.perceptual import (
     features_and_logits_fn, lpips_distance, model_features_fn, model_logits_fn,
@@ -347,3 +348,183 @@ def test_gauss_newton_relu_features_with_dead_positions_finite():
   g = uniform(13, (2, 3, 3, 1), -1.0, 1.0)
   _, m = jax.jit(attacks.gauss_newton_direction, static_argnums=0)(phi, x, g)
   assert np.all(np.isfinite(np.asarray(m))) and np.all(np.asarray(m) > 0), m
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+def test_fast_lpa_schedule_values():
+  """Hand values (Algorithm 3: lambda_t = 10^(t/T), eta_t = eps 0.1^(t/T), t = 1..T;
+  the reference code's t = 0..T-1): lambda rises, eta decays, each by 10 over the run."""
+  sched = perceptual_attacks.fast_lpa_schedule
+  lams, etas = sched(4, lam=10.0, step_size=0.5)
+  np.testing.assert_allclose(lams, [10**0.25, 10**0.5, 10**0.75, 10.0], rtol=1e-12)
+  np.testing.assert_allclose(etas, [0.5 * 10**-0.25, 0.5 * 10**-0.5, 0.5 * 10**-0.75, 0.05],
+                             rtol=1e-12)
+  lams, etas = sched(4, lam=10.0, step_size=0.5, convention="reference")
+  np.testing.assert_allclose(lams, [1.0, 10**0.25, 10**0.5, 10**0.75], rtol=1e-12)
+  np.testing.assert_allclose(etas, [0.5, 0.5 * 10**-0.25, 0.5 * 10**-0.5, 0.5 * 10**-0.75],
+                             rtol=1e-12)
+  # PAT's T = 10: lambda 10^0.1 ~ 1.259 ... 10, eta 0.5 * 10^-0.1 ~ 0.397 ... 0.05.
+  lams, etas = sched(10, lam=10.0, step_size=0.5)
+  np.testing.assert_allclose([lams[0], lams[-1], etas[0], etas[-1]],
+                             [1.2589254117941673, 10.0, 0.3971641173621406, 0.05], rtol=1e-12)
+  assert np.all(np.diff(lams) > 0) and np.all(np.diff(etas) < 0)
+  # Each half can be switched off (the paper's ablation, App. F.1).
+  lams, etas = sched(3, lam=10.0, step_size=0.5, increase_lambda=False)
+  np.testing.assert_allclose(lams, [10.0] * 3)
+  lams, etas = sched(3, lam=10.0, step_size=0.5, decay_step_size=False)
+  np.testing.assert_allclose(etas, [0.5] * 3)
+  for kwargs, name in ((dict(num_steps=0), "num_steps"), (dict(lam=-1.0), "lam"),
+                       (dict(step_size=-0.1), "step_size"),
+                       (dict(convention="code"), "convention")):
+    with pytest.raises(ValueError, match=name):
+      sched(**{"num_steps": 3, **kwargs})
+
+
+@pytest.mark.parametrize("convention,expected", [("paper", 0.1), ("reference", 1.0)])
+def test_fast_lpa_first_step_length_follows_the_schedule(nets, convention, expected):
+  """One step from x itself (init_std=0) has LPIPS length ~eta_1 = bound * 0.1^(1/T)
+  (T = 1: bound / 10 in the paper's numbering, the bound in the reference's)."""
+  bound = 0.02
+  fn = jax.jit(functools.partial(attacks.fast_lpa, nets.self_fn, None, bound=bound,
+                                 num_steps=1, init_std=0.0, convention=convention))
+  x_adv = fn(nets.x_mid, nets.y_mid, jax.random.key(0))
+  d = np.asarray(nets.dist_self(nets.x_mid, x_adv))
+  np.testing.assert_allclose(d / bound, expected, rtol=0.05)
+
+
+@pytest.mark.parametrize("order", ["late", "early"])
+def test_fast_lpa_applies_the_schedules_lambda_at_its_step(nets, monkeypatch, order):
+  """fast_lpa takes step t's lambda and eta from `fast_lpa_schedule` at index t: a huge
+  lambda at the SECOND step (the first starts at x, inside the bound, where the penalty is
+  0) pulls the iterate back towards x; the same lambda at the first step does nothing."""
+  big = 1e6
+  lams = np.array([0.0, big]) if order == "late" else np.array([big, 0.0])
+  monkeypatch.setattr(perceptual_attacks, "fast_lpa_schedule",
+                      lambda num_steps, **kw: (lams, np.array([0.02, 0.02])))
+  fn = jax.jit(functools.partial(attacks.fast_lpa, nets.self_fn, None, bound=1e-4,
+                                 num_steps=2, init_std=0.0))
+  d = np.asarray(nets.dist_self(nets.x_mid, fn(nets.x_mid, nets.y_mid, jax.random.key(0))))
+  if order == "late":
+    assert np.all(d < 0.01), d   # 0.02 out, then ~0.02 back
+  else:
+    assert np.all(d > 0.025), d  # two margin-ascent steps of 0.02
+
+
+def _lpa_toy(num_examples=3):
+  """A classifier that is always right (constant logits: margin -5, zero gradient) and an
+  LPIPS network [x * mask] on (B, 4, 4, 3) images: example 2's mask is 0, so its
+  distance is always 0; the others' is the RGB direction change (> 0 once x moves)."""
+  x = uniform(20, (num_examples, 4, 4, 3), 0.25, 0.75)
+  y = jnp.zeros((num_examples,), jnp.int32)
+  mask = jnp.array([1.0, 1.0, 0.0][:num_examples]).reshape(-1, 1, 1, 1)
+
+  def logits_fn(v):
+    return jnp.zeros((v.shape[0], 3)).at[:, 0].set(5.0) + 0.0 * jnp.sum(v)
+
+  return logits_fn, (lambda v: [v * mask]), x, y
+
+
+@pytest.mark.parametrize("convention", ["paper", "reference"])
+def test_lpa_multiplies_lambda_by_10_per_round_outside_the_bound(convention):
+  """S rounds: an example outside the bound after every round gets lambda 0.01 * 10^S
+  (attacked with 0.01, 0.1, 1, ...); one inside keeps 0.01. step_size=0: the iterates
+  stay at the random start, so examples 0-1 stay outside (d > 1e-6), example 2 at d = 0."""
+  logits_fn, features_fn, x, y = _lpa_toy()
+  fn = jax.jit(functools.partial(
+      attacks.lpa, logits_fn, features_fn, bound=1e-6, num_steps=2, lambda_steps=3,
+      step_size=0.0, convention=convention, projection="bisection", return_lambda=True))
+  x_adv, lam = fn(x, y, jax.random.key(1))
+  np.testing.assert_allclose(np.asarray(lam), [10.0, 10.0, 0.01], rtol=1e-5)
+  assert x_adv.shape == x.shape
+  fn = jax.jit(functools.partial(
+      attacks.lpa, logits_fn, features_fn, bound=1e-6, num_steps=1, lambda_steps=2,
+      lam=0.5, lam_factor=3.0, step_size=0.0, convention=convention, projection="bisection",
+      return_lambda=True))
+  np.testing.assert_allclose(np.asarray(fn(x, y, jax.random.key(1))[1]), [4.5, 4.5, 0.5],
+                             rtol=1e-5)
+
+
+@pytest.mark.parametrize("convention,expected", [("paper", 0.01), ("reference", 0.1)])
+def test_lpa_tests_the_rounds_final_point_as_the_paper(convention, expected):
+  """One round of one step that starts outside the bound (the random start, d0) and ends
+  inside (a step of LPIPS length d0 back towards x): the paper's test of the round's
+  final point keeps lambda; the code's test of the step's start raises it."""
+  logits_fn, features_fn, x, y = _lpa_toy(1)
+  start = jax.jit(functools.partial(attacks.lpa, logits_fn, features_fn, bound=10.0,
+                                    num_steps=1, lambda_steps=1, step_size=0.0,
+                                    projection="bisection"))
+  d0 = float(lpips_distance(features_fn, x, start(x, y, jax.random.key(2)))[0])
+  assert d0 > 1e-3
+  fn = jax.jit(functools.partial(
+      attacks.lpa, logits_fn, features_fn, bound=0.5 * d0, num_steps=1, lambda_steps=1,
+      step_size=d0, decay_step_size=False, convention=convention, projection="bisection",
+      return_lambda=True))
+  x_adv, lam = fn(x, y, jax.random.key(2))
+  assert float(lpips_distance(features_fn, x, x_adv)[0]) < 0.45 * d0  # ended inside
+  np.testing.assert_allclose(np.asarray(lam), [expected], rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- CG stopping
+
+
+def _diag_system(scale):
+  """phi(x) = x_flat A with A = diag(1, sqrt(10)): J^T J = diag(1, 10); g = scale (1, 1)."""
+  a = jnp.diag(jnp.array([1.0, np.sqrt(10.0)], jnp.float32))
+  phi = lambda v: v.reshape(v.shape[0], -1) @ a  # noqa: E731
+  x = jnp.full((1, 1, 2, 1), 0.5)
+  return phi, x, jnp.full((1, 1, 2, 1), scale, jnp.float32)
+
+
+def _direction(scale, **kw):
+  phi, x, g = _diag_system(scale)
+  delta, m = attacks.gauss_newton_direction(phi, x, g, **kw)
+  delta = np.asarray(delta).reshape(-1)
+  return delta / np.linalg.norm(delta), delta, float(m[0])
+
+
+def test_cg_runs_its_k_iterations_by_default():
+  """The paper's CG (cg_tol=0): K iterations whatever the scale of g. K = 1 is the
+  steepest direction g; K = 2 solves the 2x2 system exactly, (J^T J)^-1 g ~ (1, 0.1)."""
+  exact = np.array([1.0, 0.1]) / np.linalg.norm([1.0, 0.1])
+  for scale in (0.1, 10.0):
+    one, _, _ = _direction(scale, cg_steps=1)
+    np.testing.assert_allclose(one, [2**-0.5, 2**-0.5], atol=1e-6)
+    for k in (2, 5):
+      direction, delta, m = _direction(scale, cg_steps=k)
+      np.testing.assert_allclose(direction, exact, atol=1e-5)
+      np.testing.assert_allclose(delta, scale * np.array([1.0, 0.1]), rtol=1e-4)
+      np.testing.assert_allclose(m, np.linalg.norm(delta * [1.0, np.sqrt(10.0)]), rtol=1e-5)
+
+
+def test_cg_reference_stop_is_on_the_absolute_squared_residual():
+  """cg_tol=0.1 is the reference's stop (||r||^2 < 0.1 after at least one iteration, the
+  unnormalised gradient the right-hand side). After one iteration r_1 = s (9/11, -9/11),
+  ||r_1||^2 = 1.34 s^2: s = 0.1 stops there (direction g), s = 10 goes on to the exact
+  solution. (A tolerance relative to ||g|| would treat both scales alike.) Even a tiny g
+  gets its one iteration."""
+  small, _, _ = _direction(0.1, cg_steps=5, cg_tol=0.1)
+  np.testing.assert_allclose(small, [2**-0.5, 2**-0.5], atol=1e-6)
+  large, _, _ = _direction(10.0, cg_steps=5, cg_tol=0.1)
+  np.testing.assert_allclose(large, np.array([1.0, 0.1]) / np.linalg.norm([1.0, 0.1]),
+                             atol=1e-5)
+  tiny, delta, m = _direction(1e-3, cg_steps=5, cg_tol=0.1)
+  np.testing.assert_allclose(tiny, [2**-0.5, 2**-0.5], atol=1e-6)
+  np.testing.assert_allclose(delta, 1e-3 * 2 / 11, rtol=1e-4)  # alpha_0 g = (2/11) g
+  assert m > 0
+  with pytest.raises(ValueError, match="cg_tol"):
+    _direction(1.0, cg_tol=-0.1)
+
+
+def test_bad_schedule_arguments_raise_named_errors(nets):
+  for attack in (attacks.fast_lpa, attacks.lpa):
+    with pytest.raises(ValueError, match="convention"):
+      attack(nets.self_fn, None, nets.x, nets.y, jax.random.key(0), bound=0.1,
+             num_steps=1, convention="code")
+  with pytest.raises(ValueError, match="lam_factor"):
+    attacks.lpa(nets.self_fn, None, nets.x, nets.y, jax.random.key(0), bound=0.1,
+                num_steps=1, lam_factor=0.0)
+  with pytest.raises(ValueError, match="cg_tol"):
+    attacks.ppgd(nets.self_fn, None, nets.x, nets.y, jax.random.key(0), bound=0.1,
+                 num_steps=1, cg_tol=-1.0)

@@ -46,6 +46,10 @@ from adacorr.methods.common import (
 # ---------------------------------------------------------------------------------------
 # The attack.
 
+# How `input_attack` draws a random start: inside the eps-ball (l_p AT's reference) or on
+# the eps-sphere (RobustAugMix's author's code).
+RANDOM_STARTS = ("ball", "sphere")
+
 
 def _reference_l2(v: jax.Array) -> jax.Array:
   """Per-example l2 norm (B, 1, ..., 1) as the reference computes it (a keepdims sum).
@@ -59,7 +63,8 @@ def _reference_l2(v: jax.Array) -> jax.Array:
 
 def input_attack(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array,
                  key: jax.Array | None = None, *, norm: str, eps: float, step_size: float,
-                 num_steps: int = 1, random_init: bool = False) -> jax.Array:
+                 num_steps: int = 1, random_init: bool = False,
+                 random_start: str = "ball") -> jax.Array:
   """The reference's training attack; returns `x_adv` in [0, 1] (not stop-gradient-ed).
 
   Args:
@@ -67,14 +72,29 @@ def input_attack(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: j
     x: clean images in [0, 1]; y: (B,) int labels.
     key: PRNG key, needed only with `random_init`.
     norm: 'linf' or 'l2'. eps: radius. step_size: step per iteration.
-    num_steps: iterations (1 = FGSM / FGM). random_init: uniform (linf) or a random
-      direction with radius U(0, eps) per example (l2) start instead of zero.
+    num_steps: iterations (1 = FGSM / FGM). random_init: start from a random point
+      instead of zero, drawn as `random_start` says.
+    random_start: with `random_init`, 'ball' (the default, l_p AT's reference start):
+      uniform in [-eps, eps] per pixel (linf) or a random Gaussian direction with radius
+      U(0, eps) per example (l2); 'sphere' (RobustAugMix's author's code): a random
+      Gaussian direction scaled onto the eps-sphere of the norm, ||delta_0||_p = eps
+      per example (linf: the direction divided by its max-abs entry, times eps).
+      Ignored without `random_init`.
   """
   check_attack_args(norm, eps, step_size, num_steps)
+  if random_start not in RANDOM_STARTS:
+    raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}.")
   if random_init:
     if key is None:
       raise ValueError("random_init=True needs a PRNG key.")
-    if norm == "linf":
+    if random_start == "sphere":
+      d = jax.random.normal(jax.random.split(key)[0], x.shape, x.dtype)
+      if norm == "linf":
+        n = jnp.max(jnp.abs(d), axis=tuple(range(1, d.ndim)), keepdims=True)
+      else:
+        n = _reference_l2(d)
+      delta = d * eps / jnp.maximum(n, TINY)
+    elif norm == "linf":
       delta = jax.random.uniform(key, x.shape, x.dtype, -eps, eps)
     else:
       k1, k2 = jax.random.split(key)

@@ -7,9 +7,16 @@ RobustAugMix (Martinez et al. 2022), as `LossFn` factories.
   reference's `torch.cat`); loss = CE(clean logits) + lambda * JSD(p_clean, p_aug1,
   p_aug2), lambda = 12.
 * RobustAugMix: the third view is an l2 PGD adversarial example instead of a second
-  AugMix view (eps 1.0, 7 steps of 2.5 * eps / 7, random start; the attack uses
-  `adversarial_training.input_attack` with train-mode BatchNorm whose updates are
-  discarded, like our l_p AT).
+  AugMix view (eps 1.0, 7 steps of 2.5 * eps / 7, random start; the attack is
+  `adversarial_training.input_attack`, see `robust_augmix_attack`). The paper does not say
+  how BatchNorm behaves during the attack or where PGD starts; we follow the first author's
+  public code (github.com/martinez-hub/robustaugmix, `training/trainer.py` and
+  `attacks/pgd.py`): the attack runs with the model in EVAL mode (BatchNorm on its running
+  statistics, `model.eval()` around `pgd_l2_attack`) and starts on the eps-sphere (theirs
+  projects a Gaussian direction onto the l2 eps-ball, whose norm, ~sqrt(3072) on CIFAR, is
+  far above eps; ours scales it to norm eps exactly). `attack_bn_mode='train',
+  random_start='ball'` is our earlier attack (train-mode BatchNorm whose updates are
+  discarded, radius U(0, eps), like our l_p AT).
 
 `augmix_kwargs(...)`/`check_augmix_kwargs` hold the AugMix hyperparameters that other
 methods accept as their `augmix` keyword (AdA + AugMix, AugMix + RLAT): a dict of
@@ -28,10 +35,13 @@ import jax.numpy as jnp
 from adacorr.augment.augmix import augmix, jsd_consistency
 from adacorr.methods.common import (
     accuracy, check_attack_args, check_nonnegative, cross_entropy, train_apply)
-from adacorr.methods.adversarial_training import input_attack
+from adacorr.methods.adversarial_training import RANDOM_STARTS, input_attack
 
 AUGMIX_DEFAULTS = dict(severity=3, width=3, depth=-1, alpha=1.0, all_ops=False)
 JSD_WEIGHT = 12.0
+# RobustAugMix's attack: BatchNorm on running statistics ('eval', the author's code) or on
+# the attacked batch ('train', updates discarded).
+ATTACK_BN_MODES = ("eval", "train")
 
 
 def check_augmix_kwargs(kwargs: Mapping[str, Any] | None, *, jsd_default: bool = False
@@ -132,16 +142,57 @@ def make_augmix(model: nn.Module, *, jsd: bool = True,
   return loss_fn
 
 
+def robust_augmix_attack(model: nn.Module, params, batch_stats, x: jax.Array, y: jax.Array,
+                         key: jax.Array, *, eps: float, step_size: float, num_steps: int,
+                         random_init: bool = True, random_start: str = "sphere",
+                         attack_bn_mode: str = "eval",
+                         dropout_key: jax.Array | None = None) -> jax.Array:
+  """RobustAugMix's adversarial view: l2 PGD on `x`, stop-gradient-ed, in [0, 1].
+
+  `attack_bn_mode='eval'` (default, the author's code): the attack's forward passes use
+  BatchNorm's running statistics (`train=False`, no dropout), so an example's attack does
+  not depend on the rest of the batch. 'train': train-mode BatchNorm on the attacked batch
+  (and dropout), its statistic updates discarded. `random_start`: 'sphere' (default, the
+  author's code) or 'ball' (radius U(0, eps)); see `input_attack`. `key` draws the random
+  start, `dropout_key` (default: one split from `key`) the train-mode dropout. `batch_stats`
+  is never updated here.
+  """
+  if dropout_key is None:
+    key, dropout_key = jax.random.split(key)
+  frozen = jax.lax.stop_gradient(params)
+  if attack_bn_mode == "eval":
+    def logits_fn(images):
+      return model.apply({"params": frozen, "batch_stats": batch_stats}, images, train=False)
+  elif attack_bn_mode == "train":
+    def logits_fn(images):
+      return train_apply(model, frozen, batch_stats, images, dropout_key)[0]
+  else:
+    raise ValueError(f"attack_bn_mode must be one of {ATTACK_BN_MODES}, got {attack_bn_mode!r}.")
+  return jax.lax.stop_gradient(input_attack(
+      logits_fn, x, y, key, norm="l2", eps=eps, step_size=step_size,
+      num_steps=num_steps, random_init=random_init, random_start=random_start))
+
+
 def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
                        num_steps: int = 7, step_size: float | None = None,
-                       random_init: bool = True, jsd_weight: float = JSD_WEIGHT,
+                       random_init: bool = True, random_start: str = "sphere",
+                       attack_bn_mode: str = "eval", jsd_weight: float = JSD_WEIGHT,
                        severity: float = 3, width: int = 3, depth: int = -1,
                        alpha: float = 1.0, all_ops: bool = False):
   """RobustAugMix: CE(clean) + 12 * JSD(p_clean, p_augmix, p_adversarial).
 
   The adversarial view: l2 PGD, eps 1.0, `num_steps` 7, step 2.5 * eps / num_steps
-  (`step_size=None`), random start (Martinez et al. 2022, Sec. 4). Metrics: 'accuracy'
-  (clean), 'jsd', 'augmix_accuracy', 'adversarial_accuracy', 'perturbation_norm'.
+  (`step_size=None`), random start (Martinez et al. 2022, Sec. 4). Where the paper is
+  silent the defaults follow the first author's public code (martinez-hub/robustaugmix):
+  the PGD start lies on the eps-sphere (`random_start='sphere'`; 'ball' draws its radius
+  from U(0, eps), our earlier start) and the attack runs with BatchNorm in eval mode
+  (`attack_bn_mode='eval'`; 'train' uses the attacked batch's statistics and discards
+  their updates, our earlier attack). `random_init=False` starts from zero. Metrics:
+  'accuracy' (clean), 'jsd', 'augmix_accuracy', 'adversarial_accuracy', 'perturbation_norm'.
+
+  Raises:
+    ValueError: for a bad `eps`, `step_size`, `num_steps`, `random_start`,
+      `attack_bn_mode` or AugMix argument (named).
   """
   kw = dict(eps=eps, num_steps=num_steps, step_size=step_size, random_init=random_init,
             jsd_weight=jsd_weight, severity=severity, width=width, depth=depth, alpha=alpha,
@@ -151,20 +202,20 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
   step_size = 2.5 * eps / num_steps if step_size is None else float(step_size)
   random_init = bool(kw.pop("random_init"))
   check_attack_args("l2", eps, step_size, num_steps)
+  if random_start not in RANDOM_STARTS:
+    raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}.")
+  if attack_bn_mode not in ATTACK_BN_MODES:
+    raise ValueError(f"attack_bn_mode must be one of {ATTACK_BN_MODES}, got {attack_bn_mode!r}.")
+  attack_kw = dict(eps=eps, step_size=step_size, num_steps=num_steps, random_init=random_init,
+                   random_start=random_start, attack_bn_mode=attack_bn_mode)
   aug_kw = check_augmix_kwargs(dict(kw, jsd=True))
   aug = augment_fn(aug_kw)
 
   def loss_fn(params, batch_stats, batch, key):
     aug_key, attack_key, attack_dropout, dropout_key = jax.random.split(key, 4)
     x, y = batch["image"], batch["label"]
-    frozen = jax.lax.stop_gradient(params)
-
-    def logits_fn(images):
-      return train_apply(model, frozen, batch_stats, images, attack_dropout)[0]
-
-    x_adv = jax.lax.stop_gradient(input_attack(
-        logits_fn, x, y, attack_key, norm="l2", eps=eps, step_size=step_size,
-        num_steps=num_steps, random_init=random_init))
+    x_adv = robust_augmix_attack(model, params, batch_stats, x, y, attack_key,
+                                 dropout_key=attack_dropout, **attack_kw)
     logits, new_stats = views_apply(model, params, batch_stats, [x, aug(x, aug_key), x_adv],
                                     dropout_key)
     loss, metrics = consistency_loss(logits, y, jsd_weight=aug_kw["jsd_weight"])

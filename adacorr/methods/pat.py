@@ -5,7 +5,9 @@ Per batch (paper Sec. 5 and App. F; reference `adv_train.py` with
   1. the model in EVALUATION mode (BatchNorm running statistics, parameters
      `stop_gradient`-ed) classifies the clean batch;
   2. Fast-LPA (`adacorr.attacks.fast_lpa`: 10 steps, lambda 1 -> 10, step bound -> bound/10,
-     no projection) attacks the examples it classifies correctly; the others stay clean
+     no projection; `adacorr.attacks.perceptual.fast_lpa_schedule`, step index t = 1..T as
+     the paper's Algorithm 3, `convention='reference'` for the code's t = 0..T-1) attacks
+     the examples it classifies correctly; the others stay clean
      (`only_attack_correct=False` attacks every example);
   3. cross-entropy of the model in TRAINING mode on the resulting batch.
 The LPIPS distance bounding the attack is either the model's own (`lpips_model='self'`,
@@ -13,6 +15,13 @@ self-bounded PAT: its `lpips_layers`, the ResNet stage outputs) or an external n
 given as the workdir of a trained classifier (e.g. a CifarAlexNet trained with
 `experiments/configs/cifar10_alexnet.py`: AlexNet-bounded PAT). Paper bounds on CIFAR-10:
 0.5 self-bounded, 1.0 AlexNet-bounded.
+
+Self-bounded bounds depend on the layers: the paper's 0.5 is calibrated on the robustness
+library's post-activation CIFAR ResNet-50 (`adacorr.models.resnet_cifar.CifarResNet`, model
+'cifar_resnet'), whose LPIPS layers are its block outputs after ReLU (non-negative). With
+`PreActResNet` (model 'preact_resnet50', still usable) the stage outputs are signed residual
+sums before the final BN-ReLU; their channel-normalised embedding differs, so a bound there
+is not the paper's bound.
 
 Fast-LPA runs on the whole batch (static shapes under `jit`) and the correctly
 classified examples are selected afterwards; the reference attacks only that subset,
@@ -28,7 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adacorr.attacks.perceptual import fast_lpa
+from adacorr.attacks.perceptual import CONVENTIONS, fast_lpa
+from adacorr.core.checks import check_choice
 from adacorr.methods.common import (
     accuracy, check_nonnegative, cross_entropy, train_apply)
 from adacorr.perceptual import lpips_layers as check_lpips_layers
@@ -40,7 +50,8 @@ def make_pat(model: nn.Module, *, bound: float = 0.5,
              num_steps: int = 10, lpips_layers: Sequence[str] | str | None = None, step_size: float | None = None,
              lam: float = 10.0, h: float = 0.1, derivative: str = "jvp",
              kappa: float = math.inf, only_attack_correct: bool = True,
-             unroll: int | bool | str = "auto", features_fn=None):
+             unroll: int | bool | str = "auto", convention: str = "paper",
+             features_fn=None):
   """PAT LossFn. Defaults: self-bounded, bound 0.5, Fast-LPA 10 steps (paper, CIFAR-10).
 
   Args:
@@ -48,8 +59,11 @@ def make_pat(model: nn.Module, *, bound: float = 0.5,
     bound: LPIPS bound of the training attack (1.0 for AlexNet-bounded on CIFAR-10).
     num_steps, step_size, lam, h, derivative, kappa, unroll: Fast-LPA's (see
       `adacorr.attacks.fast_lpa`).
+    convention: Fast-LPA's schedule index, 'paper' (Algorithm 3, t = 1..T) or
+      'reference' (perceptual-advex, t = 0..T-1).
     lpips_layers: the model's layers that define its own LPIPS distance (default: its
-      `lpips_layers`); used when no `features_fn` is given (self-bounded PAT).
+      `LPIPS_LAYERS`, e.g. CifarResNet's post-ReLU stage1..stage4, the paper's conv2_x ..
+      conv5_x); used when no `features_fn` is given (self-bounded PAT).
     only_attack_correct: attack only the examples the model classifies correctly.
     features_fn: an external LPIPS network `features_fn(x) -> [maps]` (externally
       bounded PAT, e.g. a trained CifarAlexNet or ImageNet AlexNet); None: self-bounded.
@@ -70,9 +84,10 @@ def make_pat(model: nn.Module, *, bound: float = 0.5,
     raise ValueError(f"num_steps must be a positive integer, got num_steps={num_steps}.")
   step_size = None if kw["step_size"] is None else float(kw["step_size"])
   only_correct = bool(kw["only_attack_correct"])
+  check_choice(convention, CONVENTIONS, "convention")
   attack_kw = dict(bound=bound, num_steps=num_steps, step_size=step_size,
                    lam=float(kw["lam"]), h=float(kw["h"]), derivative=kw["derivative"],
-                   kappa=float(kw["kappa"]), unroll=kw["unroll"])
+                   kappa=float(kw["kappa"]), unroll=kw["unroll"], convention=convention)
   external = features_fn
   layers = None if external is not None else check_lpips_layers(model, kw["lpips_layers"])
 

@@ -20,10 +20,14 @@ from adacorr.models.common import (
 from adacorr.models.preact_resnet import (
     PreActBlock, PreActBottleneck, PreActResNet, PreActResNet18, PreActResNet50)
 from adacorr.models.resnet import ResNet50
+from adacorr.models.resnet_cifar import CifarResNet
 from adacorr.models.small_cnn import SmallCNN
 from adacorr.models.wide_resnet import WideResNet
+from adacorr.models.wide_resnet_bottleneck import WideResNet50_2
 
 MODELS: dict[str, type[nn.Module]] = {
+    "cifar_resnet": CifarResNet,  # robustness lib's post-activation CIFAR ResNet-50 (PAT's)
+    "wide_resnet50_2": WideResNet50_2,  # torchvision's bottleneck WRN-50-2, 3x3 CIFAR stem
     "preact_resnet": PreActResNet,  # any depth/width, e.g. small ones for CPU quickstarts
     "preact_resnet18": PreActResNet18,
     "preact_resnet50": PreActResNet50,
@@ -54,7 +58,8 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
 
 __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "FASHION_MNIST_MEAN", "FASHION_MNIST_STD",
-    "IMAGENET_MEAN", "IMAGENET_STD", "MODELS", "AlexNet", "CifarAlexNet", "PreActBlock",
+    "IMAGENET_MEAN", "IMAGENET_STD", "MODELS", "AlexNet", "CifarAlexNet", "CifarResNet",
+    "PreActBlock",
     "PreActBottleneck", "PreActResNet", "PreActResNet18", "PreActResNet50", "ResNet50",
-    "SmallCNN", "WideResNet", "get_model", "normalize",
+    "SmallCNN", "WideResNet", "WideResNet50_2", "get_model", "normalize",
 ]

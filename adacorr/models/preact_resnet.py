@@ -18,7 +18,10 @@ Marked points (see `FEATURE_POINTS`): each is `perturb`-ed and sown to `intermed
           where the reference adds RLAT's delta[1]; (B, 110, 110, 64) at 224x224);
   stageK  residual-sum output of stage K's last block, before the final BN-ReLU;
           for 32x32 inputs spatial sizes 32, 16, 8, 4.
-The model never clips: an input perturbation meant to stay in [0, 1] should be passed
+As a self-bounded LPIPS network (PAT), its stage outputs are signed residual sums, not the
+post-ReLU block outputs of the robustness library's ResNet-50 that PAT's paper uses
+(`models.CifarResNet`): LPIPS bounds on this model are on another scale than the
+paper's. The model never clips: an input perturbation meant to stay in [0, 1] should be passed
 as `clip(x + d, 0, 1) - x`.
 """
 

@@ -16,8 +16,11 @@ import jax
 Array = jax.Array
 
 # Default LPIPS layers per model: the outputs of the residual stages (ResNet family,
-# Laidlaw et al. H.1) or of every conv+ReLU (AlexNet, SmallCNN).
-_STAGE_LAYERS = ("stage1", "stage2", "stage3", "stage4")
+# Laidlaw et al. H.1) or of every conv+ReLU (AlexNet, SmallCNN). The paper's self-bounded
+# bounds are calibrated on post-activation stage outputs (after ReLU, non-negative: the
+# robustness library's CIFAR ResNet-50, `models.resnet_cifar.CifarResNet`, and torchvision's
+# ResNet-50). PreActResNet's stage outputs are signed residual sums before BN-ReLU: its
+# self-bounded distance is on another scale, so the paper's bounds do not carry over.
 
 
 def lpips_layers(model: nn.Module, layers: Sequence[str] | str | None = None) -> tuple[str, ...]:

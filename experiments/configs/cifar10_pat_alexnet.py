@@ -1,5 +1,6 @@
 """AlexNet-bounded PAT on CIFAR-10 (Laidlaw et al. 2021): as `cifar10_pat` but the LPIPS
-distance is a CifarAlexNet's (its 5 conv+ReLU outputs), bound 1.0.
+distance is a CifarAlexNet's (its 5 conv+ReLU outputs), bound 1.0. The trained classifier
+is `cifar10_pat`'s, the paper's post-activation CIFAR ResNet-50 (Table 12, `cifar_resnet`).
 
 Train the AlexNet first (`experiments/configs/cifar10_alexnet.py`):
   python -m experiments.train --config=experiments/configs/cifar10_alexnet.py \
