@@ -84,7 +84,7 @@ def test_clip_aware_rescale_is_exact_and_matches_bisection(rescale_case, jitted_
                                 float(eps[i])) for i in range(len(x))])
   inside = (eps > 0) & (eps < 0.9995 * reach)   # at the reach itself eta is any large value
   np.testing.assert_allclose(eta[inside], brute[inside], rtol=1e-4)
-  # A scalar eps; and CIFAR-sized images at the default eps (19.3).
+  # A scalar eps; and CIFAR-sized images at the default eps (5.54).
   out = np.asarray(rescale(x, d, 0.5))
   np.testing.assert_allclose(_l2(out - x), 0.5, atol=1e-4)
   rng = np.random.default_rng(1)
@@ -227,10 +227,44 @@ def tiny():
   return model, variables["params"], variables["batch_stats"], batch
 
 
-def test_default_eps_scales_the_papers_135_by_image_size():
-  assert ant_lib.default_eps((224, 224, 3)) == pytest.approx(135.0)
-  assert ant_lib.default_eps((32, 32, 3)) == pytest.approx(19.29, abs=0.01)
-  assert ant_lib.default_eps((28, 28, 1)) == pytest.approx(9.74, abs=0.01)
+def _beta_pixels(mean, std, shape, n, seed=0):
+  """(n, *shape) images whose channel c has Beta pixels of mean[c] and std[c]."""
+  rng = np.random.default_rng(seed)
+  out = np.empty((n, *shape), np.float32)
+  for c, (m, sd) in enumerate(zip(mean, std)):
+    k = m * (1 - m) / sd**2 - 1
+    out[..., c] = rng.beta(m * k, (1 - m) * k, (n, *shape[:-1]))
+  return jnp.asarray(out)
+
+
+def test_eps_rule_is_the_clipped_norm_of_gaussian_noise_and_gives_the_papers_135():
+  """Issue 16, item 6: eps = E ||clip(x + sigma z, 0, 1) - x||_2 of the dataset's best
+  Gaussian noise; the configs follow it and name it."""
+  from adacorr import data
+  from experiments.configs import cifar10_ant, fashion_mnist_ant
+  rule = jax.jit(ant_lib.gaussian_noise_eps)
+  key = jax.random.PRNGKey(0)
+  d = 8 * 8 * 3
+  # No pixel can clip (|0.05 z| < 0.5): the norm of the Gaussian vector, sigma sqrt(D).
+  mid = rule(jnp.full((256, 8, 8, 3), 0.5), 0.05, key)
+  assert float(mid) == pytest.approx(0.05 * np.sqrt(d), rel=0.01)
+  assert ant_lib.default_eps((8, 8, 3), 0.05) == pytest.approx(0.05 * np.sqrt(d))
+  # Black images: every negative draw clips to 0, half the squared norm is left.
+  black = rule(jnp.zeros((256, 8, 8, 3)), 0.05, key)
+  assert float(black) == pytest.approx(0.05 * np.sqrt(d / 2), rel=0.01)
+  # ImageNet-like pixels (ImageNet's per-channel mean / std) at the paper's best Gaussian
+  # sigma 0.5 give the paper's ANT eps, 135 at 224x224x3 (the unclipped norm is 194).
+  info = data.DATASETS
+  imagenet = _beta_pixels(info["imagenet100"].mean, info["imagenet100"].std, (224, 224, 3), 8)
+  assert float(rule(imagenet, 0.5, key)) == pytest.approx(ant_lib.PAPER_EPS, rel=0.02)
+  # The configs: sigma 0.1 on the dataset's pixel statistics (for Fashion-MNIST the same
+  # model gives what its training set measures, 2.325).
+  for config, name in ((cifar10_ant, "cifar10"), (fashion_mnist_ant, "fashion_mnist")):
+    shape = info[name].image_shape
+    pixels = _beta_pixels(info[name].mean, info[name].std, shape, 512)
+    eps = config.get_config().method_kwargs.eps
+    assert eps == pytest.approx(float(rule(pixels, 0.1, key)), rel=0.01), name
+    assert eps < ant_lib.default_eps(shape, 0.1)      # clipping only shrinks the norm
   assert ant_lib.split_sizes(10, 0.5, 0.3) == (3, 2, 5)
   assert ant_lib.split_sizes(128, 0.5, 0.3) == (38, 26, 64)
 
@@ -250,36 +284,153 @@ def test_generator_step_raises_its_cross_entropy(tiny):
   assert losses[-1] > losses[0] + 0.05, losses
 
 
-def _biased(gen_params, bias):
-  """A generator whose noise is z + bias: all pixels pushed up (bias > 0) or down."""
-  return dict(gen_params, conv4=dict(gen_params["conv4"],
-                                     bias=jnp.full_like(gen_params["conv4"]["bias"], bias)))
+def _signed(gen_params, signs):
+  """A generator whose noise is z + 50 * signs per channel: every pixel of channel c moves
+  in the direction signs[c], which identifies the generator."""
+  bias = 50.0 * jnp.asarray(signs, jnp.float32)
+  return dict(gen_params, conv4=dict(gen_params["conv4"], bias=bias))
 
 
-def test_batch_is_30_current_20_replay_50_clean_and_replay_follows_a_restart(tiny):
-  model, params, batch_stats, batch = tiny
-  x = np.full((10, 8, 8, 3), 0.5, np.float32)
-  method = ant_lib.make_ant(model, eps=1.5, restart_steps=0, replay_size=3)
+_SIGNATURES = {"current": (-1, -1, -1), 0: (1, 1, 1), 1: (1, -1, 1), 2: (-1, 1, 1),
+               3: (1, 1, -1), 4: (-1, -1, 1)}
+
+
+def _sources(out, x):
+  """Which generator noised each image (by the signs of its mean change per channel)."""
+  lookup = {v: k for k, v in _SIGNATURES.items()}
+  signs = np.sign(np.asarray(out - x).mean(axis=(1, 2))).astype(int)
+  return [lookup.get(tuple(s), "clean" if not s.any() else "?") for s in signs]
+
+
+@pytest.fixture(scope="module")
+def signed_state():
+  """The current generator and 5 replay slots, each with its signature; 4 filled."""
+  base = init_generator(NoiseGenerator(kernel="1x1"), jax.random.PRNGKey(0), 3)
+  replay = jax.tree.map(lambda *a: jnp.stack(a), *[_signed(base, _SIGNATURES[s])
+                                                    for s in range(5)])
+  return {"generator": _signed(base, _SIGNATURES["current"]), "replay": replay,
+          "num_saved": jnp.asarray(4, jnp.int32)}
+
+
+def test_replay_takes_two_saved_generators_for_10_percent_each(signed_state):
+  """Issue 16, item 5: 30% current, then 2 saved generators drawn without replacement
+  among the filled slots, 10% of the batch each (the reference's p_history), 50% clean."""
   gen = NoiseGenerator(kernel="1x1")
-  images = jax.jit(functools.partial(ant_lib.ant_images, gen, eps=1.5))
+  x = np.full((40, 4, 4, 3), 0.5, np.float32)
+  images = jax.jit(functools.partial(ant_lib.ant_images, gen, eps=1.0))
+  drawn = set()
+  for k in range(12):
+    out = np.asarray(images(signed_state, x, jax.random.PRNGKey(k)))
+    who = _sources(out, x)
+    assert who[:12] == ["current"] * 12 and who[20:] == ["clean"] * 20, who
+    first, second = who[12:16], who[16:20]
+    assert len(set(first)) == 1 and len(set(second)) == 1 and first[0] != second[0], who
+    assert {first[0], second[0]} <= {0, 1, 2, 3}, who      # slot 4 is not filled
+    drawn |= {first[0], second[0]}
+    np.testing.assert_allclose(_l2(out[:20] - x[:20]), 1.0, atol=1e-4)
+  assert drawn == {0, 1, 2, 3}
+  # Epoch 0 (only the current epoch's own generator saved): no replay, as the reference.
+  out = np.asarray(images(dict(signed_state, num_saved=jnp.asarray(1, jnp.int32)), x,
+                          jax.random.PRNGKey(0)))
+  assert _sources(out, x)[:20] == ["current"] * 20
+  # replay_generators=None: a slot per example (among the filled ones).
+  per_example = jax.jit(functools.partial(ant_lib.ant_images, gen, eps=1.0,
+                                          replay_generators=None))
+  mixed = 0
+  for k in range(6):
+    who = _sources(np.asarray(per_example(signed_state, x, jax.random.PRNGKey(k))), x)
+    assert set(who[12:20]) <= {0, 1, 2, 3}, who
+    mixed += len(set(who[12:16])) > 1 or len(set(who[16:20])) > 1
+  assert mixed > 0
+
+
+class _ConstLogits(nn.Module):
+  """Logits w = (0, 1, ..., 9) whatever the image: CE(y) = logsumexp(w) - w[y]."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    w = self.param("w", lambda key: jnp.arange(10, dtype=jnp.float32))
+    return w[None] + 0.0 * jnp.mean(x, axis=(1, 2, 3))[:, None]
+
+
+def test_generator_step_sees_the_whole_batch():
+  """Issue 16, item 1: the generator's objective is the CE over all B examples (the
+  reference), not only the noisy half."""
+  model = _ConstLogits()
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  y = np.array([9] * 5 + [0] * 5, np.int32)       # the clean half: the large CEs
+  batch = {"image": jnp.asarray(np.random.default_rng(0).uniform(0, 1, (10, 8, 8, 3)),
+                                jnp.float32), "label": jnp.asarray(y)}
+  method = ant_lib.make_ant(model, eps=1.0, restart_steps=0)
   state = method.init(jax.random.PRNGKey(0), (8, 8, 3))
-  state = dict(state, generator=_biased(state["generator"], +50.0))   # pushes up
-  out = np.asarray(images(state, x, jax.random.PRNGKey(1)))
-  change = out - x
-  np.testing.assert_allclose(_l2(change[:5]), 1.5, atol=1e-4)         # 3 + 2 noisy
-  np.testing.assert_array_equal(out[5:], x[5:])                        # clean part unchanged
-  assert np.all(change[:5] > 0)      # nothing saved yet: the replay part uses the current one
-  # The epoch start saves the (upward) generator and starts a new one; make that one push
-  # down: the current part goes down, the replay part still up (the saved generator).
-  new = jax.jit(method.epoch_start)(params, batch_stats, state, jax.random.PRNGKey(2))
-  assert int(new["num_saved"]) == 1
-  for a, b in zip(jax.tree.leaves(new["replay"]), jax.tree.leaves(state["generator"])):
-    np.testing.assert_array_equal(a[0], b)
-  assert not np.allclose(new["generator"]["conv4"]["bias"], 50.0)    # a fresh generator
-  new = dict(new, generator=_biased(new["generator"], -50.0))
-  change = np.asarray(images(new, x, jax.random.PRNGKey(1))) - x
-  assert np.all(change[:3] < 0) and np.all(change[3:5] > 0)
-  np.testing.assert_allclose(_l2(change[:5]), 1.5, atol=1e-4)
+  _, aux = jax.jit(method.loss_fn)(params, {}, batch, jax.random.PRNGKey(1), state)
+  w = np.arange(10.0)
+  ce = np.log(np.sum(np.exp(w))) - w[y]
+  seen = float(aux["metrics"]["generator_loss"])
+  assert seen == pytest.approx(ce.mean(), rel=1e-5)
+  assert seen != pytest.approx(ce[:5].mean(), rel=1e-2)
+
+
+@pytest.fixture(scope="module")
+def pretraining(tiny):
+  """ANT on `tiny` with 2 pretraining steps (Adam 1e-2) per epoch start, jitted once."""
+  model, params, batch_stats, batch = tiny
+  method = ant_lib.make_ant(model, eps=1.0, restart_steps=2, restart_lr=1e-2)
+  return (method, jax.jit(method.loss_fn), jax.jit(method.epoch_start),
+          jax.jit(method.epoch_start_step))
+
+
+def test_epoch_0_pretrains_and_saves_a_generator(tiny, pretraining):
+  """Issue 16, item 2: before the first update the generator is pretrained
+  (`restart_steps` Adam steps) and saved, as at every later epoch start."""
+  _, params, batch_stats, batch = tiny
+  method, loss_fn, _, _ = pretraining
+  state = method.init(jax.random.PRNGKey(0), (8, 8, 3))
+  _, aux = loss_fn(params, batch_stats, batch, jax.random.PRNGKey(1), state)
+  new = aux["method_state"]
+  assert int(new["num_saved"]) == 1 and int(new["pretrain_steps"]) == 2
+  assert float(aux["metrics"]["generator_pretrain_steps"]) == 2.0
+  assert float(aux["metrics"]["replay_filled"]) == 1.0
+  saved = jax.tree.map(lambda a: a[0], new["replay"])
+  moved = [np.max(np.abs(np.asarray(a) - np.asarray(b)))
+           for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(state["generator"]))]
+  # An Adam step moves a weight by at most ~lr (1e-2): more than that takes 2 steps.
+  assert 1.2e-2 < max(moved) < 2.5e-2, moved
+  # Only once: the next step neither pretrains nor saves again.
+  _, aux = loss_fn(params, batch_stats, batch, jax.random.PRNGKey(2), new)
+  assert int(aux["method_state"]["num_saved"]) == 1
+
+
+def test_replay_keeps_the_epoch_start_generator_and_adam_restarts(tiny, pretraining):
+  """Issue 16, items 3 and 4: the replay buffer gets the generator as pretrained at the
+  epoch start (not as it ends the epoch), and the per-batch steps start a new Adam."""
+  _, params, batch_stats, batch = tiny
+  method, loss_fn, start, pretrain = pretraining
+  state = method.init(jax.random.PRNGKey(0), (8, 8, 3))
+  for k in (1, 2):                                           # epoch 0
+    state = loss_fn(params, batch_stats, batch, jax.random.PRNGKey(k), state)[1]["method_state"]
+  end_of_epoch = state["generator"]
+  state = start(params, batch_stats, state, jax.random.PRNGKey(3))   # epoch 1
+  assert int(state["num_saved"]) == 1                        # the epoch's end is not saved
+  for k in (4, 5):
+    state, _ = pretrain(params, batch_stats, state, batch, jax.random.PRNGKey(k))
+  assert int(state["opt_state"].count) == 2
+  pretrained = state["generator"]
+  for k in (6, 7):
+    state = loss_fn(params, batch_stats, batch, jax.random.PRNGKey(k), state)[1]["method_state"]
+    if k == 6:   # one per-batch step after the pretraining: a fresh Adam's moments
+      opt = state["opt_state"]
+      assert int(opt.count) == 1
+      for mu, nu in zip(jax.tree.leaves(opt.mu), jax.tree.leaves(opt.nu)):
+        # mu = (1 - b1) g, nu = (1 - b2) g^2 of one gradient g
+        np.testing.assert_allclose(nu, 0.001 / 0.1**2 * np.square(mu), rtol=1e-3, atol=1e-12)
+  assert int(state["num_saved"]) == 2
+  same = lambda a, b: all(np.array_equal(u, v) for u, v in
+                          zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  slot = lambda i: jax.tree.map(lambda a: a[i], state["replay"])
+  assert same(slot(1), pretrained)
+  assert not same(state["generator"], pretrained)            # the steps moved on from it
+  assert not same(slot(0), end_of_epoch) and not same(slot(1), end_of_epoch)
 
 
 def test_ant_loss_updates_the_generator_and_reports_metrics(tiny):
@@ -303,6 +454,7 @@ def test_bad_arguments_raise_named_errors(tiny):
   for kwargs, name in [(dict(eps=-1.0), "eps"), (dict(clean_fraction=1.5), "fraction"),
                        (dict(current_fraction=0.6), "current_fraction"),
                        (dict(generator="5x5"), "generator"), (dict(replay_size=0), "replay_size"),
+                       (dict(replay_generators=0), "replay_generators"),
                        (dict(restart_steps=-1), "restart_steps"),
                        (dict(rlat=dict(epsilon=0.1)), "rlat"),
                        (dict(rlat=dict(eps=0.1)), "FEATURE_POINTS")]:
@@ -441,7 +593,7 @@ def test_killed_and_resumed_across_the_epoch_start_equals_unbroken(tmp_path, com
   assert resumed["resumed_from_step"] == 16 and summary["steps"] == 32
   a = restore_params(str(tmp_path / "unbroken" / "checkpoints"))
   b = restore_params(str(tmp_path / "broken" / "checkpoints"))
-  assert int(a["method_state"]["num_saved"]) == 1
+  assert int(a["method_state"]["num_saved"]) == 2          # epoch 0's generator too
   leaves_a, tree_a = jax.tree.flatten(a)
   leaves_b, tree_b = jax.tree.flatten(b)
   assert tree_a == tree_b
@@ -451,7 +603,9 @@ def test_killed_and_resumed_across_the_epoch_start_equals_unbroken(tmp_path, com
   starts = [r for r in records if r["split"] == "epoch_start"]
   assert [r["step"] for r in starts] == [16] and np.isfinite(starts[0]["generator_loss"])
   train = [r for r in records if r["split"] == "train"]
-  assert train[0]["replay_filled"] == 0 and train[-1]["replay_filled"] == 1
+  # Epoch 0 pretrained its generator (restart_steps=2) and saved it before training.
+  assert train[0]["generator_pretrain_steps"] == 2 and train[0]["replay_filled"] == 1
+  assert train[-1]["replay_filled"] == 2
 
 
 def test_checkpoint_without_method_state_restores_into_a_stateless_state(tmp_path, tiny):

@@ -87,6 +87,12 @@ def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) 
               f"(inf counts as +inf; 0 for misclassified) | {n['eps_star']:.3f} |",
               f"| examples no noise up to l2 {n['max_norm']:.1f} flips | "
               f"{100 * n['fraction_unflipped']:.1f}% |"]
+    if n.get("eps_star_an") is not None:
+      a = n["an"]
+      lines.append(f"| eps*_AN: the same along noise of a {a['generator']} generator trained "
+                   f"against this model ({a['steps']} Adam steps at l2 {a['eps']:.2f}; mean "
+                   f"over {a['num_generators']}; unflipped "
+                   f"{100 * a['fraction_unflipped']:.1f}%) | {n['eps_star_an']:.3f} |")
   if report.get("lpips"):
     p = report["lpips"]
     per = p.get("per_attack") or {p.get("attack", "LPA"): p["accuracy"]}

@@ -2,46 +2,79 @@
 
 A noise generator (`adacorr.augment.noise_generator.NoiseGenerator`, 1x1 or 3x3) is
 trained jointly with the classifier to produce the noise distribution that fools it
-most, and the classifier trains on that noise. Per batch:
+most, and the classifier trains on that noise. Images are NHWC float32 in [0, 1].
+
+Per batch (B examples):
 
 1. One Adam step (lr `generator_lr`, 1e-4) on the generator, maximising the
-   cross-entropy of the classifier on the noisy part of the batch (the first
-   `1 - clean_fraction`); the classifier is frozen (`stop_gradient`) and in EVAL mode.
-2. The training batch: the first `current_fraction` (30%) get noise from the updated
-   generator, the next `1 - clean_fraction - current_fraction` (20%) noise from
-   generators saved at earlier epoch starts (experience replay; a saved generator drawn
-   uniformly per example among the filled slots; the current generator while none is
-   saved), the last `clean_fraction` (50%) stay clean. Every noise sample is rescaled
-   with `clip_aware_rescale` so that `||clip(x + eta * delta, 0, 1) - x||_2 = eps`.
+   cross-entropy of the classifier on the WHOLE batch (clean images, every noised with
+   a fresh sample); the classifier is frozen (`stop_gradient`) and in EVAL mode. Paper
+   Eq. 3 maximises over the data distribution; the reference's `train_noise_generator`
+   takes the whole batch.
+2. The training batch: the first `current_fraction` (30%) get noise from the current
+   generator (after its step), the next `1 - clean_fraction - current_fraction` (20%)
+   noise from generators saved at epoch starts (experience replay), the last
+   `clean_fraction` (50%) stay clean. Replay (`replay_generators=2`, the reference's
+   `p_history` 0.1 = 20% / 2): `replay_generators` saved generators are drawn at random
+   without replacement among the filled slots of the replay buffer (every generator
+   saved so far, the current epoch's own as pretrained included, as in the reference),
+   each noising an equal contiguous share of the replay part (10% each). In epoch 0 (no generator of an
+   earlier epoch saved yet) the replay part uses the current generator, as the
+   reference does (`p_current = 1 - p_clean` in epoch 0). `replay_generators=None`:
+   a saved generator drawn per example instead (this module's earlier reading of the
+   paper's "samples chosen randomly from previous distributions"). Every noise sample is
+   rescaled with `clip_aware_rescale` so that `||clip(x + eta * delta, 0, 1) - x||_2 = eps`.
 3. Cross-entropy of the classifier in TRAIN mode on the whole batch. With `rlat`, the
    classifier trains instead with RLAT (Kireev et al. 2022) on that ANT batch.
 
 Restarts (paper: "to prevent the noise generator from being stuck in a local minimum,
-we halt ANT at regular intervals and train a new noise generator from scratch"; once
-per epoch, up to 1000 batches with Adam 5e-4): at the start of every epoch e >= 1 the
-current generator is saved into the replay buffer (a ring of `replay_size` slots), a new
-one is initialised and pretrained for `restart_steps` Adam steps (lr `restart_lr`)
-against the current classifier (eval mode) on the loop's extra batches (the whole batch
-noised). The Adam state is reset at a restart and carried on by the per-batch steps.
+we halt ANT at regular intervals and train a new noise generator from scratch"): at the
+start of EVERY epoch, the first included, a new generator is initialised and pretrained
+for `restart_steps` Adam steps (lr `restart_lr`, 5e-4; a fresh Adam) against the current
+classifier (eval mode) on whole batches. That freshly pretrained generator is what the
+replay buffer (a ring of `replay_size` slots) saves, before any per-batch step; the
+per-batch steps then start a NEW Adam (lr `generator_lr`): no moments carry over from
+the pretraining.
 
-eps: the paper uses 135 on 224x224x3 ImageNet images in [0, 1], i.e. a root-mean-square
-per-pixel change of 135 / sqrt(150528) = 0.348. By default (`eps=None`) the same rms
-change is used at any image size: eps = 135 * sqrt(H * W * C / 150528) (CIFAR-10
-32x32x3: 19.3; Fashion-MNIST 28x28x1: 9.74). The public reference code
-(bethgelab/game-of-noise) holds only the evaluation: the generator's eps is the
-command-line argument `epsilon_generator` of an unreleased training script, so 135 (paper,
-ImageNet) is the only published value; Kireev et al. 2022 train ANT only on ImageNet-100
-(224x224, so 135 unscaled).
+How this maps onto the loop (`adacorr.train.loop`), which runs `epoch_start` and
+`epoch_start_step` (on `restart_steps` extra batches) only before epochs e >= 1:
+`epoch_start` draws the new generator and marks it 'pending_save'; the first training
+step after it saves it into the replay buffer and resets Adam. For epoch 0 that first
+training step also does the pretraining itself (a `lax.cond`, taken once): `restart_steps`
+Adam steps on ITS batch, each with fresh noise, since a loss function sees no other
+batch; the loop's extra batches of later epochs are distinct batches.
+
+The reference training code (bethgelab/game-of-noise `main.py` + `utils.py`; defaults eps
+135, generator lr 1e-4, retrain lr 5e-4, p_clean 0.5, p_current 0.3, p_history 0.1;
+`retrain_ng_and_evaluate` runs up to 1001 batches) does the above, with one bug NOT copied
+here: its batch noise comes from `noise_models[args.mode]`, a dict filled once with the
+ORIGINAL generator object, while `noise_gen` is rebound to every retrained generator; so
+its "current" 30% comes from the never-trained initial generator (Gaussian noise at the
+custom init), and the trained current generator noises nothing. Here (as the paper
+says: "the current state of the noise generator is used to perturb 30%") it is the
+current generator. The reference also keeps every saved generator (files); here a ring
+of `replay_size` (100) slots.
+
+eps (no value for CIFAR-10 or Fashion-MNIST is published). The rule of the configs: eps
+is the l2 norm, after clipping, of the dataset's best Gaussian noise training
+perturbation, `E_x ||clip(x + sigma z, 0, 1) - x||_2` (`gaussian_noise_eps`). It
+reproduces the paper's ImageNet value: Rusak et al.'s best sigma 0.5 gives 135-136 on
+ImageNet-like pixel values (an rms change of 0.348 per pixel), their eps 135. CIFAR-10:
+sigma 0.1 (Kireev et al.) gives ~5.36 (unclipped 0.1 * sqrt(3072) = 5.54); Fashion-MNIST
+with sigma 0.1: 2.32 (unclipped 2.8). `eps=None` (no data at hand) uses the unclipped
+`default_eps` = 0.1 * sqrt(H * W * C), an upper bound of the rule.
 
 Method state (`TrainState.method_state`): 'generator' (params), 'opt_state' (Adam
-moments), 'replay' (the saved generators' params stacked along a leading axis of
-`replay_size`) and 'num_saved' (int32, generators saved so far).
+moments of the pretraining, then of the per-batch steps), 'replay' (the saved
+generators' params stacked along a leading axis of `replay_size`), 'num_saved' (int32,
+generators saved so far), 'pending_save' (int32 1: the current generator is a new one
+not saved yet) and 'pretrain_steps' (int32, pretraining steps of the current generator).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -50,20 +83,43 @@ import optax
 
 from adacorr.augment.noise_generator import (
     KERNELS, NoiseGenerator, clip_aware_rescale, init_generator, sample_noise)
+from adacorr.core.checks import check_images
 from adacorr.methods.common import (
     accuracy, check_fraction, check_nonnegative, check_norm, cross_entropy, num_perturbed,
     per_example_l2, train_apply)
 from adacorr.methods import rlat as rlat_lib
 from adacorr.core.types import StatefulLoss
 
-PAPER_EPS = 135.0                 # on 224x224x3 images in [0, 1]
+PAPER_EPS = 135.0                 # on 224x224x3 ImageNet images in [0, 1]
 PAPER_DIM = 224 * 224 * 3
+GAUSSIAN_SIGMA = 0.1              # the best CIFAR-10 Gaussian noise (Kireev et al. 2022)
 RLAT_KEYS = ("eps", "norm", "layers", "fraction")
+ADAM = optax.scale_by_adam()      # torch.optim.Adam's defaults (b1 0.9, b2 0.999, eps 1e-8)
 
 
-def default_eps(image_shape) -> float:
-  """The paper's eps (135 at 224x224x3) scaled to `image_shape` (H, W, C): same rms."""
-  return PAPER_EPS * math.sqrt(math.prod(image_shape) / PAPER_DIM)
+def default_eps(image_shape, sigma: float = GAUSSIAN_SIGMA) -> float:
+  """`sigma * sqrt(H * W * C)`: the unclipped l2 norm of N(0, sigma^2) noise on an image
+  of `image_shape` (H, W, C); an upper bound of `gaussian_noise_eps` (clipping only
+  shrinks the perturbation). CIFAR-10 at sigma 0.1: 5.54; Fashion-MNIST: 2.8."""
+  check_nonnegative(sigma, "sigma")
+  return float(sigma) * math.sqrt(math.prod(image_shape))
+
+
+def gaussian_noise_eps(images: jax.Array, sigma: float, key: jax.Array) -> jax.Array:
+  """The configs' eps rule: mean over `images` of `||clip(x + sigma z, 0, 1) - x||_2`.
+
+  Args:
+    images: (N, H, W, C) in [0, 1], e.g. (a sample of) the training set.
+    sigma: the standard deviation of the Gaussian noise (>= 0).
+    key: PRNG key of z ~ N(0, 1).
+
+  Returns:
+    float32 scalar: the mean l2 norm of the clipped Gaussian perturbation. Jittable.
+  """
+  check_images(images, "images")
+  check_nonnegative(sigma, "sigma")
+  z = jax.random.normal(key, images.shape, jnp.float32)
+  return jnp.mean(per_example_l2(jnp.clip(images + sigma * z, 0.0, 1.0) - images))
 
 
 def split_sizes(batch_size: int, clean_fraction: float, current_fraction: float
@@ -75,29 +131,59 @@ def split_sizes(batch_size: int, clean_fraction: float, current_fraction: float
   return n_current, n_noisy - n_current, n_clean
 
 
+def replay_parts(num_replay: int, replay_generators: int) -> jax.Array:
+  """(num_replay,) int32: the share (0 .. replay_generators - 1) of each replay example;
+  contiguous shares whose sizes differ by at most one (26 examples, 2 shares: 13 + 13)."""
+  return (jnp.arange(num_replay, dtype=jnp.int32) * replay_generators) // max(num_replay, 1)
+
+
+def replay_sources(state: Mapping[str, Any], key: jax.Array, num_replay: int,
+                   replay_generators: int | None) -> tuple[jax.Array, jax.Array]:
+  """Which generator noises each of the `num_replay` replay examples.
+
+  Returns `(slots, replayed)`, both (num_replay,): the replay slot, and whether that
+  saved generator is used (False: the current generator; in epoch 0, i.e. while at most
+  one generator is saved, the current epoch's own, and for shares beyond the filled
+  slots). `replay_generators` slots are drawn without replacement among the filled ones
+  and share the examples as `replay_parts`; None: one slot drawn per example.
+  """
+  replay_size = jax.tree.leaves(state["replay"])[0].shape[0]
+  filled = jnp.minimum(state["num_saved"], replay_size)
+  history = state["num_saved"] > 1
+  if replay_generators is None:
+    slots = jax.random.randint(key, (num_replay,), 0, jnp.maximum(filled, 1))
+    return slots, jnp.broadcast_to(history & (filled > 0), (num_replay,))
+  scores = jnp.where(jnp.arange(replay_size) < filled,
+                     jax.random.uniform(key, (replay_size,)), 2.0)
+  order = jnp.argsort(scores)                    # filled slots first, in random order
+  parts = replay_parts(num_replay, replay_generators)
+  slots = order[jnp.minimum(parts, replay_size - 1)]
+  return slots, history & (parts < filled)
+
+
 def ant_images(generator: NoiseGenerator, state: Mapping[str, Any], images: jax.Array,
                key: jax.Array, *, eps: float, clean_fraction: float = 0.5,
-               current_fraction: float = 0.3) -> jax.Array:
-  """The images ANT trains on: (B, H, W, C), parts as `split_sizes`.
+               current_fraction: float = 0.3, replay_generators: int | None = 2
+               ) -> jax.Array:
+  """The images ANT trains on: (B, H, W, C) in [0, 1], parts as `split_sizes`.
 
   The first part gets noise from `state['generator']`, the middle part from the replay
-  buffer `state['replay']` (a slot drawn per example among the
-  `min(state['num_saved'], replay_size)` filled ones; the current generator while
-  none is filled), the last part is `images` unchanged; every noise sample rescaled to
-  l2 norm `eps` after clipping (`clip_aware_rescale`). Not stop-gradient-ed.
+  buffer `state['replay']` as `replay_sources` says, the last part is `images`
+  unchanged; every noise sample rescaled to l2 norm `eps` after clipping
+  (`clip_aware_rescale`). Example i's z comes from `split(key', n_noisy)[i]`. Not
+  stop-gradient-ed.
   """
   b, shape = images.shape[0], images.shape[1:]
-  n_cur, n_rep, n_clean = split_sizes(b, clean_fraction, current_fraction)
+  n_cur, n_rep, _ = split_sizes(b, clean_fraction, current_fraction)
   n_noisy = n_cur + n_rep
   if n_noisy == 0:
     return images
-  replay_size = jax.tree.leaves(state["replay"])[0].shape[0]
   noise_key, slot_key = jax.random.split(key)
-  filled = jnp.minimum(state["num_saved"], replay_size)
-  slots = jax.random.randint(slot_key, (n_noisy,), 0, jnp.maximum(filled, 1))
-  # Example i's generator: the current one for i < n_cur, else replay slot slots[i] (the
-  # current one while none is saved). One per-example pass for both parts.
-  replayed = (jnp.arange(n_noisy) >= n_cur) & (filled > 0)
+  slots, replayed = replay_sources(state, slot_key, n_rep, replay_generators)
+  # Example i's generator: the current one for i < n_cur, else replay slot slots[i - n_cur]
+  # (or the current one). One per-example pass for both parts.
+  slots = jnp.concatenate([jnp.zeros((n_cur,), jnp.int32), slots.astype(jnp.int32)])
+  replayed = jnp.concatenate([jnp.zeros((n_cur,), bool), replayed])
   per_example = jax.tree.map(
       lambda buf, cur: jnp.where(replayed.reshape((-1,) + (1,) * cur.ndim), buf[slots],
                                  cur[None]),
@@ -108,6 +194,27 @@ def ant_images(generator: NoiseGenerator, state: Mapping[str, Any], images: jax.
   return jnp.concatenate([noisy, images[n_noisy:]], 0)
 
 
+def generator_step(generator: NoiseGenerator, logits_fn: Callable[[jax.Array], jax.Array],
+                   gen_params: Any, opt_state: Any, images: jax.Array, labels: jax.Array,
+                   key: jax.Array, *, eps: float, lr: float) -> tuple[Any, Any, jax.Array]:
+  """One Adam ASCENT step of the classifier's cross-entropy on noised `images`.
+
+  Every image of `images` (B, H, W, C) in [0, 1] gets a sample of the generator (z from
+  `key`), rescaled to l2 norm `eps` after clipping. `logits_fn(images) -> (B, K)` is the
+  frozen classifier (eval mode; stop the gradient to its weights). `opt_state`: `ADAM`'s
+  state. Returns `(gen_params, opt_state, loss)`, loss the CE before the step.
+  """
+
+  def objective(gp):
+    delta = sample_noise(generator, gp, key, images.shape)
+    return cross_entropy(logits_fn(clip_aware_rescale(images, delta, eps)), labels)
+
+  loss, grads = jax.value_and_grad(objective)(gen_params)
+  updates, opt_state = ADAM.update(jax.tree.map(jnp.negative, grads), opt_state, gen_params)
+  gen_params = optax.apply_updates(gen_params, jax.tree.map(lambda u: -lr * u, updates))
+  return gen_params, opt_state, loss
+
+
 def _eval_logits(model, params, batch_stats, images):
   return model.apply({"params": jax.lax.stop_gradient(params),
                       "batch_stats": jax.lax.stop_gradient(batch_stats)}, images, train=False)
@@ -115,19 +222,23 @@ def _eval_logits(model, params, batch_stats, images):
 
 def make_ant(model: nn.Module, *, generator: str = "1x1",
              eps: float | None = None, clean_fraction: float = 0.5,
-             current_fraction: float = 0.3, generator_lr: float = 1e-4,
-             restart_lr: float = 5e-4, restart_steps: int = 1000, replay_size: int = 100,
-             features: int = 20, rlat: Mapping[str, Any] | None = None) -> StatefulLoss:
+             current_fraction: float = 0.3, replay_generators: int | None = 2,
+             generator_lr: float = 1e-4, restart_lr: float = 5e-4, restart_steps: int = 1000,
+             replay_size: int = 100, features: int = 20,
+             rlat: Mapping[str, Any] | None = None) -> StatefulLoss:
   """ANT (ANT^1x1 / ANT^3x3), optionally combined with RLAT. See the module docstring.
 
   Args:
     model: the classifier (flax, NHWC in [0, 1]).
     generator: '1x1' (i.i.d. noise) or '3x3' (locally correlated noise).
-    eps: l2 norm of every noise sample after clipping; None: 135 scaled to the image
-      size (see the module docstring).
+    eps: l2 norm of every noise sample after clipping; None: `default_eps` of the image
+      size (0.1 * sqrt(H * W * C)). The configs give `gaussian_noise_eps`'s value.
     clean_fraction: the last part of the batch, kept clean (0.5).
     current_fraction: the first part, noised by the current generator (0.3); the part
       between (0.2) gets replayed noise.
+    replay_generators: saved generators drawn per batch for the replay part, each
+      noising an equal share (2: the reference's p_history 0.1 each); None: one drawn
+      per example.
     generator_lr: Adam lr of the per-batch generator step (1e-4).
     restart_lr: Adam lr of the new generator's pretraining at each epoch start (5e-4).
     restart_steps: pretraining batches per epoch start (paper: up to 1000). 0: the new
@@ -141,12 +252,16 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
     A `StatefulLoss`. Metrics: 'accuracy' (trained-on batch), 'clean_accuracy' /
     'noisy_accuracy' (its clean / noisy part), 'generator_loss' (the generator's CE
     objective before its step), 'perturbation_norm' (mean l2 norm of the applied noise),
-    'replay_filled' (saved generators available); with RLAT also 'ant_clean_loss'.
+    'replay_filled' (saved generators available), 'generator_pretrain_steps' (the
+    current generator's pretraining steps); with RLAT also 'ant_clean_loss'.
+
+  Raises:
+    ValueError: naming the argument, for a bad value.
   """
   kw = dict(generator=generator, eps=eps, clean_fraction=clean_fraction,
-            current_fraction=current_fraction, generator_lr=generator_lr,
-            restart_lr=restart_lr, restart_steps=restart_steps, replay_size=replay_size,
-            features=features, rlat=rlat)
+            current_fraction=current_fraction, replay_generators=replay_generators,
+            generator_lr=generator_lr, restart_lr=restart_lr, restart_steps=restart_steps,
+            replay_size=replay_size, features=features, rlat=rlat)
   kernel = kw["generator"]
   if kernel not in KERNELS:
     raise ValueError(f"generator={kernel!r} is not one of {KERNELS}.")
@@ -163,8 +278,12 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
   check_nonnegative(generator_lr, "generator_lr")
   check_nonnegative(restart_lr, "restart_lr")
   restart_steps, replay_size, features = kw["restart_steps"], kw["replay_size"], kw["features"]
-  for name, value, low in (("restart_steps", restart_steps, 0), ("replay_size", replay_size, 1),
-                           ("features", features, 1)):
+  replay_generators = kw["replay_generators"]
+  checked = [("restart_steps", restart_steps, 0), ("replay_size", replay_size, 1),
+             ("features", features, 1)]
+  if replay_generators is not None:
+    checked.append(("replay_generators", replay_generators, 1))
+  for name, value, low in checked:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
       raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}.")
   rlat_kw = kw["rlat"]
@@ -181,44 +300,66 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
     rlat_kw["layers"] = rlat_lib.check_layers(model, rlat_kw["layers"])
 
   gen = NoiseGenerator(kernel=kernel, features=features)
-  adam = optax.scale_by_adam()
 
   def eps_for(shape):
     return default_eps(shape[1:]) if eps is None else eps
 
-  def generator_step(params, batch_stats, gen_params, opt_state, images, labels, key, lr):
-    """One Adam ascent step of the generator's CE on `images`; returns (gp, opt, loss)."""
-    frozen_eps = eps_for(images.shape)
-
-    def objective(gp):
-      delta = sample_noise(gen, gp, key, images.shape)
-      noisy = clip_aware_rescale(images, delta, frozen_eps)
-      return cross_entropy(_eval_logits(model, params, batch_stats, noisy), labels)
-
-    loss, grads = jax.value_and_grad(objective)(gen_params)
-    updates, opt_state = adam.update(jax.tree.map(jnp.negative, grads), opt_state, gen_params)
-    gen_params = optax.apply_updates(gen_params, jax.tree.map(lambda u: -lr * u, updates))
-    return gen_params, opt_state, loss
+  def new_generator(key, channels):
+    gp = init_generator(gen, key, channels)
+    return {"generator": gp, "opt_state": ADAM.init(gp),
+            "pending_save": jnp.ones((), jnp.int32), "pretrain_steps": jnp.zeros((), jnp.int32)}
 
   def init(key, image_shape):
-    gp = init_generator(gen, key, image_shape[-1])
-    return {"generator": gp, "opt_state": adam.init(gp),
-            "replay": jax.tree.map(lambda a: jnp.zeros((replay_size, *a.shape), a.dtype), gp),
-            "num_saved": jnp.zeros((), jnp.int32)}
+    state = new_generator(key, image_shape[-1])
+    state["replay"] = jax.tree.map(lambda a: jnp.zeros((replay_size, *a.shape), a.dtype),
+                                   state["generator"])
+    state["num_saved"] = jnp.zeros((), jnp.int32)
+    return state
+
+  def pretrain(logits_fn, gp, opt_state, images, labels, key):
+    """`restart_steps` pretraining steps on `images` (epoch 0), fresh noise each."""
+    def body(i, carry):
+      return generator_step(gen, logits_fn, *carry, images, labels,
+                            jax.random.fold_in(key, i), eps=eps_for(images.shape),
+                            lr=restart_lr)[:2]
+    return jax.lax.fori_loop(0, restart_steps, body, (gp, opt_state))
+
+  def start_training(state, logits_fn, images, labels, key):
+    """Epoch 0's pretraining (if the loop ran no epoch start), then the pending save of
+    the new generator into the replay buffer and a fresh Adam for the per-batch steps."""
+    gp, opt_state = state["generator"], state["opt_state"]
+    pending = state["pending_save"] > 0
+    pretrain_steps = state["pretrain_steps"]
+    if restart_steps:
+      first = pending & (state["num_saved"] == 0) & (pretrain_steps == 0)
+      gp, opt_state = jax.lax.cond(
+          first, lambda: pretrain(logits_fn, gp, opt_state, images, labels, key),
+          lambda: (gp, opt_state))
+      pretrain_steps = jnp.where(first, restart_steps, pretrain_steps)
+    slot = state["num_saved"] % replay_size
+    replay = jax.tree.map(lambda buf, g: jnp.where(pending, buf.at[slot].set(g), buf),
+                          state["replay"], gp)
+    opt_state = jax.tree.map(lambda fresh, old: jnp.where(pending, fresh, old),
+                             ADAM.init(gp), opt_state)
+    return dict(state, generator=gp, opt_state=opt_state, replay=replay,
+                num_saved=state["num_saved"] + pending.astype(jnp.int32),
+                pending_save=jnp.zeros((), jnp.int32), pretrain_steps=pretrain_steps)
 
   def loss_fn(params, batch_stats, batch, key, state):
     x, y = batch["image"], batch["label"]
     b = x.shape[0]
-    gen_key, noise_key, dropout_key = jax.random.split(key, 3)
+    gen_key, noise_key, dropout_key, pretrain_key = jax.random.split(key, 4)
     n_clean = split_sizes(b, clean_fraction, current_fraction)[2]
     n_noisy = b - n_clean
-    gp, opt_state, gen_loss = state["generator"], state["opt_state"], jnp.zeros(())
-    if n_noisy:
-      gp, opt_state, gen_loss = generator_step(params, batch_stats, gp, opt_state,
-                                               x[:n_noisy], y[:n_noisy], gen_key, generator_lr)
-    new_state = dict(state, generator=gp, opt_state=opt_state)
+    logits_fn = lambda images: _eval_logits(model, params, batch_stats, images)
+    new_state = start_training(state, logits_fn, x, y, pretrain_key)
+    gp, opt_state, gen_loss = generator_step(gen, logits_fn, new_state["generator"],
+                                             new_state["opt_state"], x, y, gen_key,
+                                             eps=eps_for(x.shape), lr=generator_lr)
+    new_state = dict(new_state, generator=gp, opt_state=opt_state)
     x_train = ant_images(gen, new_state, x, noise_key, eps=eps_for(x.shape),
-                         clean_fraction=clean_fraction, current_fraction=current_fraction)
+                         clean_fraction=clean_fraction, current_fraction=current_fraction,
+                         replay_generators=replay_generators)
     x_train = jax.lax.stop_gradient(x_train)
     metrics = {}
     if rlat_kw is None:
@@ -239,27 +380,26 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
         "clean_accuracy": jnp.sum(correct * (1 - noisy_mask)) / max(n_clean, 1),
         "generator_loss": gen_loss,
         "perturbation_norm": jnp.sum(per_example_l2(x_train - x) * noisy_mask) / max(n_noisy, 1),
-        "replay_filled": jnp.minimum(state["num_saved"], replay_size).astype(jnp.float32),
+        "replay_filled": jnp.minimum(new_state["num_saved"], replay_size).astype(jnp.float32),
+        "generator_pretrain_steps": new_state["pretrain_steps"].astype(jnp.float32),
     })
     return loss, {"batch_stats": new_stats, "metrics": metrics,
                   "method_state": jax.lax.stop_gradient(new_state)}
 
   def epoch_start(params, batch_stats, state, key):
-    """Saves the current generator into the replay ring and starts a new one."""
-    slot = state["num_saved"] % replay_size
-    replay = jax.tree.map(lambda buf, g: buf.at[slot].set(g), state["replay"],
-                          state["generator"])
+    """Starts a new generator (a fresh Adam for its pretraining); the first training step
+    after the pretraining saves it into the replay buffer."""
     channels = state["generator"]["conv1"]["kernel"].shape[-2]
-    gp = init_generator(gen, key, channels)
-    return {"generator": gp, "opt_state": adam.init(gp), "replay": replay,
-            "num_saved": state["num_saved"] + 1}
+    return dict(state, **new_generator(key, channels))
 
   def epoch_start_step(params, batch_stats, state, batch, key):
     """One pretraining step of the new generator on a whole extra batch."""
-    gp, opt_state, loss = generator_step(params, batch_stats, state["generator"],
+    logits_fn = lambda images: _eval_logits(model, params, batch_stats, images)
+    gp, opt_state, loss = generator_step(gen, logits_fn, state["generator"],
                                          state["opt_state"], batch["image"], batch["label"],
-                                         key, restart_lr)
-    return dict(state, generator=gp, opt_state=opt_state), {"generator_loss": loss}
+                                         key, eps=eps_for(batch["image"].shape), lr=restart_lr)
+    return (dict(state, generator=gp, opt_state=opt_state,
+                 pretrain_steps=state["pretrain_steps"] + 1), {"generator_loss": loss})
 
   return StatefulLoss(loss_fn=loss_fn, init=init, epoch_start=epoch_start,
                       epoch_start_step=epoch_start_step if restart_steps else None,

@@ -162,9 +162,13 @@ def robustness_report(
   if noise_num_examples is None:
     noise_num_examples = lp_num_examples
   if noise_num_examples > 0:
+    # eps*_AN's generator trains on the training split (as the reference's retraining).
+    noise_train = (data_lib.load_dataset(config, splits=(info.train_split,),
+                                         download=download)[1][0]
+                   if info.train_split else None)
     report["noise"] = evaluation.evaluate_noise(
         model, variables, data_lib.first_n(test_source, noise_num_examples),
-        batch_size=batch_size, seed=seed)
+        batch_size=batch_size, seed=seed, train_source=noise_train)
 
   if lpa_num_examples > 0 and bounds:
     r = evaluation.evaluate_lpips(

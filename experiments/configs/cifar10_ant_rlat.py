@@ -4,7 +4,7 @@
 RLAT eps 0.02: the paper reports ANT^3x3 + RLAT only on ImageNet-100, with eps 0.02
 (`full_evaluation_results/imagenet100/rlat-eps=0.02-ant-imagenet100.csv`); on CIFAR-10 they
 lower RLAT's eps from 0.08 when combining it with a strong augmentation (0.05 with AugMix,
-0.02 with DeepAugment). ANT settings as `cifar10_ant.py` (eps 19.3, see there).
+0.02 with DeepAugment). ANT settings as `cifar10_ant.py` (eps 5.36, see there).
 """
 
 from experiments.configs import cifar10_ant
