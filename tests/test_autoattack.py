@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from adacorr import attacks
+from tests.tiny_classifier import accuracy as _acc
+from tests.tiny_classifier import perturbation_norms as _norms
 from tests.tiny_classifier import trained_mlp
 
 apgd_lib = importlib.import_module("adacorr.attacks.apgd")  # the module, not the function
@@ -20,15 +22,6 @@ EPS = {"linf": 16 / 255, "l2": 1.0}  # the tiny model is robust at 8/255, not at
 @pytest.fixture(scope="module")
 def trained():
   return trained_mlp()
-
-
-def _acc(logits_fn, x, y):
-  return float(jnp.mean(jnp.argmax(logits_fn(x), -1) == y))
-
-
-def _norms(d, norm):
-  d = np.asarray(d).reshape(d.shape[0], -1)
-  return np.abs(d).max(1) if norm == "linf" else np.sqrt((d ** 2).sum(1))
 
 
 def test_dlr_targeted_and_target_classes_by_hand():

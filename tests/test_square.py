@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from adacorr.attacks.square import eta, p_selection, square, square_sizes
+from tests.tiny_classifier import accuracy as _acc
+from tests.tiny_classifier import perturbation_norms as _norms
 from tests.tiny_classifier import trained_mlp
 
 # Square (random search) is much weaker than PGD in l2 on this model: at l2 1.0 neither
@@ -22,15 +24,6 @@ QUERIES = {"linf": 300, "l2": 500}
 @pytest.fixture(scope="module")
 def trained():
   return trained_mlp()
-
-
-def _acc(logits_fn, x, y):
-  return float(jnp.mean(jnp.argmax(logits_fn(x), -1) == y))
-
-
-def _norms(d, norm):
-  d = np.asarray(d).reshape(d.shape[0], -1)
-  return np.abs(d).max(1) if norm == "linf" else np.sqrt((d ** 2).sum(1))
 
 
 @functools.lru_cache(maxsize=None)

@@ -58,3 +58,14 @@ def trained_mlp(num_test: int = 64):
   acc = float(jnp.mean(jnp.argmax(logits_fn(xte), -1) == yte))
   assert acc > 0.6, f"tiny model did not train (test acc {acc})"
   return logits_fn, xte, yte
+
+
+def accuracy(logits_fn, x, y) -> float:
+  """Top-1 accuracy of `logits_fn` on (x, y)."""
+  return float(jnp.mean(jnp.argmax(logits_fn(x), -1) == y))
+
+
+def perturbation_norms(d, norm: str) -> np.ndarray:
+  """Per-example l_inf or l2 norms (B,) of perturbations `d` (B, ...)."""
+  d = np.asarray(d).reshape(d.shape[0], -1)
+  return np.abs(d).max(1) if norm == "linf" else np.sqrt((d ** 2).sum(1))
