@@ -67,9 +67,10 @@ FASHION_MNIST_RUNS = {
 
 def _fashion_mnist_base():
   base = importlib.import_module("experiments.configs.fashion_mnist_base").get_config()
-  # The budget: 300 steps of 128 (0.64 epochs) of the small PreActResNet, chosen so that
-  # the whole suite (3 seeds) fits about 2 hours on 2 CPU cores with the costlier methods
-  # (PAT, RobustAugMix ~8x a nominal step) at the same step count.
+  # The budget: 300 steps of 128 (0.64 epochs) of the small PreActResNet, every method at
+  # the same step count (PAT and RobustAugMix cost ~8x a nominal step). A first guess at
+  # the target (the whole suite, 3 seeds, in about 2 hours on 2 CPU cores): not yet
+  # calibrated by a run of the suite.
   base.num_steps = 300
   base.global_batch_size = 128
   base.warmup_epochs = 0.05
