@@ -3,8 +3,10 @@ r"""Trains a classifier with any registered method and evaluates it.
   python -m experiments.train --config=experiments/configs/fashion_mnist_quickstart.py \
       --workdir=runs/quickstart [--config.num_epochs=2] [--data_dir=...]
 
-Rerunning with the same --workdir resumes from the latest checkpoint. `--help` lists the
-configs and the methods.
+Rerunning with the same --workdir resumes from the latest checkpoint (a different config is
+an error naming the fields, unless --config.force_resume=True). SIGTERM (preemption) saves a
+checkpoint at the next step, in every process, and exits with status 143. `--help` lists
+the configs and the methods.
 """
 
 import glob
@@ -61,6 +63,9 @@ def main(argv):
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)
+  except loop.Preempted as e:  # SIGTERM: the checkpoint is saved; rerun to resume
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_status)
 
 
 def run_with_default_config(config_name: str, main_fn=main) -> None:

@@ -58,6 +58,9 @@ def main(argv):
     logging.error("%s", e)
     print(f"ERROR: {e}", file=sys.stderr)
     sys.exit(1)
+  except loop.Preempted as e:  # SIGTERM: the checkpoint is saved; rerun to resume
+    print(str(e), file=sys.stderr)
+    sys.exit(e.exit_status)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""End-to-end runs in subprocesses: 8 devices equal 1 device; kill-and-resume equals unbroken.
+"""End-to-end runs in subprocesses: 8 devices equal 1 device, 2 processes x 4 devices equal
+1 process x 8 devices; kill-and-resume and SIGTERM-and-resume equal unbroken runs.
 
 Each run is `tests/train_worker.py` (the tiny synthetic config). The number of CPU
-devices is fixed when jax starts, hence one subprocess per run.
+devices is fixed when jax starts, hence one subprocess per run; several processes join
+with `jax.distributed.initialize` on localhost (CPU collectives over Gloo).
 """
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +17,7 @@ import time
 import jax
 import numpy as np
 
+from adacorr import data as data_lib
 from adacorr.train.checkpoint import restore_params
 from adacorr.train.metric_writer import read_metrics
 
@@ -40,6 +45,28 @@ def _run(workdir, num_devices=1, *args) -> str:
   return out
 
 
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _run_processes(workdir, *args, num_processes=2, devices_each=4, status=0) -> list[str]:
+  """Runs the worker as `num_processes` processes of one jax.distributed job."""
+  port = _free_port()
+  procs = [_start(workdir, devices_each, f"--process_id={i}", f"--num_processes={num_processes}",
+                  f"--coordinator=127.0.0.1:{port}", *args) for i in range(num_processes)]
+  try:
+    outs = [proc.communicate(timeout=600)[0] for proc in procs]
+  finally:
+    for proc in procs:
+      if proc.poll() is None:
+        proc.kill()
+  for proc, out in zip(procs, outs):
+    assert proc.returncode == status, out
+  return outs
+
+
 def _final_state(workdir):
   return restore_params(os.path.join(workdir, "checkpoints"))
 
@@ -52,7 +79,7 @@ def _assert_trees_close(a, b, **tol):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
 
 
-def test_eight_devices_equal_one_device(tmp_path):
+def test_eight_devices_and_two_processes_equal_one_device(tmp_path):
   one, eight = tmp_path / "one", tmp_path / "eight"
   out8 = _run(eight, 8)
   assert "on 8 device(s)" in out8
@@ -71,10 +98,63 @@ def test_eight_devices_equal_one_device(tmp_path):
   assert loss1[-1] < loss1[0]
   np.testing.assert_allclose(loss1, loss8, rtol=1e-4)
 
+  # Two processes of 4 devices each (jax.distributed on localhost).
+  two, broken = tmp_path / "two", tmp_path / "broken"
+  outs = _run_processes(two, "--record_rows")
+  assert "on 8 device(s)" in outs[0] and "on 8 device(s)" not in outs[1]  # process 0 prints
 
-def test_sigkill_and_resume_equals_unbroken_run(tmp_path):
-  unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+  # Each process read only its own half of every global batch.
+  rows = [np.load(two / f"rows_{i}.npy") for i in range(2)]
+  assert rows[0].shape == rows[1].shape == (24, 16)
+  with open(two / "config.json", encoding="utf-8") as f:
+    batch, seed = json.load(f)["global_batch_size"], 0
+  num_train = data_lib.load_split("synthetic", "train").num_examples
+  for step in range(24):
+    expected = data_lib.batch_indices(num_train, batch, step, seed)
+    np.testing.assert_array_equal(rows[0][step], expected[:16])
+    np.testing.assert_array_equal(rows[1][step], expected[16:])
+
+  # The same function as one process with 8 devices (the 8-vs-1 test's tolerance).
+  s8, s2 = _final_state(eight), _final_state(two)
+  assert int(s8["step"]) == int(s2["step"]) == 24
+  _assert_trees_close(s8["params"], s2["params"], rtol=2e-4, atol=2e-5)
+  _assert_trees_close(s8["batch_stats"], s2["batch_stats"], rtol=2e-4, atol=2e-5)
+  # Written once: one checkpoint series (kept 2), one metrics line per logged step, and
+  # both processes report the global test accuracy.
+  assert sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit()) == [20, 24]
+  train_steps = [r["step"] for r in read_metrics(str(two)) if r["split"] == "train"]
+  assert train_steps == [4, 8, 12, 16, 20, 24]
+  finished = [line for out in outs for line in out.splitlines() if line.startswith("FINISHED")]
+  assert len(finished) == 2 and finished[0] == finished[1], finished
+  assert "test_examples=" in finished[0]
+
+  # SIGTERM to process 0 at step 6: both processes save the step JAX's preemption sync
+  # point picks, exit with 143, and a 2-process rerun resumes to the unbroken result.
+  outs = _run_processes(broken, "--sigterm_at_step=6", "--step_sleep=0.2",
+                        status=128 + signal.SIGTERM)
+  stops = {line for out in outs for line in out.splitlines() if line.startswith("PREEMPTED")}
+  assert len(stops) == 1, outs  # the same step in both processes
+  stopped = int(stops.pop().split()[-1])
+  assert 6 <= stopped < 24
+  assert max(int(d) for d in os.listdir(broken / "checkpoints") if d.isdigit()) == stopped
+  outs = _run_processes(broken)
+  assert f"Resuming from checkpoint at step {stopped}" in outs[0]
+  _assert_trees_close(_final_state(two), _final_state(broken), rtol=0, atol=0)
+
+
+def test_sigkill_or_sigterm_and_resume_equals_unbroken_run(tmp_path):
+  unbroken, broken, preempted = tmp_path / "unbroken", tmp_path / "broken", tmp_path / "sigterm"
   _run(unbroken, 1)
+
+  # SIGTERM after step 10 (not a checkpoint step): a checkpoint of step 10, exit 143.
+  proc = _start(preempted, 1, "--sigterm_at_step=10")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode == 128 + signal.SIGTERM, out
+  assert "PREEMPTED at step 10" in out and not (preempted / "summary.json").exists()
+  assert max(int(d) for d in os.listdir(preempted / "checkpoints") if d.isdigit()) == 10
+  out = _run(preempted, 1)
+  assert "Resuming from checkpoint at step 10" in out
+  _assert_trees_close(_final_state(unbroken), _final_state(preempted), rtol=0, atol=0)
 
   # Start a slowed-down run and SIGKILL it once a mid-run checkpoint exists.
   proc = _start(broken, 1, "--step_sleep=0.25")
@@ -117,3 +197,18 @@ def test_cli_requires_workdir():
                           timeout=300)
   assert result.returncode != 0
   assert "workdir" in result.stderr
+
+
+def test_resuming_with_another_config_is_an_error_unless_forced(tmp_path):
+  workdir = tmp_path / "run"
+  _run(workdir, 1, "--config.num_steps=8")
+  proc = _start(workdir, 1, "--config.num_steps=12", "--config.learning_rate=0.2")
+  out, _ = proc.communicate(timeout=600)
+  assert proc.returncode != 0
+  assert "learning_rate: 0.05 there, 0.2 now" in out and "num_steps: 8 there, 12 now" in out
+  assert "force_resume" in out
+  # Bookkeeping fields may change; force_resume continues from step 8.
+  out = _run(workdir, 1, "--config.num_steps=12", "--config.learning_rate=0.2",
+             "--config.force_resume=True", "--config.log_every_steps=2")
+  assert "Resuming from checkpoint at step 8" in out
+  assert int(_final_state(workdir)["step"]) == 12

@@ -1,12 +1,19 @@
-"""Runs `train_and_evaluate` in a subprocess for the multi-device and resume tests.
+"""Runs `train_and_evaluate` in a subprocess for the multi-device, multi-process and resume
+tests.
 
-  python tests/train_worker.py WORKDIR [--step_sleep=SECONDS] [--config.x=y ...]
+  python tests/train_worker.py WORKDIR [--step_sleep=SECONDS] [--sigterm_at_step=N]
+      [--process_id=I --num_processes=P --coordinator=127.0.0.1:PORT] [--config.x=y ...]
 
 `--step_sleep` slows every step down (a hook), so that a test can kill the process
-between two checkpoints.
+between two checkpoints. `--sigterm_at_step=N` sends SIGTERM to this process after step N
+(what a preempting scheduler does; process 0 only when there are several). With
+`--num_processes > 1` the worker joins `jax.distributed` (CPU collectives over Gloo) and
+trains as one of P processes, each with its own devices and its own rows of every batch.
+Exits with the status the CLI gives (143 after a preemption).
 """
 
 import os
+import signal
 import sys
 import time
 
@@ -15,19 +22,73 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from adacorr import run  # noqa: E402
-
 config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "tiny_synthetic.py"), "Config.")
 flags.DEFINE_float("step_sleep", 0.0, "Seconds to sleep after each step.")
+flags.DEFINE_integer("sigterm_at_step", 0, "> 0: SIGTERM to this process after this step.")
+flags.DEFINE_integer("process_id", 0, "This process's index.")
+flags.DEFINE_integer("num_processes", 1, "> 1: join jax.distributed.")
+flags.DEFINE_string("coordinator", "127.0.0.1:12355", "The coordinator's address.")
+flags.DEFINE_bool("record_rows", False, "Write the training-set indices this process read "
+                  "to WORKDIR/rows_<process_id>.npy (in the order read).")
+
+
+class _Recording:
+  """A `Source` that remembers every index it was asked for."""
+
+  def __init__(self, source):
+    self._source, self.read = source, []
+    self.num_examples, self.image_shape = source.num_examples, source.image_shape
+    self.num_classes = source.num_classes
+
+  def get(self, indices):
+    self.read.append(list(map(int, indices)))
+    return self._source.get(indices)
 
 
 def main(argv):
+  import jax  # pylint: disable=import-outside-toplevel
+  FLAGS = flags.FLAGS
+  if FLAGS.num_processes > 1:
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
+                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  from adacorr import run  # pylint: disable=import-outside-toplevel
+  from adacorr.train import loop  # pylint: disable=import-outside-toplevel
+  from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
   workdir = argv[1]
+  recorded = []
+  if FLAGS.record_rows:
+    load = data_lib.load_dataset
+
+    def load_recording(config, **kwargs):
+      info, (train, *rest) = load(config, **kwargs)
+      recorded.append(_Recording(train))
+      return info, (recorded[-1], *rest)
+    data_lib.load_dataset = load_recording
   hooks = []
-  if flags.FLAGS.step_sleep > 0:
-    hooks.append(lambda step, state, metrics: time.sleep(flags.FLAGS.step_sleep))
-  run.train_and_evaluate(flags.FLAGS.config, workdir, hooks=hooks)
+  if FLAGS.step_sleep > 0:
+    hooks.append(lambda step, state, metrics: time.sleep(FLAGS.step_sleep))
+  if FLAGS.sigterm_at_step > 0 and FLAGS.process_id == 0:
+    def sigterm(step, state, metrics):
+      if step == FLAGS.sigterm_at_step:
+        os.kill(os.getpid(), signal.SIGTERM)
+    hooks.append(sigterm)
+  try:
+    summary = run.train_and_evaluate(FLAGS.config, workdir, hooks=hooks)
+  except loop.Preempted as e:
+    _save_rows(workdir, recorded)
+    print(f"PREEMPTED at step {e.step}", flush=True)
+    sys.exit(e.exit_status)
+  _save_rows(workdir, recorded)
+  print(f"FINISHED test_accuracy={summary['test_accuracy']!r} "
+        f"test_examples={summary['test_examples']}", flush=True)
+
+
+def _save_rows(workdir, recorded):
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  if recorded:
+    np.save(os.path.join(workdir, f"rows_{flags.FLAGS.process_id}.npy"),
+            np.asarray(recorded[0].read, np.int64))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from adacorr.core.types import StatefulLoss
 from adacorr.data import augment as augment_lib
 from adacorr.data import deepaugment as deepaugment_data
 from adacorr.train import optim
+from adacorr.train import preemption
 from adacorr.train import step as step_lib
 from adacorr.train.checkpoint import Checkpointer, latest_checkpoint_step
 from adacorr.train.metric_writer import MetricWriter
@@ -46,6 +47,9 @@ from adacorr.train.state import TrainState, create_train_state
 
 MakeLossFn = Callable[[Any, ml_collections.ConfigDict], step_lib.LossFn | StatefulLoss]
 Hook = Callable[[int, TrainState, dict], None]
+
+
+Preempted = preemption.Preempted
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -94,7 +98,7 @@ class Task:
     augment_fn: standard augmentation `(images, key) -> images`, inside the step.
     eval_seed: see `eval_step`.
     structural_fields: config fields a resumed run may not change (a checkpoint of
-      another net or dataset cannot continue); others only warn.
+      another net or dataset cannot continue, even with `config.force_resume`).
     tensorboard: default of `config.tensorboard`.
   """
   name: str
@@ -140,10 +144,15 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   log_every_steps (50), eval_every_steps / eval_every_epochs, eval_batch_size,
   checkpoint_every_steps, keep_checkpoints (3), tensorboard.
 
+  SIGTERM (preemption) saves a checkpoint at the next step boundary, in every process at
+  the same step, and raises `preemption.Preempted`: rerunning resumes from it exactly.
+
   Raises:
     ValueError: for a batch size the devices or the data cannot take, or a workdir
-      holding a run whose `task.structural_fields` differ.
+      holding a checkpointed run whose config differs (other than `BOOKKEEPING_FIELDS`;
+      `config.force_resume=True` accepts it, except for `task.structural_fields`).
     NonFiniteLossError: if the loss or gradients become NaN/inf.
+    preemption.Preempted: after SIGTERM, once the checkpoint is saved.
   """
   is_main = jax.process_index() == 0
   mesh = parallel.make_mesh()
@@ -160,7 +169,8 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
 
   os.makedirs(workdir, exist_ok=True)
   checkpoint_dir = os.path.join(workdir, "checkpoints")
-  _record_config(config, workdir, structural=task.structural_fields)
+  _record_config(config, workdir, structural=task.structural_fields,
+                 force=bool(config.get("force_resume", False)))
   summary_path = os.path.join(workdir, "summary.json")
   if is_main and os.path.exists(summary_path):
     os.remove(summary_path)  # rewritten when this run finishes
@@ -266,6 +276,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
   wall_start = time.perf_counter()
   timing_start, timing_step = None, start_step
   batches = None
+  watch = preemption.PreemptionWatch()
   try:
     batches = data_lib.train_batches(train_source, global_batch_size=batch_size,
                                      seed=config.seed, mesh=mesh, start_step=start_step,
@@ -291,6 +302,15 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
         writer.write(step, "test", test_metrics)
         progress.write(f"step {step} (epoch {step / steps_per_epoch:.2f}): "
                        f"{task.describe_eval(test_metrics)}")
+      if step != num_steps and watch.reached(step):  # SIGTERM: save, stop (every process)
+        flush(step)
+        if checkpointer.latest_step() != step:
+          checkpointer.save(step, state)
+        checkpointer.wait_until_finished()
+        writer.close()
+        if is_main:
+          progress.write(f"SIGTERM: saved a checkpoint at step {step}; stopping.")
+        raise preemption.Preempted(step, checkpointer.directory)
     flush(num_steps)
     jax.block_until_ready(state.step)
     train_seconds = time.perf_counter() - timing_start if timing_start else 0.0
@@ -298,6 +318,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
       checkpointer.save(num_steps, state)
     checkpointer.wait_until_finished()
   finally:
+    watch.close()
     if batches is not None:
       batches.close()  # stops the prefetch thread
     progress.close()
@@ -430,32 +451,40 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _record_config(config: ml_collections.ConfigDict, workdir: str, *,
-                   structural: Sequence[str] = ()) -> None:
-  """Writes `workdir/config.json`; warns if a resumed run's config differs, and refuses
-  to resume a run whose `structural` fields differ."""
-  if jax.process_index() != 0:
-    return
+                   structural: Sequence[str] = (), force: bool = False) -> None:
+  """Writes `workdir/config.json`. A workdir with a checkpoint of a run whose recorded
+  config differs is an error naming the fields (a resumed run would not equal an unbroken
+  one of either config), unless `force` (not for the `structural` fields, whose
+  checkpoint cannot continue at all). Every process checks; process 0 writes."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
     changed = config_differences(previous, current)
-    different = [k for k in changed if k in structural]
-    if different and latest_checkpoint_step(os.path.join(workdir, "checkpoints")) is not None:
+    different = [k for k in changed if k in structural] if force else changed
+    checkpointed = bool(changed) and latest_checkpoint_step(
+        os.path.join(workdir, "checkpoints")) is not None
+    if different and checkpointed:
+      fields = "; ".join(f"{k}: {previous.get(k)!r} there, {current.get(k)!r} now"
+                         for k in different)
       raise ValueError(
-          f"{workdir} holds a run with another {', '.join(different)} "
-          f"({', '.join(f'{k}={previous.get(k)!r}' for k in different)}); use another "
-          "--workdir or delete this one.")
-    if changed:
-      logging.warning("The config differs from the one recorded in %s in %s; a resumed run "
-                      "will not equal an unbroken one.", path, changed)
-  with open(path, "w", encoding="utf-8") as f:
+          f"{workdir} holds a run with another {', '.join(different)} ({fields}). Use another --workdir, delete this one"
+          + ("." if force or any(k in structural for k in different) else
+             ", or set config.force_resume=True (--config.force_resume) to continue it "
+             "with the new config."))
+    if checkpointed:
+      logging.warning("Continuing the run in %s with a config that differs in %s "
+                      "(force_resume): it will not equal an unbroken run.", workdir, changed)
+  if jax.process_index() != 0:
+    return
+  with open(path + ".tmp", "w", encoding="utf-8") as f:  # other processes read it
     json.dump(current, f, indent=2, sort_keys=True)
+  os.replace(path + ".tmp", path)
 
 
 # Config fields that do not change what a run computes (ignored when comparing configs).
-BOOKKEEPING_FIELDS = ("name", "data_dir", "fashion_mnist_dir", "download", "log_every_steps",
+BOOKKEEPING_FIELDS = ("name", "force_resume", "data_dir", "fashion_mnist_dir", "download", "log_every_steps",
                       "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs",
                       "eval_every_steps", "num_eval_examples", "eval_batch_size",
                       "tensorboard", "prefetch")

@@ -51,4 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 1000  # <= 0: only at the end
   config.keep_checkpoints = 3
   config.tensorboard = True
+  # Resume a workdir whose recorded config differs (not equal to an unbroken run; an
+  # error otherwise, naming the fields).
+  config.force_resume = False
   return config
