@@ -9,6 +9,7 @@ batch: an 8-device step computes the same function as a 1-device step.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -71,3 +72,20 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a pytree, identical on every host, fully replicated on every device."""
   sharding = replicated_sharding(mesh)
   return jax.device_put(tree, sharding)
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` for a multi-process run; call before jax runs anything.
+
+  On Cloud TPU and under SLURM (and other clusters jax detects) it needs nothing; elsewhere
+  set `JAX_COORDINATOR_ADDRESS=host:port` (read by jax), `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID` (read here) in every process.
+  """
+  kwargs = {}
+  for name, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    if os.environ.get(name):
+      try:
+        kwargs[key] = int(os.environ[name])
+      except ValueError as e:
+        raise ValueError(f"{name}={os.environ[name]!r} must be an integer.") from e
+  jax.distributed.initialize(**kwargs)

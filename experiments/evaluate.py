@@ -1,10 +1,11 @@
 r"""Robustness report of a trained classifier: clean, common corruptions, calibration.
 
   python -m experiments.evaluate --workdir=runs/fashion_mnist_quickstart \
-      [--corruptions=generated|published|none] [--num_examples=N] [--output_dir=DIR]
+      [--step=N] [--corruptions=generated|published|none] [--num_examples=N] [--output_dir=DIR]
 
-Reads the run's `config.json` and latest checkpoint from `--workdir` and writes to
-`--output_dir` (default `WORKDIR/report`): `report.json`, `report.md` (tables),
+Reads the run's `config.json` and latest checkpoint (or checkpoint `--step`) from
+`--workdir` and writes to `--output_dir` (default `WORKDIR/report`, or
+`WORKDIR/report_step<N>`): `report.json`, `report.md` (tables),
 `corruption_heatmap.png` (accuracy per corruption x severity) and
 `reliability_diagram.png`. Corrupted test sets are either the published tfds
 `cifar10_corrupted` (`published`, CIFAR-10 only) or generated with
@@ -41,7 +42,9 @@ flags.DEFINE_list("corruption_names", None, "Evaluate only these corruptions (de
                   "benchmark ones, plus the extras with --extra); the mCE needs all 15.")
 flags.DEFINE_string("corrupted_dir", None, "Cache of the generated <dataset>-C "
                     "(default: WORKDIR/<dataset>-C).")
-flags.DEFINE_string("output_dir", None, "Where the report goes (default: WORKDIR/report).")
+flags.DEFINE_integer("step", None, "The checkpoint evaluated (default: the latest).")
+flags.DEFINE_string("output_dir", None, "Where the report goes (default: WORKDIR/report, "
+                    "WORKDIR/report_step<N> with --step).")
 flags.DEFINE_integer("num_examples", 0, "Evaluate on the first N test examples (0: all).")
 flags.DEFINE_integer("batch_size", 500, "Evaluation batch size (global).")
 flags.DEFINE_integer("seed", 0, "Seed of the generated corruptions.")
@@ -79,7 +82,8 @@ flags.mark_flags_as_required(["workdir"])
 
 OPTIONS = ("corruptions", "extra", "corruption_names", "corrupted_dir", "num_examples",
            "batch_size", "seed", "linf_eps", "l2_eps", "lp_num_examples", "pgd_steps",
-           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "noise_num_examples", "lpips_bounds", "lpips_model",
+           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "noise_num_examples",
+           "lpips_bounds", "lpips_model",
            "lpa_num_examples", "lpa_steps", "lpa_lambda_steps", "lpa_projection", "download")
 
 
@@ -90,11 +94,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   try:
     report, names = report_lib.robustness_report(
-        FLAGS.workdir, autoattack=FLAGS.attacks,
+        FLAGS.workdir, step=FLAGS.step, autoattack=FLAGS.attacks,
         **{name: FLAGS[name].value for name in OPTIONS})
   except ValueError as e:  # a bad flag or workdir: the message names it
     raise app.UsageError(str(e)) from e
-  output_dir = FLAGS.output_dir or os.path.join(FLAGS.workdir, "report")
+  output_dir = FLAGS.output_dir or os.path.join(
+      FLAGS.workdir, "report" if FLAGS.step is None else f"report_step{FLAGS.step}")
   print(evaluation.write_report(report, output_dir, names))
   print(f"Report written to {output_dir}")
 

@@ -20,6 +20,7 @@ import time
 from absl import app, flags, logging
 
 from adacorr.run import reproduce
+from experiments.configs import deepaugment_copies
 from experiments.configs import suites
 
 flags.DEFINE_enum("suite", "fashion_mnist", sorted(suites.SUITES), "The suite.")
@@ -68,6 +69,12 @@ def main(argv):
             f"{config.global_batch_size}")
     print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
     return
+  for config in configs.values():  # DeepAugment runs: the stored copies, made on first use
+    for copy in deepaugment_copies.missing(config):
+      from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
+      make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
+                                   fashion_mnist_dir=config.get("fashion_mnist_dir"),
+                                   download=bool(config.get("download", False)))
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
     reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],

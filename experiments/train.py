@@ -17,6 +17,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from adacorr import methods
+from adacorr import parallel
 from adacorr import run
 from adacorr.train import loop
 from experiments.configs import deepaugment_copies
@@ -44,8 +45,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+    parallel.initialize_distributed()
   config = FLAGS.config
   if FLAGS.data_dir:
     with config.unlocked():

@@ -16,6 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from adacorr import parallel
 from adacorr.train import corruption_nets, loop
 
 FLAGS = flags.FLAGS
@@ -42,8 +43,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # orbax logs every file it writes at INFO
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
-    import jax  # pylint: disable=import-outside-toplevel
-    jax.distributed.initialize()
+    parallel.initialize_distributed()
   config = FLAGS.config
   with config.unlocked():
     if FLAGS.data_dir:

@@ -175,3 +175,20 @@ def test_finished_summary_only_for_the_same_config(trained_workdir):
   assert run.finished_summary(config, str(trained_workdir)) is not None
   config.num_steps = 13
   assert run.finished_summary(config, str(trained_workdir)) is None
+
+
+def test_step_evaluates_that_checkpoint(trained_workdir, tmp_path):
+  # The run kept checkpoints 8 and 12 (every 4 steps, keep 2).
+  result = _evaluate(trained_workdir, "--step=8", "--corruptions=none", "--lp_num_examples=0",
+                     "--noise_num_examples=0", "--lpips_bounds=", "--num_examples=64")
+  assert result.returncode == 0, result.stdout + result.stderr
+  with open(os.path.join(trained_workdir, "report_step8", "report.json"),
+            encoding="utf-8") as f:
+    assert json.load(f)["step"] == 8
+  from adacorr.run import report as report_lib  # pylint: disable=import-outside-toplevel
+  latest, _ = report_lib.robustness_report(str(trained_workdir), corruptions="none",
+                                           num_examples=64, lp_num_examples=0,
+                                           noise_num_examples=0, lpips_bounds=[])
+  assert latest["step"] == 12
+  with pytest.raises(ValueError, match=r"step=5.*\[8, 12\]"):
+    report_lib.robustness_report(str(trained_workdir), step=5, corruptions="none")

@@ -33,8 +33,9 @@ def _env(num_devices: int) -> dict:
   return env
 
 
-def _start(workdir, num_devices=1, *args):
-  return subprocess.Popen([sys.executable, WORKER, str(workdir), *args], env=_env(num_devices),
+def _start(workdir, num_devices=1, *args, env=None):
+  return subprocess.Popen([sys.executable, WORKER, str(workdir), *args],
+                          env={**_env(num_devices), **(env or {})},
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
 
@@ -52,10 +53,13 @@ def _free_port() -> int:
 
 
 def _run_processes(workdir, *args, num_processes=2, devices_each=4, status=0) -> list[str]:
-  """Runs the worker as `num_processes` processes of one jax.distributed job."""
+  """Runs the worker as `num_processes` processes of one jax.distributed job, joined as
+  the CLIs join one (`parallel.initialize_distributed`, from the JAX_* variables)."""
   port = _free_port()
-  procs = [_start(workdir, devices_each, f"--process_id={i}", f"--num_processes={num_processes}",
-                  f"--coordinator=127.0.0.1:{port}", *args) for i in range(num_processes)]
+  procs = [_start(workdir, devices_each, *args,
+                  env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                       "JAX_NUM_PROCESSES": str(num_processes), "JAX_PROCESS_ID": str(i)})
+           for i in range(num_processes)]
   try:
     outs = [proc.communicate(timeout=600)[0] for proc in procs]
   finally:

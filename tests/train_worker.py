@@ -2,13 +2,15 @@
 tests.
 
   python tests/train_worker.py WORKDIR [--step_sleep=SECONDS] [--sigterm_at_step=N]
-      [--process_id=I --num_processes=P --coordinator=127.0.0.1:PORT] [--config.x=y ...]
+      [--config.x=y ...]
 
 `--step_sleep` slows every step down (a hook), so that a test can kill the process
 between two checkpoints. `--sigterm_at_step=N` sends SIGTERM to this process after step N
 (what a preempting scheduler does; process 0 only when there are several). With
-`--num_processes > 1` the worker joins `jax.distributed` (CPU collectives over Gloo) and
-trains as one of P processes, each with its own devices and its own rows of every batch.
+`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES` and `JAX_PROCESS_ID` set, the worker joins
+`jax.distributed` as the CLIs do (`adacorr.parallel.initialize_distributed`; CPU collectives
+over Gloo) and trains as one of the processes, each with its own devices and its own rows
+of every batch.
 Exits with the status the CLI gives (143 after a preemption).
 """
 
@@ -26,9 +28,6 @@ config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "tiny_synthetic.py"), "Config.")
 flags.DEFINE_float("step_sleep", 0.0, "Seconds to sleep after each step.")
 flags.DEFINE_integer("sigterm_at_step", 0, "> 0: SIGTERM to this process after this step.")
-flags.DEFINE_integer("process_id", 0, "This process's index.")
-flags.DEFINE_integer("num_processes", 1, "> 1: join jax.distributed.")
-flags.DEFINE_string("coordinator", "127.0.0.1:12355", "The coordinator's address.")
 flags.DEFINE_bool("record_rows", False, "Write the training-set indices this process read "
                   "to WORKDIR/rows_<process_id>.npy (in the order read).")
 
@@ -48,10 +47,10 @@ class _Recording:
 
 def main(argv):
   import jax  # pylint: disable=import-outside-toplevel
+  from adacorr import parallel  # pylint: disable=import-outside-toplevel
   FLAGS = flags.FLAGS
-  if FLAGS.num_processes > 1:
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  if os.environ.get("JAX_NUM_PROCESSES"):
+    parallel.initialize_distributed()
   from adacorr import run  # pylint: disable=import-outside-toplevel
   from adacorr.train import loop  # pylint: disable=import-outside-toplevel
   from adacorr import data as data_lib  # pylint: disable=import-outside-toplevel
@@ -68,7 +67,7 @@ def main(argv):
   hooks = []
   if FLAGS.step_sleep > 0:
     hooks.append(lambda step, state, metrics: time.sleep(FLAGS.step_sleep))
-  if FLAGS.sigterm_at_step > 0 and FLAGS.process_id == 0:
+  if FLAGS.sigterm_at_step > 0 and jax.process_index() == 0:
     def sigterm(step, state, metrics):
       if step == FLAGS.sigterm_at_step:
         os.kill(os.getpid(), signal.SIGTERM)
@@ -87,7 +86,8 @@ def main(argv):
 def _save_rows(workdir, recorded):
   import numpy as np  # pylint: disable=import-outside-toplevel
   if recorded:
-    np.save(os.path.join(workdir, f"rows_{flags.FLAGS.process_id}.npy"),
+    import jax  # pylint: disable=import-outside-toplevel
+    np.save(os.path.join(workdir, f"rows_{jax.process_index()}.npy"),
             np.asarray(recorded[0].read, np.int64))
 
 

@@ -8,7 +8,7 @@ import os
 import ml_collections
 
 from adacorr import data as data_lib
-from adacorr.train.checkpoint import restore_params
+from adacorr.train.checkpoint import checkpoint_steps, restore_params
 from adacorr.train.loop import build_model
 
 
@@ -21,7 +21,7 @@ def load_classifier(workdir: str, step: int | None = None):
   LPIPS network (e.g. a CifarAlexNet run) and by `experiments/evaluate.py`.
 
   Raises:
-    FileNotFoundError: if `workdir` has no config.json or no complete checkpoint.
+    FileNotFoundError: if `workdir` has no config.json or no complete checkpoint (of `step`).
   """
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
@@ -30,6 +30,11 @@ def load_classifier(workdir: str, step: int | None = None):
   with open(path, encoding="utf-8") as f:
     config = ml_collections.ConfigDict(json.load(f))
   model = build_model(config, data_lib.DATASETS[config.dataset])
+  if step is not None:
+    steps = checkpoint_steps(os.path.join(workdir, "checkpoints"))
+    if step not in steps:
+      raise FileNotFoundError(f"step={step}: {workdir} has no checkpoint of that step; it has "
+                              f"{steps or 'none'}.")
   state = restore_params(os.path.join(workdir, "checkpoints"), step)
   variables = {"params": state["params"], "batch_stats": state.get("batch_stats", {})}
   return model, variables, config, int(state["step"])

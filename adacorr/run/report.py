@@ -32,14 +32,15 @@ from adacorr.run.classifiers import load_classifier
 from adacorr.run.corruption_nets import load_backbone
 
 
-def load_run(workdir: str, name: str = "workdir"):
-  """`(config, dataset info, model, eval variables, step)` of a training workdir.
+def load_run(workdir: str, name: str = "workdir", step: int | None = None):
+  """`(config, dataset info, model, eval variables, step)` of a training workdir's
+  checkpoint `step` (default: the latest).
 
   Raises:
     ValueError: naming `name`, if `workdir` is not a training workdir.
   """
   try:
-    model, variables, config, step = load_classifier(workdir)
+    model, variables, config, step = load_classifier(workdir, step)
   except FileNotFoundError as e:
     raise ValueError(f"{name} must be a training workdir: {e}") from e
   return config, data_lib.DATASETS[config.dataset], model, variables, step
@@ -66,7 +67,7 @@ def lpips_network(lpips_model: str, config, info, model):
 
 
 def robustness_report(
-    workdir: str, *, corruptions: str = "generated", extra: bool = True,
+    workdir: str, *, step: int | None = None, corruptions: str = "generated", extra: bool = True,
     corruption_names: Sequence[str] | None = None, corrupted_dir: str | None = None,
     num_examples: int = 0, batch_size: int = 500, seed: int = 0,
     linf_eps: Sequence[str] | None = None, l2_eps: Sequence[str] | None = None,
@@ -80,6 +81,7 @@ def robustness_report(
   """The robustness report of the latest checkpoint in `workdir`.
 
   Args (the options of `python -m experiments.evaluate`, same names):
+    step: the checkpoint evaluated (default: the latest).
     corruptions: 'generated' (our corruptions of the test set, cached in `corrupted_dir`,
       default `workdir/<dataset>-C`), 'published' (tfds cifar10_corrupted) or 'none'.
     extra, corruption_names: which corruptions (`evaluation.corruption_names`).
@@ -103,8 +105,8 @@ def robustness_report(
     ValueError: naming the option, for a bad option or a workdir that is not a run.
   """
   options = report_options(**{k: v for k, v in locals().items()
-                              if k not in ("workdir", "download")})
-  config, info, model, variables, step = load_run(workdir)
+                              if k not in ("workdir", "download", "step")})
+  config, info, model, variables, step = load_run(workdir, step=step)
   if corruptions == "published" and config.dataset != "cifar10":  # fail before the attacks
     raise ValueError(f"corruptions='published' exists only for cifar10, not "
                      f"{config.dataset!r}; use corruptions='generated'.")
@@ -204,11 +206,13 @@ def ensure_report(workdir: str, output_dir: str | None = None, **options: Any
   if os.path.exists(path):
     with open(path, encoding="utf-8") as f:
       previous = json.load(f)
-    wanted = report_options(**{k: v for k, v in options.items() if k != "download"})
-    try:
-      step = load_run(workdir)[-1]
-    except ValueError:
-      step = None
+    wanted = report_options(**{k: v for k, v in options.items() if k not in ("download", "step")})
+    step = options.get("step")
+    if step is None:
+      try:
+        step = load_run(workdir)[-1]
+      except ValueError:
+        step = None
     if previous.get("step") == step and previous.get("options") == wanted:
       return previous, list(previous.get("corrupted", {}).get("accuracy", {})), True
   report, names = robustness_report(workdir, **options)
@@ -217,19 +221,20 @@ def ensure_report(workdir: str, output_dir: str | None = None, **options: Any
 
 
 def report_options(**options: Any) -> dict[str, Any]:
-  """The record of `robustness_report`'s options (all but `workdir` and `download`, with
-  their defaults filled in, sequences as lists) that a report keeps in 'options'.
+  """The record of `robustness_report`'s options (all but `workdir`, `step` (the report
+  keeps it apart) and `download`, with their defaults filled in, sequences as lists) that
+  a report keeps in 'options'.
 
   Raises:
     ValueError: for an option `robustness_report` does not take.
   """
   params = inspect.signature(robustness_report).parameters
-  unknown = sorted(set(options) - set(params) | ({"workdir", "download"} & set(options)))
+  apart = ("workdir", "download", "step")
+  unknown = sorted(set(options) - set(params) | (set(apart) & set(options)))
   if unknown:
     raise ValueError(f"unknown report options {unknown}; known: "
-                     f"{sorted(k for k in params if k not in ('workdir', 'download'))}.")
-  merged = {k: options.get(k, p.default) for k, p in params.items()
-            if k not in ("workdir", "download")}
+                     f"{sorted(k for k in params if k not in apart)}.")
+  merged = {k: options.get(k, p.default) for k, p in params.items() if k not in apart}
   return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in merged.items()}
 
 

@@ -122,6 +122,17 @@ def restore_params(directory: str, step: int | None = None) -> dict[str, Any]:
       return jax.device_get(checkpointer.restore(item_path, target))
 
 
+def checkpoint_steps(directory: str) -> list[int]:
+  """The steps of the complete checkpoints in `directory`, ascending (reads only)."""
+  directory = os.path.abspath(directory)
+  if not os.path.isdir(directory):
+    return []
+  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
+      create=False, cleanup_tmp_directories=False,
+      enable_async_checkpointing=False)) as manager:
+    return sorted(int(s) for s in manager.all_steps())
+
+
 def latest_checkpoint_step(directory: str) -> int | None:
   """The step of the newest complete checkpoint in `directory`, or None (reads only)."""
   directory = os.path.abspath(directory)

@@ -1,0 +1,15 @@
+"""AdA(All) on Fashion-MNIST: EDSR-tiny, CAE, VQ-VAE and U-Net (each pretrained on first
+use, configs/corruption_nets/fashion_mnist_*.py) share each batch, the AdA quickstart's
+settings otherwise (Calian et al. 2022, Table 1's AdA(All) row)."""
+
+from experiments.configs import ada_backbones
+from experiments.configs import fashion_mnist_ada
+
+
+def get_config():
+  config = fashion_mnist_ada.get_config()
+  config.method_kwargs.backbones = tuple(
+      ada_backbones.backbone(net, "fashion_mnist",
+                             config_name="fashion_mnist_edsr_tiny" if net == "edsr" else None)
+      for net in ada_backbones.NETS)
+  return config
