@@ -28,8 +28,10 @@ noise that flips the label, on `--noise_num_examples`.
 import os
 
 from absl import app, flags, logging
+import jax
 
 from adacorr import evaluation
+from adacorr import parallel
 from adacorr.run import report as report_lib
 
 FLAGS = flags.FLAGS
@@ -92,6 +94,19 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
+    parallel.initialize_distributed()
+    lp = FLAGS.lp_num_examples  # the others default to lp's (see robustness_report)
+    attacked = {"lp_num_examples": lp,
+                "noise_num_examples": lp if FLAGS.noise_num_examples is None
+                else FLAGS.noise_num_examples,
+                "lpa_num_examples": (-(-lp // 2) if FLAGS.lpa_num_examples is None
+                                     else FLAGS.lpa_num_examples) if FLAGS.lpips_bounds else 0}
+    if jax.process_count() > 1 and any(v != 0 for v in attacked.values()):
+      raise app.UsageError(
+          "Several processes evaluate only the clean and corruption sections (each process "
+          "its rows of every batch); the attacks are not multi-process yet: pass "
+          + " ".join(f"--{k}=0" for k in attacked) + ", or run on one host.")
   try:
     report, names = report_lib.robustness_report(
         FLAGS.workdir, step=FLAGS.step, autoattack=FLAGS.attacks,
@@ -100,8 +115,9 @@ def main(argv):
     raise app.UsageError(str(e)) from e
   output_dir = FLAGS.output_dir or os.path.join(
       FLAGS.workdir, "report" if FLAGS.step is None else f"report_step{FLAGS.step}")
-  print(evaluation.write_report(report, output_dir, names))
-  print(f"Report written to {output_dir}")
+  if jax.process_index() == 0:  # every process holds the global numbers; one writes
+    print(evaluation.write_report(report, output_dir, names))
+    print(f"Report written to {output_dir}")
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ def main(argv):
   command = "python -m experiments.reproduce " + " ".join(sys.argv[1:])
   markdown = reproduce.write_suite(
       workdir, results, title=f"Suite {FLAGS.suite}", reference=suite["reference"],
-      claims=suite["claims"],
+      claims=suite["claims"], notes=suite.get("notes"),
       extra={"command": command, "wall_seconds_this_call": time.time() - tic,
              "budget": {n: {k: c.get(k) for k in ("num_steps", "global_batch_size", "model")}
                         for n, c in configs.items()}})

@@ -216,3 +216,15 @@ def test_resuming_with_another_config_is_an_error_unless_forced(tmp_path):
              "--config.force_resume=True", "--config.log_every_steps=2")
   assert "Resuming from checkpoint at step 8" in out
   assert int(_final_state(workdir)["step"]) == 12
+
+
+def test_an_ada_step_on_two_processes_equals_one_process(tmp_path):
+  config = f"--config={os.path.join(ROOT, 'tests', 'configs', 'tiny_ada.py')}"
+  _run(tmp_path / "eight", 8, config)
+  _run_processes(tmp_path / "two", config)
+  s8, s2 = _final_state(tmp_path / "eight"), _final_state(tmp_path / "two")
+  assert int(s8["step"]) == int(s2["step"]) == 1
+  for part in ("params", "batch_stats", "opt_state"):
+    _assert_trees_close(s8[part], s2[part], rtol=2e-4, atol=2e-5)
+  # The step changed the parameters: the momentum holds the AdA loss's gradient.
+  assert max(float(np.abs(np.asarray(m)).max()) for m in jax.tree.leaves(s8["opt_state"])) > 1e-3

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -31,7 +32,6 @@ def predict(model, variables, source: data_lib.Source, *, batch_size: int,
   """
   checks.check_steps(batch_size, "batch_size", minimum=1)
   mesh = parallel.make_mesh() if mesh is None else mesh
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   batch_size = min(batch_size, source.num_examples)
   batch_size -= batch_size % mesh.devices.size
   if batch_size < 1:
@@ -40,10 +40,44 @@ def predict(model, variables, source: data_lib.Source, *, batch_size: int,
                      f"{source.num_examples}).")
   logits, labels = [], []
   for batch in data_lib.eval_batches(source, global_batch_size=batch_size, mesh=mesh):
-    keep = np.asarray(batch["mask"]) > 0
-    logits.append(np.asarray(apply(variables, batch["image"]))[keep])
-    labels.append(np.asarray(batch["label"])[keep])
+    out = jax.device_get(_predict_batch(_static(model), mesh, variables, batch))
+    keep = out["mask"] > 0
+    logits.append(out["logits"][keep])
+    labels.append(out["label"][keep])
   return np.concatenate(logits), np.concatenate(labels)
+
+
+class _ById:
+  """A static jit argument that hashes by identity (a module with list attributes, e.g.
+  read from a config's JSON, cannot be hashed by its fields)."""
+
+  def __init__(self, obj):
+    self.obj = obj
+
+  def __hash__(self):
+    return id(self.obj)
+
+  def __eq__(self, other):
+    return isinstance(other, _ById) and other.obj is self.obj
+
+
+def _static(model):
+  try:
+    hash(model)
+    return model
+  except TypeError:
+    return _ById(model)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _predict_batch(model, mesh, variables, batch):
+  """Logits, labels and mask of one sharded batch, replicated on every device: every
+  process (host) then holds the whole batch's results. Compiled once per (model, mesh,
+  batch shape): flax modules hash by their fields (`_static`)."""
+  model = model.obj if isinstance(model, _ById) else model
+  out = {"logits": model.apply(variables, batch["image"], train=False),
+         "label": batch["label"], "mask": batch["mask"]}
+  return jax.lax.with_sharding_constraint(out, parallel.replicated_sharding(mesh))
 
 
 def calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: int = 15) -> dict[str, Any]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Mapping, Sequence
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
@@ -47,7 +49,8 @@ def corrupted_sources(mode: str, dataset: str, test_source: data_lib.Source,
   Args:
     mode: 'published' (tfds `cifar10_corrupted`; `dataset` must be 'cifar10') or
       'generated' (`test_source` corrupted with `adacorr.corruptions`, built once into
-      `cache_dir` and read from there).
+      `cache_dir` (by process 0 of a multi-process run, the others waiting) and read
+      from there: `cache_dir` must be shared by the processes).
     dataset: the dataset name of `test_source`.
     test_source: the clean test set.
     names: corruption names (see `corruption_names`).
@@ -70,7 +73,11 @@ def corrupted_sources(mode: str, dataset: str, test_source: data_lib.Source,
             for n in names for s in corruptions_lib.SEVERITIES}
   if not cache_dir:
     raise ValueError("cache_dir is required for mode='generated'.")
-  corrupted.build_corrupted(test_source, cache_dir, corruptions=names, seed=seed, params=params)
+  if jax.process_index() == 0:  # one writer; the other processes wait, then read
+    corrupted.build_corrupted(test_source, cache_dir, corruptions=names, seed=seed,
+                              params=params)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("adacorr.evaluation.corrupted_sources")
   return {(n, s): corrupted.load_corrupted(cache_dir, n, s) for n in names
           for s in corruptions_lib.SEVERITIES}
 

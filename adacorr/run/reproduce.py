@@ -251,11 +251,11 @@ def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:
 def write_suite(workdir: str, results: Mapping[str, Any], *, title: str,
                 reference: Mapping[str, Mapping[str, float]] | None = None,
                 claims: Sequence[Mapping[str, Any]] = (),
-                extra: Mapping[str, Any] | None = None) -> str:
+                extra: Mapping[str, Any] | None = None, notes: str | None = None) -> str:
   """Writes table.md, table.json, bars.png and heatmap.png to `workdir`; returns the
   markdown. `reference`: run -> key -> the paper's number (a '(paper)' line per run);
   `claims`: see `check_orderings`; `extra`: more fields for table.json (e.g. the
-  command, budget, wall time)."""
+  command, budget, wall time); `notes`: a paragraph under the table (budget, evaluation)."""
   table = results["table"]
   if not table:
     raise ValueError(f"no finished run in {workdir}: nothing to tabulate.")
@@ -265,6 +265,8 @@ def write_suite(workdir: str, results: Mapping[str, Any], *, title: str,
   markdown = comparison.format_aggregate(
       table, keys=keys, reference=reference,
       title=f"{title} (mean ± std over seeds {seeds}; accuracies and mCE in %, best in bold)")
+  if notes:
+    markdown += "\n\n" + notes.strip()
   if orderings:
     markdown += "\n\n## The papers' orderings\n\n" + format_orderings(orderings)
   markdown += "\n\n![bars](bars.png)\n\n![heatmap](heatmap.png)\n"
