@@ -77,8 +77,9 @@ def main(argv):
                                    download=bool(config.get("download", False)))
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
-    reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],
-                         baseline=baseline)
+    r = reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],
+                             baseline=baseline)
+    print(reproduce.MEMBER_LINE.format(**r), flush=True)  # read by the parent
     return
   os.makedirs(workdir, exist_ok=True)
   tic = time.time()

@@ -146,3 +146,14 @@ def test_paper_suites_resolve_and_one_step_traces_on_cpu(suite):
              "label": jax.ShapeDtypeStruct(shape[:1], jnp.int32)}
     traced = jax.jit(train_step).trace(state, batch)
     assert traced.out_info is not None, name
+
+
+def test_a_parallel_member_reports_what_its_process_reused(tmp_path):
+  from adacorr.run import reproduce  # pylint: disable=import-outside-toplevel
+  assert reproduce.member_reuse(str(tmp_path)) == {"trained_reused": False,
+                                                   "report_reused": False}
+  with open(tmp_path / "reproduce.log", "w", encoding="utf-8") as f:
+    f.write("training...\n" + reproduce.MEMBER_LINE.format(trained_reused=True,
+                                                             report_reused=False) + "\n")
+  assert reproduce.member_reuse(str(tmp_path)) == {"trained_reused": True,
+                                                   "report_reused": False}

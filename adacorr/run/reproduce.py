@@ -168,9 +168,29 @@ def run_suite(configs: Mapping[str, ml_collections.ConfigDict], seeds: Sequence[
           raise RuntimeError(f"run {name} seed {seed} failed (exit {proc.returncode}); see "
                              f"{os.path.join(member_dir(workdir, name, seed), 'reproduce.log')}")
         r = run_member(name, configs[name], seed, workdir, report_options, baseline=baseline)
-        r["seconds"] = time.time() - tic
+        r.update(member_reuse(member_dir(workdir, name, seed)), seconds=time.time() - tic)
         done += 1
         log(_progress_line(done, total, r))
+
+
+MEMBER_LINE = "MEMBER trained_reused={trained_reused} report_reused={report_reused}"
+
+
+def member_reuse(run_dir: str) -> dict[str, bool]:
+  """What a `--jobs` member process reused, from the `MEMBER_LINE` it printed last to its
+  reproduce.log (the parent's own `run_member` afterwards always reuses)."""
+  flags = {"trained_reused": False, "report_reused": False}
+  try:
+    with open(os.path.join(run_dir, "reproduce.log"), encoding="utf-8") as f:
+      lines = [line for line in f if line.startswith("MEMBER ")]
+  except OSError:
+    return flags
+  if lines:
+    for part in lines[-1].split()[1:]:
+      key, _, value = part.partition("=")
+      if key in flags:
+        flags[key] = value == "True"
+  return flags
 
 
 def _read_report(run_dir: str) -> dict[str, Any] | None:
