@@ -107,6 +107,16 @@ SUITES = {
                     lpa_steps=10, lpa_lambda_steps=3),
         claims=CLAIMS,
         reference=None,
+        notes=("**Budget**: every run 150 steps of 128 images (0.32 epochs) of the small "
+               "PreActResNet (width 16, one block per stage), SGD + Nesterov, cosine schedule, "
+               "the same seeds; a method that costs more per step gets the same steps. "
+               "**Evaluation** (the same for every run): clean accuracy, ECE and -C (the 15 "
+               "benchmark corruptions x 5 severities, generated) on the first 500 test images; "
+               "l_inf 2/255 and l2 0.5: the per-example worst case of PGD-10, APGD-CE/DLR-20 "
+               "and a reduced AutoAttack-fast (APGD-CE + APGD-T, 20 iterations) on the first "
+               "100; eps*_GN on 50; LPA at LPIPS 0.5 (10 steps x 3 rounds, LPIPS on the "
+               "nominal run's layers) on 50. Relative mCE is against the same seed's nominal "
+               "run."),
     ),
     "cifar10": dict(
         runs={"nominal": "cifar10_preact_resnet18", "gaussian50": "cifar10_gaussian50",
