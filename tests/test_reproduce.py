@@ -157,3 +157,17 @@ def test_a_parallel_member_reports_what_its_process_reused(tmp_path):
                                                              report_reused=False) + "\n")
   assert reproduce.member_reuse(str(tmp_path)) == {"trained_reused": True,
                                                    "report_reused": False}
+
+
+def test_orderings_show_the_raw_difference_and_the_margin():
+  from adacorr.run import reproduce  # pylint: disable=import-outside-toplevel
+  table = {"ada": {"clean": {"mean": 0.758, "std": 0.0}},
+           "nominal": {"clean": {"mean": 0.780, "std": 0.0}}}
+  claims = [dict(better="ada", worse="nominal", key="clean", margin=0.02, claim="within 2")]
+  (r,) = reproduce.check_orderings(table, claims)
+  assert r["held"] is False  # 2.2 points behind: not within 2
+  row = reproduce.format_orderings([r]).splitlines()[-1]
+  assert "| not held | -2.20 (held if > -2.00) |" in row and "n/a (no spread" in row
+  table["ada"]["clean"]["mean"] = 0.765
+  (r,) = reproduce.check_orderings(table, claims)
+  assert r["held"] is True and "-1.50 (held if > -2.00)" in reproduce.format_orderings([r])

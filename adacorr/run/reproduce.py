@@ -257,13 +257,20 @@ def check_orderings(table, claims: Sequence[Mapping[str, Any]]) -> list[dict[str
 
 
 def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:
+  """The orderings as a markdown table: the raw difference (better - worse, signed so that
+  > 0 favours `better`; with a margin, the threshold it is held at) and how many pooled
+  standard deviations the margin-adjusted difference is."""
   lines = ["| claim (paper) | metric | held here | difference | in std devs |",
            "|---|---|---|---:|---:|"]
   for r in results:
     held = "n/a (not run)" if r["held"] is None else ("held" if r["held"] else "not held")
     scale = 1.0 if r["key"] in comparison.IN_PERCENT + comparison.UNITLESS else 100.0
-    diff = "-" if r["difference"] is None else f"{scale * r['difference']:+.2f}"
-    sigma = "-" if r["sigma"] is None else f"{r['sigma']:+.1f}"
+    margin = float(r.get("margin", 0.0))
+    diff = "-" if r["difference"] is None else f"{scale * (r['difference'] - margin):+.2f}"
+    if margin and r["difference"] is not None:
+      diff += f" (held if > {-scale * margin:+.2f})"
+    sigma = "-" if r["sigma"] is None else (
+        f"{r['sigma']:+.1f}" if np.isfinite(r["sigma"]) else "n/a (no spread: 1 seed?)")
     lines.append(f"| {r['claim']} | {r['key']} | {held} | {diff} | {sigma} |")
   return "\n".join(lines)
 
