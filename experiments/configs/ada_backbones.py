@@ -33,3 +33,9 @@ def backbone(net: str, dataset: str, *, root: str | None = None, torch_weights: 
   config_name = config_name or f"{dataset}_{net}"
   return dict(net=net, name=net, workdir=os.path.join(root or DEFAULT_ROOT, config_name),
               pretrain=pretrain_config(config_name), **overrides)
+
+
+def all_backbones(dataset: str, *, edsr_config_name: str | None = None, **kwargs) -> tuple:
+  """AdA(All): one spec per net of `NETS` (EDSR from `edsr_config_name` if given)."""
+  return tuple(backbone(net, dataset, config_name=edsr_config_name if net == "edsr" else None,
+                        **kwargs) for net in NETS)

@@ -8,8 +8,6 @@ from experiments.configs import fashion_mnist_ada
 
 def get_config():
   config = fashion_mnist_ada.get_config()
-  config.method_kwargs.backbones = tuple(
-      ada_backbones.backbone(net, "fashion_mnist",
-                             config_name="fashion_mnist_edsr_tiny" if net == "edsr" else None)
-      for net in ada_backbones.NETS)
+  config.method_kwargs.backbones = ada_backbones.all_backbones(
+      "fashion_mnist", edsr_config_name="fashion_mnist_edsr_tiny")
   return config
