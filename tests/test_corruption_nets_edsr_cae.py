@@ -57,6 +57,9 @@ def _images(shape, seed=0):
     (EDSR(), 1_369_859),
     (EDSR(scale=4), 1_517_571),
     (CAE(), 2_241_859),
+    # features=32, by hand: e_conv_1 1,216 + e_conv_2 12,832 + 2 x 3 blocks x 9,248 (twice)
+    # + e_conv_3 25,632 + d_up_conv_1 6,704 + d_up_conv_2 4,424 + d_up_conv_3 2,419.
+    (CAE(features=32), 164_203),
 ])
 def test_parameter_counts(net, expected):
   variables = _param_shapes(net, (1, 32, 32, 3))
@@ -81,6 +84,17 @@ def test_cae_param_names_and_shapes():
   assert params["d_up_conv_1"]["deconv"]["kernel"].shape == (2, 2, 128, 64)
   assert params["d_up_conv_2"]["deconv"]["kernel"].shape == (2, 2, 256, 32)
   assert params["d_up_conv_3"]["conv_2"]["kernel"].shape == (3, 3, 16, 3)
+
+
+def test_cae_width_keeps_the_ratios_and_the_code():
+  params = _param_shapes(CAE(features=32), (1, 28, 28, 1))["params"]
+  assert params["e_conv_1"]["kernel"].shape == (5, 5, 1, 16)
+  assert params["e_block_2"]["conv_1"]["kernel"].shape == (3, 3, 32, 32)
+  assert params["e_conv_3"]["kernel"].shape == (5, 5, 32, 32)  # the 32-channel code
+  assert params["d_up_conv_2"]["deconv"]["kernel"].shape == (2, 2, 64, 8)
+  assert params["d_up_conv_3"]["conv_2"]["kernel"].shape == (3, 3, 4, 1)
+  with pytest.raises(ValueError, match="features=12"):
+    _param_shapes(CAE(features=12), (1, 28, 28, 1))
 
 
 def test_init_is_pytorch_style():

@@ -13,6 +13,9 @@ import os
 
 import ml_collections
 
+# The Fashion-MNIST AdA configs' nets, sized for 2 CPU cores.
+FASHION_MNIST_SMALL = {"edsr": "fashion_mnist_edsr_tiny", "cae": "fashion_mnist_cae_small"}
+
 DEFAULT_ROOT = os.environ.get("ADACORR_CORRUPTION_NETS", os.path.join("runs", "corruption_nets"))
 NETS = ("edsr", "cae", "vqvae", "unet")
 
@@ -35,7 +38,9 @@ def backbone(net: str, dataset: str, *, root: str | None = None, torch_weights: 
               pretrain=pretrain_config(config_name), **overrides)
 
 
-def all_backbones(dataset: str, *, edsr_config_name: str | None = None, **kwargs) -> tuple:
-  """AdA(All): one spec per net of `NETS` (EDSR from `edsr_config_name` if given)."""
-  return tuple(backbone(net, dataset, config_name=edsr_config_name if net == "edsr" else None,
-                        **kwargs) for net in NETS)
+def all_backbones(dataset: str, *, config_names: dict | None = None, **kwargs) -> tuple:
+  """AdA(All): one spec per net of `NETS`; `config_names` maps a net to the pretraining
+  config it uses instead of `<dataset>_<net>` (e.g. {'edsr': 'fashion_mnist_edsr_tiny'})."""
+  config_names = config_names or {}
+  return tuple(backbone(net, dataset, config_name=config_names.get(net), **kwargs)
+               for net in NETS)

@@ -116,7 +116,9 @@ SUITES = {
                "and a reduced AutoAttack-fast (APGD-CE + APGD-T, 20 iterations) on the first "
                "100; eps*_GN on 50; LPA at LPIPS 0.5 (10 steps x 3 rounds, LPIPS on the "
                "nominal run's layers) on 50. Relative mCE is against the same seed's nominal "
-               "run."),
+               "run. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), a quarter-width "
+               "CAE (163k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
+               "128 on 2 CPU cores)."),
     ),
     "cifar10": dict(
         runs={"nominal": "cifar10_preact_resnet18", "gaussian50": "cifar10_gaussian50",

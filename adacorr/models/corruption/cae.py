@@ -123,12 +123,13 @@ class OutConv(nn.Module):
   `.3`).
   """
   channels: int = 3
+  mid_features: int = 16
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    h = torch_conv(16, 3, x.shape[-1], name="conv_1")(x)
+    h = torch_conv(self.mid_features, 3, x.shape[-1], name="conv_1")(x)
     h = _pad(_leaky(h), 2, mode="reflect")
-    h = torch_conv(self.channels, 3, 16, name="conv_2")(h)
+    h = torch_conv(self.channels, 3, self.mid_features, name="conv_2")(h)
     return jnp.clip(jnp.tanh(h), 0.0, 1.0)
 
 
@@ -143,7 +144,14 @@ class CAE(nn.Module):
   `e_block_{1,2,3}` (`conv_1`, `conv_2`), `e_conv_3`, `d_up_conv_1` (`conv`, `deconv`),
   `d_block_{1,2,3}`, `d_up_conv_2` (`conv`, `deconv`), `d_up_conv_3` (`conv_1`,
   `conv_2`); each `kernel` and `bias`.
+
+  `features`: the trunk's width (the residual blocks'); the other layers keep the
+  original's ratios to it (64 = features / 2, 256 = 2 features, 32 and 16 = features / 4
+  and / 8 in the decoder; the 32-channel code is kept). 128 (default) is DeepAugment's CAE,
+  the only width its published weights fit; smaller nets (e.g. 32: ~1/16 of the
+  parameters) suit CPU budgets (configs/corruption_nets/fashion_mnist_cae_small.py).
   """
+  features: int = 128
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False, *,
@@ -152,17 +160,20 @@ class CAE(nn.Module):
     check_hook(hook)
     x = x.astype(jnp.float32)
     channels = x.shape[-1]
+    f = self.features
+    if not isinstance(f, int) or f < 8 or f % 8:
+      raise ValueError(f"features={f!r} must be a positive multiple of 8 (128: the original).")
     layers = {
-        "e_conv_1": torch_conv(64, 5, channels, padding=((1, 2), (1, 2)), strides=2,
+        "e_conv_1": torch_conv(f // 2, 5, channels, padding=((1, 2), (1, 2)), strides=2,
                                name="e_conv_1"),
-        "e_conv_2": torch_conv(128, 5, 64, padding=((1, 2), (1, 2)), strides=2,
+        "e_conv_2": torch_conv(f, 5, f // 2, padding=((1, 2), (1, 2)), strides=2,
                                name="e_conv_2"),
-        **{f"e_block_{k}": ResBlock(name=f"e_block_{k}") for k in (1, 2, 3)},
-        "e_conv_3": torch_conv(LATENT_CHANNELS, 5, 128, padding=2, name="e_conv_3"),
-        "d_up_conv_1": UpConv(64, 128, name="d_up_conv_1"),
-        **{f"d_block_{k}": ResBlock(name=f"d_block_{k}") for k in (1, 2, 3)},
-        "d_up_conv_2": UpConv(32, 256, name="d_up_conv_2"),
-        "d_up_conv_3": OutConv(channels, name="d_up_conv_3"),
+        **{f"e_block_{k}": ResBlock(f, name=f"e_block_{k}") for k in (1, 2, 3)},
+        "e_conv_3": torch_conv(LATENT_CHANNELS, 5, f, padding=2, name="e_conv_3"),
+        "d_up_conv_1": UpConv(f // 2, f, name="d_up_conv_1"),
+        **{f"d_block_{k}": ResBlock(f, name=f"d_block_{k}") for k in (1, 2, 3)},
+        "d_up_conv_2": UpConv(f // 4, 2 * f, name="d_up_conv_2"),
+        "d_up_conv_3": OutConv(channels, mid_features=f // 8, name="d_up_conv_3"),
     }
     # Encoder.
     h = _leaky(layers["e_conv_1"](x))
