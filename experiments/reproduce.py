@@ -18,7 +18,9 @@ import sys
 import time
 
 from absl import app, flags, logging
+import ml_collections
 
+from adacorr.run import corruption_nets
 from adacorr.run import reproduce
 from experiments.configs import deepaugment_copies
 from experiments.configs import suites
@@ -52,6 +54,20 @@ def _member_command(name, seed):
   return argv
 
 
+def _prepare(config) -> None:
+  """What a run needs on disk before it trains: AdA's pretrained corruption nets and
+  DeepAugment's stored copies of the training set (each made on first use)."""
+  for spec in config.method_kwargs.get("backbones", ()):
+    if spec.get("workdir") and spec.get("pretrain") is not None:
+      corruption_nets.ensure_pretrained(ml_collections.ConfigDict(dict(spec["pretrain"])),
+                                        spec["workdir"])
+  for copy in deepaugment_copies.missing(config):
+    from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
+    make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
+                                 fashion_mnist_dir=config.get("fashion_mnist_dir"),
+                                 download=bool(config.get("download", False)))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -69,20 +85,17 @@ def main(argv):
             f"{config.global_batch_size}")
     print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
     return
-  for config in configs.values():  # DeepAugment runs: the stored copies, made on first use
-    for copy in deepaugment_copies.missing(config):
-      from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
-      make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
-                                   fashion_mnist_dir=config.get("fashion_mnist_dir"),
-                                   download=bool(config.get("download", False)))
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
+    _prepare(configs[name])  # done already by the parent; only checks
     r = reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],
                              baseline=baseline)
     print(reproduce.MEMBER_LINE.format(**r), flush=True)  # read by the parent
     return
   os.makedirs(workdir, exist_ok=True)
   tic = time.time()
+  for config in configs.values():  # once here, not by two parallel members at once
+    _prepare(config)
   print(f"{FLAGS.suite}: {len(configs)} runs x {len(seeds)} seeds -> {workdir}", flush=True)
   reproduce.run_suite(configs, seeds, workdir, suite["report"], baseline=baseline,
                       jobs=FLAGS.jobs, command=_member_command,
