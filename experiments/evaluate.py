@@ -96,17 +96,6 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
     parallel.initialize_distributed()
-    lp = FLAGS.lp_num_examples  # the others default to lp's (see robustness_report)
-    attacked = {"lp_num_examples": lp,
-                "noise_num_examples": lp if FLAGS.noise_num_examples is None
-                else FLAGS.noise_num_examples,
-                "lpa_num_examples": (-(-lp // 2) if FLAGS.lpa_num_examples is None
-                                     else FLAGS.lpa_num_examples) if FLAGS.lpips_bounds else 0}
-    if jax.process_count() > 1 and any(v != 0 for v in attacked.values()):
-      raise app.UsageError(
-          "Several processes evaluate only the clean and corruption sections (each process "
-          "its rows of every batch); the attacks are not multi-process yet: pass "
-          + " ".join(f"--{k}=0" for k in attacked) + ", or run on one host.")
   try:
     report, names = report_lib.robustness_report(
         FLAGS.workdir, step=FLAGS.step, autoattack=FLAGS.attacks,

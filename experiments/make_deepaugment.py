@@ -106,6 +106,16 @@ def ensure_copy(out_dir, *, dataset, net, config_name=None, split="train", seed=
         flush=True)
 
 
+def ensure_copies(config) -> None:
+  """Makes every DeepAugment copy a training config names that is not there yet (its
+  `deepaugment_dirs`; see `experiments/configs/deepaugment_copies.py`)."""
+  from experiments.configs import deepaugment_copies  # pylint: disable=import-outside-toplevel
+  for copy in deepaugment_copies.missing(config):
+    ensure_copy(**copy, data_dir=config.get("data_dir"),
+                fashion_mnist_dir=config.get("fashion_mnist_dir"),
+                download=bool(config.get("download", False)))
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -22,7 +22,6 @@ import ml_collections
 
 from adacorr.run import corruption_nets
 from adacorr.run import reproduce
-from experiments.configs import deepaugment_copies
 from experiments.configs import suites
 
 flags.DEFINE_enum("suite", "fashion_mnist", sorted(suites.SUITES), "The suite.")
@@ -61,11 +60,9 @@ def _prepare(config) -> None:
     if spec.get("workdir") and spec.get("pretrain") is not None:
       corruption_nets.ensure_pretrained(ml_collections.ConfigDict(dict(spec["pretrain"])),
                                         spec["workdir"])
-  for copy in deepaugment_copies.missing(config):
+  if config.get("deepaugment_dirs"):
     from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
-    make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
-                                 fashion_mnist_dir=config.get("fashion_mnist_dir"),
-                                 download=bool(config.get("download", False)))
+    make_deepaugment.ensure_copies(config)
 
 
 def main(argv):

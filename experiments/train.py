@@ -20,7 +20,6 @@ from adacorr import methods
 from adacorr import parallel
 from adacorr import run
 from adacorr.train import loop
-from experiments.configs import deepaugment_copies
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 _CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(_CONFIG_DIR, "*.py"))
@@ -52,11 +51,9 @@ def main(argv):
       config.data_dir = FLAGS.data_dir
       if config.dataset == "fashion_mnist":
         config.fashion_mnist_dir = FLAGS.data_dir
-  for copy in deepaugment_copies.missing(config):  # DeepAugment configs: made on first use
+  if config.get("deepaugment_dirs"):  # DeepAugment configs: the copies, made on first use
     from experiments import make_deepaugment  # pylint: disable=import-outside-toplevel
-    make_deepaugment.ensure_copy(**copy, data_dir=config.get("data_dir"),
-                                 fashion_mnist_dir=config.get("fashion_mnist_dir"),
-                                 download=bool(config.get("download", False)))
+    make_deepaugment.ensure_copies(config)
   try:
     run.train_and_evaluate(config, FLAGS.workdir)
   except loop.NonFiniteLossError as e:

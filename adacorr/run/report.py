@@ -121,6 +121,15 @@ def robustness_report(
   # `make demo` would add ~60 CPU-seconds (2 cores) to the l_p section's ~110.
   if lpa_num_examples is None:
     lpa_num_examples = -(-lp_num_examples // 2)
+  if noise_num_examples is None:
+    noise_num_examples = lp_num_examples
+  attacked = {"lp_num_examples": lp_num_examples, "noise_num_examples": noise_num_examples,
+              "lpa_num_examples": lpa_num_examples if bounds else 0}
+  if jax.process_count() > 1 and any(attacked.values()):
+    raise ValueError(
+        "Several processes evaluate only the clean and corruption sections (each process "
+        "its rows of every batch); the attacks are not multi-process yet: pass "
+        + " ".join(f"--{k}=0" for k in attacked) + ", or run on one host.")
   if lpa_num_examples > 0 and bounds:
     lpips_net, lpips_name, lpips_layers = lpips_network(lpips_model, config, info, model)
 
@@ -161,8 +170,6 @@ def robustness_report(
     report["lp_num_examples"], report["lp"] = lp["num_examples"], lp["results"]
     report["lp_warnings"] = lp["warnings"]
 
-  if noise_num_examples is None:
-    noise_num_examples = lp_num_examples
   if noise_num_examples > 0:
     # eps*_AN's generator trains on the training split (as the reference's retraining).
     noise_train = (data_lib.load_dataset(config, splits=(info.train_split,),

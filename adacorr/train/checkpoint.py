@@ -127,6 +127,7 @@ def checkpoint_steps(directory: str) -> list[int]:
   directory = os.path.abspath(directory)
   if not os.path.isdir(directory):
     return []
+  # Not `read_only=True`, which logs three warnings per use.
   with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
       create=False, cleanup_tmp_directories=False,
       enable_async_checkpointing=False)) as manager:
@@ -135,12 +136,5 @@ def checkpoint_steps(directory: str) -> list[int]:
 
 def latest_checkpoint_step(directory: str) -> int | None:
   """The step of the newest complete checkpoint in `directory`, or None (reads only)."""
-  directory = os.path.abspath(directory)
-  if not os.path.isdir(directory):
-    return None
-  # Not `read_only=True`, which logs three warnings per use.
-  with ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(
-      create=False, cleanup_tmp_directories=False,
-      enable_async_checkpointing=False)) as manager:
-    return manager.latest_step()
-
+  steps = checkpoint_steps(directory)
+  return steps[-1] if steps else None

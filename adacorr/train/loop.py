@@ -469,7 +469,8 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, *,
       fields = "; ".join(f"{k}: {previous.get(k)!r} there, {current.get(k)!r} now"
                          for k in different)
       raise ValueError(
-          f"{workdir} holds a run with another {', '.join(different)} ({fields}). Use another --workdir, delete this one"
+          f"{workdir} holds a run with another {', '.join(different)} ({fields}). Use "
+          "another --workdir, delete this one"
           + ("." if force or any(k in structural for k in different) else
              ", or set config.force_resume=True (--config.force_resume) to continue it "
              "with the new config."))
@@ -484,8 +485,8 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 # Config fields that do not change what a run computes (ignored when comparing configs).
-BOOKKEEPING_FIELDS = ("name", "force_resume", "data_dir", "fashion_mnist_dir", "download", "log_every_steps",
-                      "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs",
+BOOKKEEPING_FIELDS = ("name", "force_resume", "data_dir", "fashion_mnist_dir", "download",
+                      "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_epochs",
                       "eval_every_steps", "num_eval_examples", "eval_batch_size",
                       "tensorboard", "prefetch")
 

@@ -37,7 +37,7 @@ class Preempted(Exception):
 
 
 class PreemptionWatch:
-  """Watches for SIGTERM over a run; a context manager that restores the old handler."""
+  """Watches for SIGTERM over a run; `close()` restores the previous handler."""
 
   def __init__(self):
     self._signalled = False
@@ -61,9 +61,3 @@ class PreemptionWatch:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
-
-  def __enter__(self) -> "PreemptionWatch":
-    return self
-
-  def __exit__(self, *exc) -> None:
-    self.close()

@@ -7,6 +7,5 @@ from experiments.configs import cifar10_ada
 
 def get_config():
   config = cifar10_ada.get_config()
-  config.method_kwargs.backbones = tuple(
-      ada_backbones.backbone(net, "cifar10") for net in ada_backbones.NETS)
+  config.method_kwargs.backbones = ada_backbones.all_backbones("cifar10")
   return config
