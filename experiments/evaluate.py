@@ -61,11 +61,16 @@ flags.DEFINE_integer("masking_steps", 100, "Steps of the PGD run compared with P
                      "--pgd_steps in the gradient-masking check (0: skip).")
 flags.DEFINE_integer("aa_steps", 100, "AutoAttack's APGD and FAB iterations (reference 100).")
 flags.DEFINE_integer("square_queries", 5000, "Square's queries (reference 5000).")
+flags.DEFINE_integer("aa_targets", 9, "AutoAttack's APGD-T and FAB-T target classes "
+                     "(reference 9).")
 flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
 flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
-flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses).")
+flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses; 0: skip them).")
 flags.DEFINE_integer("noise_num_examples", None, "Test examples for the Gaussian-noise "
                      "robustness eps* (Rusak et al. 2020; default: --lp_num_examples; 0: skip).")
+flags.DEFINE_integer("an_steps", 200, "Adam steps of eps*_AN's noise generator (0: skip "
+                     "eps*_AN).")
+flags.DEFINE_integer("an_batch_size", 128, "Batch of eps*_AN's generator training.")
 flags.DEFINE_list("lpips_bounds", ["0.25", "0.5", "1.0"],
                   "LPIPS bounds for LPA (fractions ok; empty: skip the perceptual section).")
 flags.DEFINE_string("lpips_model", "self", "LPIPS network: 'self' (the evaluated classifier's "
@@ -84,7 +89,8 @@ flags.mark_flags_as_required(["workdir"])
 
 OPTIONS = ("corruptions", "extra", "corruption_names", "corrupted_dir", "num_examples",
            "batch_size", "seed", "linf_eps", "l2_eps", "lp_num_examples", "pgd_steps",
-           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "noise_num_examples",
+           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "aa_targets",
+           "noise_num_examples", "an_steps", "an_batch_size",
            "lpips_bounds", "lpips_model",
            "lpa_num_examples", "lpa_steps", "lpa_lambda_steps", "lpa_projection", "download")
 

@@ -82,6 +82,8 @@ def main(argv):
             f"{config.global_batch_size}")
     print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
     return
+  if not FLAGS.dry_run:
+    reproduce.enable_compilation_cache(workdir)
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
     _prepare(configs[name])  # done already by the parent; only checks

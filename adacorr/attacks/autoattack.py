@@ -42,27 +42,26 @@ ORDER = {
 NUM_TARGETS = 9  # APGD-T and FAB-T in the standard version
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "loss",
-                                             "eot_iter"))
-def _apgd(x, y, keys, eps, *, logits_fn, norm, num_steps, loss, eot_iter):
+@functools.partial(jax.jit, static_argnames=("norm", "num_steps", "loss", "eot_iter"))
+def _apgd(x, y, keys, eps, logits_fn, *, norm, num_steps, loss, eot_iter):
   return apgd(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps, loss=loss,
               eot_iter=eot_iter)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps"))
-def _apgd_t(x, y, keys, eps, rank, *, logits_fn, norm, num_steps):
+@functools.partial(jax.jit, static_argnames=("norm", "num_steps"))
+def _apgd_t(x, y, keys, eps, rank, logits_fn, *, norm, num_steps):
   return apgd_targeted_rank(logits_fn, x, y, keys, rank, norm=norm, eps=eps,
                             num_steps=num_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "num_targets"))
-def _fab_t(x, y, keys, eps, *, logits_fn, norm, num_steps, num_targets):
+@functools.partial(jax.jit, static_argnames=("norm", "num_steps", "num_targets"))
+def _fab_t(x, y, keys, eps, logits_fn, *, norm, num_steps, num_targets):
   return fab(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps,
              num_targets=num_targets)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_queries"))
-def _square(x, y, keys, eps, *, logits_fn, norm, num_queries):
+@functools.partial(jax.jit, static_argnames=("norm", "num_queries"))
+def _square(x, y, keys, eps, logits_fn, *, norm, num_queries):
   return square(logits_fn, x, y, keys, norm=norm, eps=eps, num_queries=num_queries)
 
 
@@ -76,10 +75,12 @@ def component_attacks(logits_fn: lp.LogitsFn, *, norm: str, eps: float,
   that each target runs only on the examples the previous ones did not fool, as in the
   reference. With `eot_iter > 1` the APGD components average over that many draws of a
   randomised `logits_fn(x, keys)`. Each component is one jitted function with `eps` (and
-  APGD-T's target rank) traced and `logits_fn` static: with the same `logits_fn` object,
-  every radius and target reuses one compilation per batch shape.
+  APGD-T's target rank) traced and `logits_fn` passed through `lp.as_pytree`: with the
+  same `logits_fn` object, every radius and target reuses one compilation per batch
+  shape; with a `lp.model_logits_fn`, so does every model of the same architecture.
   """
   eps = jnp.float32(eps)
+  logits_fn = lp.as_pytree(logits_fn)
   out = {}
   for name in names:
     check_choice(name, COMPONENTS, "attacks")

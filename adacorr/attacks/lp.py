@@ -37,6 +37,30 @@ from adacorr.core.tree import TINY, bcast, per_example_l2
 Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
+
+def model_logits_fn(apply_fn: Callable, variables) -> jax.tree_util.Partial:
+  """`x -> apply_fn(variables, x)` as a pytree whose leaves are `variables`.
+
+  The jitted attack wrappers (`component_attacks`, `evaluation.lp_robustness`) take
+  `logits_fn` as a traced pytree (`as_pytree`): built with this, the variables are
+  traced arguments, not constants baked into the program, so every model of one
+  architecture shares one compilation per attack and batch shape, in a process and, with
+  JAX's persistent compilation cache (`jax_compilation_cache_dir`), across processes.
+  `apply_fn` (e.g. `jax.jit(lambda v, x: model.apply(v, x, train=False))`) is static:
+  pass the same object to share the in-process cache.
+  """
+  return jax.tree_util.Partial(apply_fn, variables)
+
+
+def as_pytree(logits_fn: LogitsFn) -> jax.tree_util.Partial:
+  """`logits_fn` as an argument a jitted function can take: a `model_logits_fn` (or any
+  `jax.tree_util.Partial`) as it is; any other callable wrapped in a `Partial` without
+  arguments, i.e. static (compared by identity: the same object reuses its compilation,
+  and what it closes over is a constant of the program)."""
+  if isinstance(logits_fn, jax.tree_util.Partial):
+    return logits_fn
+  return jax.tree_util.Partial(logits_fn)
+
 LOSSES = ("ce", "margin", "dlr")
 
 

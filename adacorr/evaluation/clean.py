@@ -69,6 +69,19 @@ def _static(model):
     return _ById(model)
 
 
+@functools.lru_cache(maxsize=16)
+def _eval_apply_of(static_model):
+  model = static_model.obj if isinstance(static_model, _ById) else static_model
+  return jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
+def eval_apply(model):
+  """`(variables, x) -> logits` of `model` in evaluation mode, jitted, the same object for
+  the same model: with `attacks.lp.model_logits_fn(eval_apply(model), variables)` the
+  attacks trace the variables and reuse their compilations across calls and models."""
+  return _eval_apply_of(_static(model))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _predict_batch(model, mesh, variables, batch):
   """Logits, labels and mask of one sharded batch, replicated on every device: every

@@ -12,23 +12,27 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr import attacks
+from adacorr.attacks import lp as lp_attacks
+from adacorr.attacks.autoattack import NUM_TARGETS
 from adacorr import data as data_lib
 from adacorr.core import checks
+from adacorr.evaluation import clean
 from adacorr.evaluation.radius import parse_radius
 
 AUTOATTACK = ("standard", "fast", "none")
 
 
 # One compilation per (logits_fn, norm, steps, batch shape): eps is traced, so every radius
-# reuses it.
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps"))
-def _pgd(x, y, keys, eps, *, logits_fn, norm, num_steps):
+# reuses it; logits_fn is a pytree (`attacks.lp.as_pytree`), a `model_logits_fn` shares
+# the compilation between models of one architecture.
+@functools.partial(jax.jit, static_argnames=("norm", "num_steps"))
+def _pgd(x, y, keys, eps, logits_fn, *, norm, num_steps):
   return attacks.pgd(logits_fn, x, y, keys, norm=norm, eps=eps, step_size=2.5 * eps / num_steps,
                      num_steps=num_steps)
 
 
-@functools.partial(jax.jit, static_argnames=("logits_fn", "norm", "num_steps", "loss"))
-def _apgd(x, y, keys, eps, *, logits_fn, norm, num_steps, loss):
+@functools.partial(jax.jit, static_argnames=("norm", "num_steps", "loss"))
+def _apgd(x, y, keys, eps, logits_fn, *, norm, num_steps, loss):
   return attacks.apgd(logits_fn, x, y, keys, norm=norm, eps=eps, num_steps=num_steps, loss=loss)
 AA_PREFIX = "AA/"  # per-component columns: 'AA/apgd-ce', ... (cumulative robust accuracy)
 
@@ -37,7 +41,7 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
                   radii: Mapping[str, Sequence[str | float]], pgd_steps: int = 20,
                   apgd_steps: int = 50, autoattack: str = "standard",
                   masking_steps: int = 100, aa_steps: int = 100, square_queries: int = 5000,
-                  seed: int = 0, batch_size: int = 250,
+                  aa_targets: int = NUM_TARGETS, seed: int = 0, batch_size: int = 250,
                   log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
   """Accuracy under PGD, APGD-CE, APGD-DLR and AutoAttack, and the worst case, per radius.
 
@@ -48,13 +52,15 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
     radii: `{norm: [radius, ...]}`, norm 'linf' or 'l2', a radius a number or a string
       such as '8/255' (see `parse_radius`), in the order evaluated.
     pgd_steps: PGD steps (random start, step size 2.5 eps / steps).
-    apgd_steps: APGD steps (CE and DLR losses, each on every example).
+    apgd_steps: APGD steps (CE and DLR losses, each on every example); 0 skips both
+      (AutoAttack's own APGD-CE and APGD-T then stand for them).
     autoattack: 'standard' (APGD-CE, APGD-T, FAB-T, Square; `attacks.autoattack`),
       'fast' (APGD-CE, APGD-T: a quick look, not the standard number) or 'none'.
     masking_steps: PGD steps of the masking check (PGD-`masking_steps` beside
       PGD-`pgd_steps`); 0 skips it.
-    aa_steps, square_queries: AutoAttack's APGD/FAB iterations (reference 100) and
-      Square's queries (reference 5000).
+    aa_steps, square_queries, aa_targets: AutoAttack's APGD/FAB iterations (reference
+      100), Square's queries (reference 5000) and APGD-T/FAB-T's target classes
+      (reference 9; fewer is a weaker, cheaper attack, `attacks.autoattack`).
     seed: the attacks' key.
     batch_size: examples attacked at once.
     log: one line per radius (e.g. `print`).
@@ -68,23 +74,24 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
     (a violation raises, naming the attack). See `masking_flags` for the checks.
   """
   checks.check_steps(pgd_steps, "pgd_steps", minimum=1)
-  checks.check_steps(apgd_steps, "apgd_steps", minimum=1)
+  checks.check_steps(apgd_steps, "apgd_steps")
   checks.check_steps(masking_steps, "masking_steps")
   checks.check_choice(autoattack, AUTOATTACK, "autoattack")
   for norm in radii:
     checks.check_norm(norm, "radii key")
   results = []
+  attack_fn = lp_attacks.as_pytree(logits_fn)
   for norm, eps_list in radii.items():
     for text in eps_list:
       eps = parse_radius(text)
       steps = [pgd_steps] + ([masking_steps] if masking_steps and masking_steps != pgd_steps
                              else [])
       e = jnp.float32(eps)
-      suite = {f"PGD-{s}": functools.partial(_pgd, eps=e, logits_fn=logits_fn, norm=norm,
+      suite = {f"PGD-{s}": functools.partial(_pgd, eps=e, logits_fn=attack_fn, norm=norm,
                                              num_steps=s) for s in steps}
-      for loss in ("ce", "dlr"):
+      for loss in ("ce", "dlr") if apgd_steps else ():
         suite[f"APGD-{loss.upper()}"] = functools.partial(
-            _apgd, eps=e, logits_fn=logits_fn, norm=norm, num_steps=apgd_steps, loss=loss)
+            _apgd, eps=e, logits_fn=attack_fn, norm=norm, num_steps=apgd_steps, loss=loss)
       key = jax.random.PRNGKey(seed)
       r = attacks.robust_accuracy(logits_fn, x, y, key, suite, batch_size=batch_size,
                                   threat_model=(norm, eps))
@@ -94,7 +101,8 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
       if autoattack != "none":
         aa = attacks.autoattack(logits_fn, x, y, jax.random.fold_in(key, 1), norm=norm,
                                 eps=eps, version=autoattack, batch_size=batch_size,
-                                num_steps=aa_steps, num_queries=square_queries)
+                                num_steps=aa_steps, num_queries=square_queries,
+                                num_targets=aa_targets)
         row["AutoAttack"] = aa["robust_accuracy"]
         row.update({AA_PREFIX + k: float(v) for k, v in aa["per_attack"].items()})
         robust = robust & aa["robust"]
@@ -146,7 +154,8 @@ def masking_flags(results: Sequence[Mapping[str, Any]], *, tolerance: float = 0.
 def evaluate_lp(model, variables, source: data_lib.Source, *,
                 radii: Mapping[str, Sequence[str | float]], pgd_steps: int = 20,
                 apgd_steps: int = 50, autoattack: str = "standard", masking_steps: int = 100,
-                aa_steps: int = 100, square_queries: int = 5000) -> dict[str, Any]:
+                aa_steps: int = 100, square_queries: int = 5000,
+                aa_targets: int = NUM_TARGETS) -> dict[str, Any]:
   """`lp_robustness` of `model.apply(variables, x, train=False)` on every example of `source`.
 
   Returns:
@@ -154,12 +163,14 @@ def evaluate_lp(model, variables, source: data_lib.Source, *,
     (`masking_flags`, each also logged as a warning).
   """
   images, labels = source.get(np.arange(source.num_examples))
-  logits_fn = jax.jit(lambda x: model.apply(variables, x, train=False))
+  # The variables traced, not constants: one compilation per attack serves every model
+  # of this architecture (with the persistent compilation cache, across processes too).
+  logits_fn = lp_attacks.model_logits_fn(clean.eval_apply(model), variables)
   results = lp_robustness(logits_fn, jnp.asarray(images, jnp.float32) / 255.0,
                           jnp.asarray(labels), radii=radii, pgd_steps=pgd_steps,
                           apgd_steps=apgd_steps, autoattack=autoattack,
                           masking_steps=masking_steps, aa_steps=aa_steps,
-                          square_queries=square_queries, log=logging.info)
+                          square_queries=square_queries, aa_targets=aa_targets, log=logging.info)
   warnings = masking_flags(results)
   for w in warnings:
     logging.warning("possible gradient masking: %s", w)

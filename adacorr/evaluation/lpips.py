@@ -73,16 +73,18 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   for a in attacks:
     checks.check_choice(a, PERCEPTUAL_ATTACKS, "attacks")
   mesh = parallel.make_mesh() if mesh is None else mesh
-  logits_fn = perceptual.model_logits_fn(model, variables)
-  if features_fn is None:
-    attack_fns = (perceptual.features_and_logits_fn(model, variables), None)
-    distance_features = perceptual.model_features_fn(model, variables)
-  else:
-    attack_fns = (logits_fn, features_fn)
-    distance_features = features_fn
 
+  # The variables are an argument (traced, not constants): one compilation serves every
+  # model of this architecture (across processes with the persistent compilation cache).
   @jax.jit
-  def attack(images, labels, keys, bound):
+  def attack(variables, images, labels, keys, bound):
+    logits_fn = perceptual.model_logits_fn(model, variables)
+    if features_fn is None:
+      attack_fns = (perceptual.features_and_logits_fn(model, variables), None)
+      distance_features = perceptual.model_features_fn(model, variables)
+    else:
+      attack_fns = (logits_fn, features_fn)
+      distance_features = features_fn
     x = images.astype(jnp.float32) / 255.0
     clean_ok = jnp.argmax(logits_fn(x), -1) == labels
     adv_ok, dist = [], []
@@ -103,6 +105,7 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
   devices = mesh.devices.size
   bs = max(devices, min(batch_size, n) - min(batch_size, n) % devices)
   rows = parallel.host_local_slice(bs, mesh)
+  variables = jax.device_put(variables, parallel.replicated_sharding(mesh))
   starts = range(0, n, bs)
   result = {"attack": "+".join(attacks), "attacks": list(attacks), "num_examples": int(n), "steps": num_steps,
             "lambda_steps": lambda_steps, "projection": projection, "bounds": bounds,
@@ -121,7 +124,7 @@ def evaluate_lpips(model, variables, source: data_lib.Source, *, bounds: Sequenc
       idx = start + np.arange(bs) % num_real  # padding: copies of this batch's examples
       batch = parallel.shard_batch((images[idx][rows], labels[idx][rows].astype(np.int32),
                                     keys[idx][rows]), mesh)
-      out = attack(*batch, jnp.float32(bound))
+      out = attack(variables, *batch, jnp.float32(bound))
       c, a, d = (np.asarray(o)[:num_real] for o in out)
       clean_ok[start:start + num_real], adv_ok[start:start + num_real] = c, a
       dist[start:start + num_real] = d

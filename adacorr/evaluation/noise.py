@@ -5,13 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from adacorr import data as data_lib
+from adacorr.attacks import lp as lp_attacks
 from adacorr.augment.noise_generator import KERNELS, NoiseGenerator, init_generator, sample_noise
 from adacorr.core import checks
+from adacorr.evaluation import clean
 from adacorr.methods import ant as ant_lib
 from adacorr.metrics import noise_robustness as noise_metrics
 
@@ -52,8 +56,10 @@ def train_adversarial_generators(logits_fn, source: data_lib.Source, key: jax.Ar
   checks.check_nonnegative(lr, "an_lr")
   checks.check_choice(generator, KERNELS, "an_generator")
   gen = NoiseGenerator(kernel=generator)
-  step = jax.jit(lambda gp, opt, x, y, k: ant_lib.generator_step(
-      gen, logits_fn, gp, opt, x, y, k, eps=eps, lr=lr))
+  lf = lp_attacks.as_pytree(logits_fn)  # traced: see `attacks.lp.model_logits_fn`
+  jitted = jax.jit(lambda lf, gp, opt, x, y, k: ant_lib.generator_step(
+      gen, lf, gp, opt, x, y, k, eps=eps, lr=lr))
+  step = functools.partial(jitted, lf)
   size = min(batch_size, source.num_examples)
   all_params, all_losses = [], []
   for g in range(num_generators):
@@ -119,12 +125,15 @@ def evaluate_noise(model, variables, source: data_lib.Source, *, batch_size: int
   checks.check_steps(an_generators, "an_generators", minimum=1)
   images, labels = source.get(np.arange(source.num_examples))
   max_norm = float(np.sqrt(np.prod(images.shape[1:])))
-  logits_fn = lambda x: model.apply(variables, x, train=False)
+  # The variables traced, not constants: the same programs serve every model of this
+  # architecture (across processes with the persistent compilation cache).
+  logits_fn = lp_attacks.model_logits_fn(clean.eval_apply(model), variables)
 
   def searcher(noise_fn):
     """Jitted `(x, y, key, *args) -> minimal norms along noise_fn(key, x.shape, *args)`."""
-    return jax.jit(lambda x, y, k, *a: noise_metrics.minimal_noise_norm(
-        logits_fn, x, y, max_norm=max_norm, noise=noise_fn(k, x.shape, *a)))
+    jitted = jax.jit(lambda lf, x, y, k, *a: noise_metrics.minimal_noise_norm(
+        lf, x, y, max_norm=max_norm, noise=noise_fn(k, x.shape, *a)))
+    return functools.partial(jitted, logits_fn)
 
   def norms_along(search, *args) -> np.ndarray:
     """Per-example minimal norms over `source`; batch i keyed as eps*_GN's."""

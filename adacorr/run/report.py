@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import time
 from typing import Any, Mapping, Sequence
 
 from absl import logging
@@ -73,8 +74,8 @@ def robustness_report(
     linf_eps: Sequence[str] | None = None, l2_eps: Sequence[str] | None = None,
     lp_num_examples: int = 1000, pgd_steps: int = 20, apgd_steps: int = 50,
     autoattack: str = "standard", masking_steps: int = 100, aa_steps: int = 100,
-    square_queries: int = 5000,
-    noise_num_examples: int | None = None, lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
+    square_queries: int = 5000, aa_targets: int = 9,
+    noise_num_examples: int | None = None, an_steps: int = 200, an_batch_size: int = 128, lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
     lpips_model: str = "self", lpa_num_examples: int | None = None, lpa_steps: int = 40,
     lpa_lambda_steps: int = 5, lpa_projection: str = "newton",
     download: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -90,10 +91,13 @@ def robustness_report(
       and `lpa_num_examples` (default half of `lp_num_examples`, rounded up); 0 skips.
     linf_eps, l2_eps: radii ('8/255' or '0.5'; None: the dataset's
       `evaluation.standard_radii`, e.g. CIFAR-10 l_inf 1/255, 2/255, 8/255 and l2 0.1,
-      0.5); pgd_steps, apgd_steps: the attacks' steps; autoattack: 'standard', 'fast'
-      or 'none'; masking_steps: the PGD steps of the masking check (0: skip);
-      aa_steps, square_queries: AutoAttack's iterations and Square's queries
+      0.5); pgd_steps, apgd_steps: the attacks' steps (apgd_steps=0: no separate
+      APGD-CE/DLR); autoattack: 'standard', 'fast' or 'none'; masking_steps: the PGD
+      steps of the masking check (0: skip); aa_steps, square_queries, aa_targets:
+      AutoAttack's iterations, Square's queries and APGD-T/FAB-T's targets
       (`evaluation.lp_robustness`).
+    an_steps, an_batch_size: eps*_AN's generator training (`evaluation.evaluate_noise`;
+      an_steps=0 skips eps*_AN).
     lpips_bounds, lpips_model, lpa_*: the LPA section (`evaluation.evaluate_lpips`).
     download: let tfds download missing data.
 
@@ -138,13 +142,17 @@ def robustness_report(
                                              download=download)
   if num_examples > 0:
     test_source = data_lib.first_n(test_source, num_examples)
+  seconds = {}  # wall time per section (compilation included)
+  tic = time.time()
   clean = evaluation.evaluate_clean(model, variables, test_source, batch_size=batch_size,
                                     mesh=mesh)
+  seconds["clean"] = time.time() - tic
   report = {
       "workdir": os.path.abspath(workdir), "dataset": config.dataset, "model": config.model,
       "method": config.get("method"), "step": step, "options": options,
       "num_examples": clean["num_examples"], "corruptions": corruptions,
       "clean": {"accuracy": clean["accuracy"]}, "calibration": clean["calibration"],
+      "seconds": seconds,
   }
   if config.dataset == "cifar10":
     try:
@@ -162,24 +170,31 @@ def robustness_report(
   radii = {"linf": list(default_radii["linf"] if linf_eps is None else linf_eps),
            "l2": list(default_radii["l2"] if l2_eps is None else l2_eps)}
   if lp_num_examples > 0 and (radii["linf"] or radii["l2"]):
+    tic = time.time()
     lp = evaluation.evaluate_lp(model, variables, data_lib.first_n(test_source, lp_num_examples),
                                 radii={k: v for k, v in radii.items() if v},
                                 pgd_steps=pgd_steps, apgd_steps=apgd_steps,
                                 autoattack=autoattack, masking_steps=masking_steps,
-                                aa_steps=aa_steps, square_queries=square_queries)
+                                aa_steps=aa_steps, square_queries=square_queries,
+                                aa_targets=aa_targets)
     report["lp_num_examples"], report["lp"] = lp["num_examples"], lp["results"]
     report["lp_warnings"] = lp["warnings"]
+    seconds["lp"] = time.time() - tic
 
   if noise_num_examples > 0:
+    tic = time.time()
     # eps*_AN's generator trains on the training split (as the reference's retraining).
     noise_train = (data_lib.load_dataset(config, splits=(info.train_split,),
                                          download=download)[1][0]
                    if info.train_split else None)
     report["noise"] = evaluation.evaluate_noise(
         model, variables, data_lib.first_n(test_source, noise_num_examples),
-        batch_size=batch_size, seed=seed, train_source=noise_train)
+        batch_size=batch_size, seed=seed, train_source=noise_train, an_steps=an_steps,
+        an_batch_size=an_batch_size)
+    seconds["noise"] = time.time() - tic
 
   if lpa_num_examples > 0 and bounds:
+    tic = time.time()
     r = evaluation.evaluate_lpips(
         model, variables, data_lib.first_n(test_source, lpa_num_examples), bounds=bounds,
         features_fn=lpips_net, num_steps=lpa_steps, lambda_steps=lpa_lambda_steps,
@@ -188,8 +203,10 @@ def robustness_report(
         "model": "self" if lpips_model == "self" else os.path.abspath(lpips_model),
         "model_name": lpips_name, "layers": list(lpips_layers), **r,
     }
+    seconds["lpips"] = time.time() - tic
 
   if corruptions != "none":
+    tic = time.time()
     sources = evaluation.corrupted_sources(
         corruptions, config.dataset, test_source, names,
         cache_dir=corrupted_dir or os.path.join(workdir, f"{config.dataset}-C"),
@@ -197,6 +214,7 @@ def robustness_report(
     report["corrupted"] = evaluation.evaluate_corruptions(
         model, variables, sources, batch_size=batch_size, mesh=mesh,
         num_examples=num_examples)
+    seconds["corrupted"] = time.time() - tic
   return report, names
 
 
