@@ -201,3 +201,48 @@ def test_standard_radii_include_robustbench():
   assert "0.5" in standard_radii("cifar10")["l2"]
   assert "4/255" in standard_radii("imagenet100")["linf"]
   assert standard_radii("fashion_mnist") == {"linf": ("8/255", "0.1"), "l2": ("0.5", "1.5")}
+
+
+def test_traced_logits_fn_shares_one_compilation_between_models(trained):
+  """A `traced_logits_fn` makes the variables an argument of the jitted components: a
+  second model of the same architecture reuses the first one's compilation, and the
+  result equals the one with the variables closed over (compiled per model)."""
+  from tests.tiny_classifier import MLP  # pylint: disable=import-outside-toplevel
+  from adacorr.data.datasets import DATASETS  # pylint: disable=import-outside-toplevel
+  aa = importlib.import_module("adacorr.attacks.autoattack")
+  _, x, y = trained
+  x, y = x[:16], y[:16]
+  info = DATASETS["synthetic"]
+  model = MLP(mean=tuple(info.mean), std=tuple(info.std))
+  apply = jax.jit(lambda v, z: model.apply(v, z))
+  keys = jax.random.split(jax.random.key(3), x.shape[0])
+  variables = [model.init(jax.random.key(s), x[:1]) for s in (1, 2)]
+  sizes, outs = [], []
+  for v in variables:
+    before = aa._apgd._cache_size()
+    traced = attacks.component_attacks(attacks.traced_logits_fn(apply, v), norm="linf",
+                                       eps=EPS["linf"], names=("apgd-ce",), num_steps=3)
+    xa = traced["apgd-ce"](x, y, keys)
+    sizes.append(aa._apgd._cache_size() - before)
+    closed = attacks.component_attacks(lambda z, v=v: model.apply(v, z), norm="linf",
+                                       eps=EPS["linf"], names=("apgd-ce",), num_steps=3)
+    np.testing.assert_allclose(np.asarray(xa), np.asarray(closed["apgd-ce"](x, y, keys)),
+                               atol=1e-6)
+    outs.append(np.asarray(xa))
+  assert sizes == [1, 0]  # the second model compiled nothing
+  assert not np.array_equal(outs[0], outs[1])  # and did attack its own variables
+
+
+def test_lp_robustness_without_separate_apgd_and_with_fewer_targets(trained):
+  """apgd_steps=0 leaves PGD and AutoAttack (whose APGD-CE / APGD-T stand for APGD-CE /
+  DLR); aa_targets reaches APGD-T (10 targets do not exist for 10 classes)."""
+  from adacorr import evaluation  # pylint: disable=import-outside-toplevel
+  logits_fn, x, y = trained
+  kw = dict(radii={"linf": [EPS["linf"]]}, pgd_steps=3, apgd_steps=0, autoattack="fast",
+            aa_steps=3, masking_steps=0)
+  (row,) = evaluation.lp_robustness(logits_fn, x[:32], y[:32], aa_targets=2, **kw)
+  assert "APGD-CE" not in row and "APGD-DLR" not in row
+  assert {"PGD-3", "AutoAttack", "AA/apgd-ce", "AA/apgd-t", "worst_case"} <= set(row)
+  assert row["worst_case"] <= min(row["PGD-3"], row["AutoAttack"]) < row["clean"]
+  with pytest.raises(ValueError, match="num_targets"):
+    evaluation.lp_robustness(logits_fn, x[:32], y[:32], aa_targets=10, **kw)

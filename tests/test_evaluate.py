@@ -34,13 +34,15 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
                      f"--corrupted_dir={tmp_path / 'synthetic-C'}", "--lp_num_examples=24",
                      "--linf_eps=8/255", "--l2_eps=", "--pgd_steps=3", "--apgd_steps=4",
                      "--masking_steps=6", "--aa_steps=3", "--square_queries=30",
-                     "--lpa_num_examples=0")
+                     "--lpa_num_examples=0", "--an_steps=20", "--an_batch_size=16")
   assert result.returncode == 0, result.stdout + result.stderr
   for name in ("report.json", "report.md", "corruption_heatmap.png",
                "reliability_diagram.png", "lp_robustness_curves.png"):
     assert (out / name).stat().st_size > 0, name
   report = json.loads((out / "report.json").read_text())
   assert report["num_examples"] == 40 and report["step"] == 12
+  assert set(report["seconds"]) == {"clean", "lp", "noise", "corrupted"}  # wall per section
+  assert all(v >= 0 for v in report["seconds"].values())
   assert 0.0 <= report["clean"]["accuracy"] <= 1.0
   assert 0.0 <= report["calibration"]["ece"] <= 1.0
   assert report["calibration"]["temperature"] > 0
@@ -60,6 +62,7 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
   noise = report["noise"]  # eps*_GN on the l_p examples
   assert noise["num_examples"] == 24 and noise["max_norm"] == pytest.approx(768 ** 0.5)  # 16x16x3
   assert 0.0 <= noise["fraction_unflipped"] <= 1.0
+  assert noise["an"]["steps"] == 20 and noise["an"]["batch_size"] == 16
   assert noise["fraction_misclassified_clean"] == pytest.approx(1.0 - lp["clean"])
   if noise["fraction_misclassified_clean"] < 0.5 and noise["fraction_unflipped"] < 0.5:
     assert 0.0 < noise["eps_star"] <= noise["max_norm"]

@@ -5,6 +5,9 @@ configs resolve and one train step of each lowers on CPU."""
 import json
 import os
 
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import jax.numpy as jnp
 import ml_collections
 import pytest
 
@@ -171,3 +174,18 @@ def test_orderings_show_the_raw_difference_and_the_margin():
   table["ada"]["clean"]["mean"] = 0.765
   (r,) = reproduce.check_orderings(table, claims)
   assert r["held"] is True and "-1.50 (held if > -2.00)" in reproduce.format_orderings([r])
+
+
+def test_the_compilation_cache_is_turned_on_in_the_suite_directory(tmp_path):
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+  old = {name: getattr(jax.config, name) for name in names}
+  try:
+    path = reproduce.enable_compilation_cache(str(tmp_path))
+    assert path == os.path.join(str(tmp_path), reproduce.COMPILATION_CACHE)
+    assert jax.config.jax_compilation_cache_dir == path
+    jax.jit(lambda v: v * 3.0 + 7.0)(jnp.ones((3, 5)))  # a new program is written there
+    assert os.listdir(path)
+  finally:
+    for name, value in old.items():
+      jax.config.update(name, value)
+    compilation_cache.reset_cache()

@@ -8,6 +8,8 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
   autoattack               the AutoAttack ensemble (standard / rand / fast / custom) on the
                            examples still robust, threat-model checked
   robust_accuracy          clean and per-example worst-case robust accuracy
+  traced_logits_fn         a model's logits_fn with its variables traced: the jitted
+                           attacks compile once per architecture, not once per model
   fast_lpa, lpa, ppgd      perceptual attacks in the LPIPS threat model (Laidlaw et al. 2021;
                            `adacorr.attacks.perceptual`), project_lpips, margin_loss
   ada, ssim_line_search    AdA: per-example adversarial weight perturbations of a
@@ -34,9 +36,9 @@ from adacorr.attacks.perceptual import (
     fast_lpa, gauss_newton_direction, lpa, margin_loss, perceptual_step, ppgd, project_lpips)
 from adacorr.core.checks import NORMS
 from adacorr.attacks.lp import (
-    LOSSES, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
+    LOSSES, as_pytree, fgm, fgsm, l2_norm, l2_normalize, linf_norm, loss_per_example,
     per_example_keys, pgd, pgd_step, project, project_l2, project_linf, random_init,
-    steepest_direction)
+    steepest_direction, traced_logits_fn)
 
 __all__ = [
     "DIRECTIONS", "ascend", "keep_better", "l2_direction", "sign_direction", "signed_step",
@@ -50,4 +52,5 @@ __all__ = [
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
     "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",
     "project_l2", "project_linf", "random_init", "robust_accuracy", "steepest_direction",
+    "as_pytree", "traced_logits_fn",
 ]

@@ -77,7 +77,7 @@ def component_attacks(logits_fn: lp.LogitsFn, *, norm: str, eps: float,
   randomised `logits_fn(x, keys)`. Each component is one jitted function with `eps` (and
   APGD-T's target rank) traced and `logits_fn` passed through `lp.as_pytree`: with the
   same `logits_fn` object, every radius and target reuses one compilation per batch
-  shape; with a `lp.model_logits_fn`, so does every model of the same architecture.
+  shape; with a `lp.traced_logits_fn`, so does every model of the same architecture.
   """
   eps = jnp.float32(eps)
   logits_fn = lp.as_pytree(logits_fn)

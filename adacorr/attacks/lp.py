@@ -38,7 +38,7 @@ Array = jax.Array
 LogitsFn = Callable[[Array], Array]
 
 
-def model_logits_fn(apply_fn: Callable, variables) -> jax.tree_util.Partial:
+def traced_logits_fn(apply_fn: Callable, variables) -> jax.tree_util.Partial:
   """`x -> apply_fn(variables, x)` as a pytree whose leaves are `variables`.
 
   The jitted attack wrappers (`component_attacks`, `evaluation.lp_robustness`) take
@@ -53,7 +53,7 @@ def model_logits_fn(apply_fn: Callable, variables) -> jax.tree_util.Partial:
 
 
 def as_pytree(logits_fn: LogitsFn) -> jax.tree_util.Partial:
-  """`logits_fn` as an argument a jitted function can take: a `model_logits_fn` (or any
+  """`logits_fn` as an argument a jitted function can take: a `traced_logits_fn` (or any
   `jax.tree_util.Partial`) as it is; any other callable wrapped in a `Partial` without
   arguments, i.e. static (compared by identity: the same object reuses its compilation,
   and what it closes over is a constant of the program)."""

@@ -77,7 +77,7 @@ def _eval_apply_of(static_model):
 
 def eval_apply(model):
   """`(variables, x) -> logits` of `model` in evaluation mode, jitted, the same object for
-  the same model: with `attacks.lp.model_logits_fn(eval_apply(model), variables)` the
+  the same model: with `attacks.lp.traced_logits_fn(eval_apply(model), variables)` the
   attacks trace the variables and reuse their compilations across calls and models."""
   return _eval_apply_of(_static(model))
 

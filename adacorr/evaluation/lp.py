@@ -23,7 +23,7 @@ AUTOATTACK = ("standard", "fast", "none")
 
 
 # One compilation per (logits_fn, norm, steps, batch shape): eps is traced, so every radius
-# reuses it; logits_fn is a pytree (`attacks.lp.as_pytree`), a `model_logits_fn` shares
+# reuses it; logits_fn is a pytree (`attacks.lp.as_pytree`), a `traced_logits_fn` shares
 # the compilation between models of one architecture.
 @functools.partial(jax.jit, static_argnames=("norm", "num_steps"))
 def _pgd(x, y, keys, eps, logits_fn, *, norm, num_steps):
@@ -165,7 +165,7 @@ def evaluate_lp(model, variables, source: data_lib.Source, *,
   images, labels = source.get(np.arange(source.num_examples))
   # The variables traced, not constants: one compilation per attack serves every model
   # of this architecture (with the persistent compilation cache, across processes too).
-  logits_fn = lp_attacks.model_logits_fn(clean.eval_apply(model), variables)
+  logits_fn = lp_attacks.traced_logits_fn(clean.eval_apply(model), variables)
   results = lp_robustness(logits_fn, jnp.asarray(images, jnp.float32) / 255.0,
                           jnp.asarray(labels), radii=radii, pgd_steps=pgd_steps,
                           apgd_steps=apgd_steps, autoattack=autoattack,

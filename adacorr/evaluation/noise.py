@@ -56,7 +56,7 @@ def train_adversarial_generators(logits_fn, source: data_lib.Source, key: jax.Ar
   checks.check_nonnegative(lr, "an_lr")
   checks.check_choice(generator, KERNELS, "an_generator")
   gen = NoiseGenerator(kernel=generator)
-  lf = lp_attacks.as_pytree(logits_fn)  # traced: see `attacks.lp.model_logits_fn`
+  lf = lp_attacks.as_pytree(logits_fn)  # traced: see `attacks.lp.traced_logits_fn`
   jitted = jax.jit(lambda lf, gp, opt, x, y, k: ant_lib.generator_step(
       gen, lf, gp, opt, x, y, k, eps=eps, lr=lr))
   step = functools.partial(jitted, lf)
@@ -127,7 +127,7 @@ def evaluate_noise(model, variables, source: data_lib.Source, *, batch_size: int
   max_norm = float(np.sqrt(np.prod(images.shape[1:])))
   # The variables traced, not constants: the same programs serve every model of this
   # architecture (across processes with the persistent compilation cache).
-  logits_fn = lp_attacks.model_logits_fn(clean.eval_apply(model), variables)
+  logits_fn = lp_attacks.traced_logits_fn(clean.eval_apply(model), variables)
 
   def searcher(noise_fn):
     """Jitted `(x, y, key, *args) -> minimal norms along noise_fn(key, x.shape, *args)`."""

@@ -26,6 +26,7 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import numpy as np
 
@@ -74,12 +75,13 @@ def enable_compilation_cache(workdir: str) -> str:
   """Turns on JAX's persistent compilation cache in `<workdir>/.jax_cache` (returned), so
   that the suite's processes share their compilations: every run of one architecture
   compiles the same report programs (the evaluators trace the variables, see
-  `attacks.lp.model_logits_fn`), and every seed of a method the same training step.
+  `attacks.lp.traced_logits_fn`), and every seed of a method the same training step.
   Measured on the fashion_mnist suite: see RESULTS.md."""
   path = os.path.join(os.path.abspath(workdir), COMPILATION_CACHE)
   os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()  # re-read the settings if the cache was set up already
   return path
 
 
