@@ -3,9 +3,8 @@ label-flipping Gaussian / adversarial noise."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
