@@ -3,6 +3,7 @@ r"""Reproduce the papers' tables: every method of a suite at an equal budget ove
   python -m experiments.reproduce --suite=fashion_mnist [--quick] [--seeds=3] \
       [--methods=l2_at,rlat] [--workdir=runs/reproduce/fashion_mnist] [--jobs=1]
   python -m experiments.reproduce --suite=cifar10 --dry_run   # configs resolve, print them
+  python -m experiments.reproduce --suite=fashion_mnist --table_only  # the table so far
 
 Trains each run of the suite (`experiments/configs/suites.py`) with the same model, data,
 steps, batch, schedule and seeds, evaluates every run with the same robustness report,
@@ -31,6 +32,8 @@ flags.DEFINE_list("methods", None, "Only these runs (and the baseline).")
 flags.DEFINE_string("workdir", None, "Default: runs/reproduce/<suite>[_quick].")
 flags.DEFINE_integer("jobs", 1, "Runs trained in parallel processes.")
 flags.DEFINE_bool("dry_run", False, "Resolve every config and print the plan; train nothing.")
+flags.DEFINE_bool("table_only", False, "Write the table and plots from the runs finished so "
+                  "far (e.g. of a suite still running); train and evaluate nothing.")
 flags.DEFINE_string("member", None, "Internal (--jobs): run only NAME:SEED.")
 FLAGS = flags.FLAGS
 
@@ -82,7 +85,7 @@ def main(argv):
             f"{config.global_batch_size}")
     print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
     return
-  if not FLAGS.dry_run:
+  if not FLAGS.table_only:
     reproduce.enable_compilation_cache(workdir)
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
@@ -93,12 +96,21 @@ def main(argv):
     return
   os.makedirs(workdir, exist_ok=True)
   tic = time.time()
-  for config in configs.values():  # once here, not by two parallel members at once
-    _prepare(config)
-  print(f"{FLAGS.suite}: {len(configs)} runs x {len(seeds)} seeds -> {workdir}", flush=True)
+  if not FLAGS.table_only:
+    for config in configs.values():  # once here, not by two parallel members at once
+      _prepare(config)
+    print(f"{FLAGS.suite}: {len(configs)} runs x {len(seeds)} seeds -> {workdir}", flush=True)
+    _run(configs, seeds, workdir, suite, baseline)
+  _write(configs, seeds, workdir, suite, baseline, tic)
+
+
+def _run(configs, seeds, workdir, suite, baseline):
   reproduce.run_suite(configs, seeds, workdir, suite["report"], baseline=baseline,
                       jobs=FLAGS.jobs, command=_member_command,
                       log=lambda line: print(line, flush=True))
+
+
+def _write(configs, seeds, workdir, suite, baseline, tic):
   results = reproduce.suite_results(list(configs), seeds, workdir, baseline=baseline)
   command = "python -m experiments.reproduce " + " ".join(sys.argv[1:])
   markdown = reproduce.write_suite(

@@ -189,3 +189,15 @@ def test_the_compilation_cache_is_turned_on_in_the_suite_directory(tmp_path):
     for name, value in old.items():
       jax.config.update(name, value)
     compilation_cache.reset_cache()
+
+
+def test_a_table_of_an_unfinished_suite_says_which_rows_have_fewer_seeds(tmp_path):
+  cell = lambda m: {"mean": m, "std": 0.01, "n": 2}  # noqa: E731
+  results = {"table": {"nominal": {"clean": cell(0.8), "c_mean": cell(0.6)},
+                       "rlat": {"clean": cell(0.7), "c_mean": cell(0.62)}},
+             "rows": {}, "seeds": {"nominal": [0, 1], "rlat": [0], "pat": []},
+             "corruptions": {"nominal": {}, "rlat": {}}}
+  markdown = reproduce.write_suite(str(tmp_path), results, title="partial")
+  assert "**Unfinished**: rlat (seeds 0 of 2); pat (no seed of 2)." in markdown
+  results["seeds"] = {"nominal": [0, 1], "rlat": [0, 1]}
+  assert "Unfinished" not in reproduce.write_suite(str(tmp_path), results, title="done")

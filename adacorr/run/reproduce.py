@@ -313,6 +313,12 @@ def write_suite(workdir: str, results: Mapping[str, Any], *, title: str,
       title=f"{title} (mean ± std over seeds {seeds}; accuracies and mCE in %, best in bold)")
   if notes:
     markdown += "\n\n" + notes.strip()
+  most = max(len(v) for v in results["seeds"].values())
+  short = {n: v for n, v in results["seeds"].items() if len(v) < most}
+  if short:  # a suite still running (or stopped): say which rows have fewer seeds
+    markdown += "\n\n**Unfinished**: " + "; ".join(
+        f"{n} ({'seeds ' + ', '.join(map(str, v)) if v else 'no seed'} of {most})"
+        for n, v in short.items()) + "."
   if orderings:
     markdown += "\n\n## The papers' orderings\n\n" + format_orderings(orderings)
   markdown += "\n\n![bars](bars.png)\n\n![heatmap](heatmap.png)\n"
