@@ -201,3 +201,18 @@ def test_a_table_of_an_unfinished_suite_says_which_rows_have_fewer_seeds(tmp_pat
   assert "**Unfinished**: rlat (seeds 0 of 2); pat (no seed of 2)." in markdown
   results["seeds"] = {"nominal": [0, 1], "rlat": [0, 1]}
   assert "Unfinished" not in reproduce.write_suite(str(tmp_path), results, title="done")
+
+
+def test_runs_go_seed_by_seed_with_the_baseline_first(tmp_path, monkeypatch):
+  """Every run at seed 0 before any at seed 1: a suite stopped early has all its rows."""
+  done = []
+
+  def fake_member(name, config, seed, workdir, report_options, *, baseline):
+    done.append((name, seed))
+    return {"name": name, "seed": seed, "trained_reused": True, "report_reused": True,
+            "seconds": 0.0, "row": {"clean": 0.5}}
+
+  monkeypatch.setattr(reproduce, "run_member", fake_member)
+  configs = {"a": None, "nominal": None, "b": None}
+  reproduce.run_suite(configs, [0, 1], str(tmp_path), {}, baseline="nominal", log=lambda l: None)
+  assert done == [("nominal", 0), ("a", 0), ("b", 0), ("nominal", 1), ("a", 1), ("b", 1)]

@@ -137,8 +137,9 @@ def run_suite(configs: Mapping[str, ml_collections.ConfigDict], seeds: Sequence[
               workdir: str, report_options: Mapping[str, Any], *, baseline: str,
               jobs: int = 1, command: Callable[[str, int], list[str]] | None = None,
               log: Callable[[str], None] = print) -> None:
-  """Trains and evaluates every (run, seed), the baseline's seed 0 first (other runs'
-  options may name it, see `resolve_options`).
+  """Trains and evaluates every (run, seed): every run at the first seed (the baseline's
+  first: other runs' options may name it, see `resolve_options`), then every run at the
+  next seed, and so on.
 
   Args:
     configs: run name -> its (equal-budget) config.
@@ -156,8 +157,10 @@ def run_suite(configs: Mapping[str, ml_collections.ConfigDict], seeds: Sequence[
     raise ValueError(f"baseline={baseline!r} is not a run of the suite: {sorted(configs)}.")
   if jobs < 1 or (jobs > 1 and command is None):
     raise ValueError(f"jobs={jobs!r} must be >= 1, and > 1 needs a command.")
-  pairs = [(baseline, seeds[0])] + [(n, s) for n in configs for s in seeds
-                                    if (n, s) != (baseline, seeds[0])]
+  # Seed-major: every run at the first seed, then at the next, ... (the baseline first in
+  # each round), so that a suite stopped early has all its rows at the seeds it finished.
+  order = [baseline] + [n for n in configs if n != baseline]
+  pairs = [(n, s) for s in seeds for n in order]
   total, done = len(pairs), 0
   first, rest = pairs[:1], pairs[1:]
   for group in (first, rest):
