@@ -198,7 +198,7 @@ def test_a_table_of_an_unfinished_suite_says_which_rows_have_fewer_seeds(tmp_pat
              "rows": {}, "seeds": {"nominal": [0, 1], "rlat": [0], "pat": []},
              "corruptions": {"nominal": {}, "rlat": {}}}
   markdown = reproduce.write_suite(str(tmp_path), results, title="partial")
-  assert "**Unfinished**: rlat (seeds 0 of 2); pat (no seed of 2)." in markdown
+  assert "**Unfinished**: rlat (seeds 0 of 2); pat (no seed of 2). Means over" in markdown
   results["seeds"] = {"nominal": [0, 1], "rlat": [0, 1]}
   assert "Unfinished" not in reproduce.write_suite(str(tmp_path), results, title="done")
 

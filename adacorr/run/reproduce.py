@@ -321,7 +321,9 @@ def write_suite(workdir: str, results: Mapping[str, Any], *, title: str,
   if short:  # a suite still running (or stopped): say which rows have fewer seeds
     markdown += "\n\n**Unfinished**: " + "; ".join(
         f"{n} ({'seeds ' + ', '.join(map(str, v)) if v else 'no seed'} of {most})"
-        for n, v in short.items()) + "."
+        for n, v in short.items()) + (
+            ". Means over different seeds are not comparable (seeds differ by more than "
+            "most gaps here): `--table_only --seeds=N` tabulates the first N seeds only.")
   if orderings:
     markdown += "\n\n## The papers' orderings\n\n" + format_orderings(orderings)
   markdown += "\n\n![bars](bars.png)\n\n![heatmap](heatmap.png)\n"
