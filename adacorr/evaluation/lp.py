@@ -170,7 +170,8 @@ def evaluate_lp(model, variables, source: data_lib.Source, *,
                           jnp.asarray(labels), radii=radii, pgd_steps=pgd_steps,
                           apgd_steps=apgd_steps, autoattack=autoattack,
                           masking_steps=masking_steps, aa_steps=aa_steps,
-                          square_queries=square_queries, aa_targets=aa_targets, log=logging.info)
+                          square_queries=square_queries, aa_targets=aa_targets,
+                          log=logging.info)
   warnings = masking_flags(results)
   for w in warnings:
     logging.warning("possible gradient masking: %s", w)

@@ -28,6 +28,7 @@ from adacorr import data as data_lib
 from adacorr import evaluation
 from adacorr import parallel
 from adacorr import perceptual
+from adacorr.attacks.autoattack import NUM_TARGETS
 from adacorr.evaluation import ada_ssim, plots
 from adacorr.run.classifiers import load_classifier
 from adacorr.run.corruption_nets import load_backbone
@@ -74,8 +75,9 @@ def robustness_report(
     linf_eps: Sequence[str] | None = None, l2_eps: Sequence[str] | None = None,
     lp_num_examples: int = 1000, pgd_steps: int = 20, apgd_steps: int = 50,
     autoattack: str = "standard", masking_steps: int = 100, aa_steps: int = 100,
-    square_queries: int = 5000, aa_targets: int = 9,
-    noise_num_examples: int | None = None, an_steps: int = 200, an_batch_size: int = 128, lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
+    square_queries: int = 5000, aa_targets: int = NUM_TARGETS,
+    noise_num_examples: int | None = None, an_steps: int = 200, an_batch_size: int = 128,
+    lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
     lpips_model: str = "self", lpa_num_examples: int | None = None, lpa_steps: int = 40,
     lpa_lambda_steps: int = 5, lpa_projection: str = "newton",
     download: bool = False) -> tuple[dict[str, Any], list[str]]:
