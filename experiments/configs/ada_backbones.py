@@ -14,7 +14,7 @@ import os
 import ml_collections
 
 # The Fashion-MNIST AdA configs' nets, sized for 2 CPU cores.
-FASHION_MNIST_SMALL = {"edsr": "fashion_mnist_edsr_tiny", "cae": "fashion_mnist_cae_small"}
+FASHION_MNIST_SMALL = {"edsr": "fashion_mnist_edsr_tiny", "cae": "fashion_mnist_cae_tiny"}
 
 DEFAULT_ROOT = os.environ.get("ADACORR_CORRUPTION_NETS", os.path.join("runs", "corruption_nets"))
 NETS = ("edsr", "cae", "vqvae", "unet")
