@@ -51,6 +51,47 @@ def test_ordering_by_hand():
   assert comparison.ordering(table, "a", "missing", "c_mean")["held"] is None
 
 
+def test_paired_ordering_by_hand():
+  # Seed swings common to both runs (seed 2 is easy for both) cancel in the paired
+  # difference: d = (0.02, 0.01, 0.05), mean 0.08/3, sample std sqrt(0.0013/3).
+  a = {0: {"c_mean": 0.80, "mce": 20.0}, 1: {"c_mean": 0.84, "mce": 16.0},
+       2: {"c_mean": 0.90, "mce": 10.0}}
+  b = {0: {"c_mean": 0.78, "mce": 21.0}, 1: {"c_mean": 0.83, "mce": 17.0},
+       2: {"c_mean": 0.85, "mce": 12.0}, 3: {"c_mean": 0.10}}
+  p = comparison.paired_ordering(a, b, "c_mean")
+  assert p["seeds"] == [0, 1, 2] and p["held_seeds"] == 3  # seed 3: b only, left out
+  assert p["differences"] == pytest.approx([0.02, 0.01, 0.05])
+  assert p["mean"] == pytest.approx(0.08 / 3)
+  assert p["std"] == pytest.approx((0.0013 / 3) ** 0.5)
+  assert p["sigma"] == pytest.approx((0.08 / 3) / (0.0013 / 3) ** 0.5)
+  unpaired = comparison.ordering({"a": comparison.aggregate(list(a.values())),
+                                  "b": comparison.aggregate(list(b.values())[:3])},
+                                 "a", "b", "c_mean")
+  assert unpaired["difference"] == pytest.approx(p["mean"]) and unpaired["sigma"] < 0.5
+  q = comparison.paired_ordering(b, a, "mce")  # lower is better: b is worse by 1, 1, 2
+  assert q["differences"] == pytest.approx([-1.0, -1.0, -2.0]) and q["held_seeds"] == 0
+  m = comparison.paired_ordering(b, a, "mce", margin=1.5)
+  assert m["held_seeds"] == 2 and m["mean"] == pytest.approx(-4 / 3 + 1.5)
+  assert comparison.paired_ordering(a, {}, "c_mean")["mean"] is None
+
+
+def test_suite_orderings_are_paired_by_seed():
+  from adacorr.run import reproduce  # pylint: disable=import-outside-toplevel
+  rows = {"a": [{"c_mean": 0.80}, {"c_mean": 0.90}], "b": [{"c_mean": 0.78}, {"c_mean": 0.88}]}
+  seeds = {"a": [0, 2], "b": [0, 2]}
+  table = {n: comparison.aggregate(r) for n, r in rows.items()}
+  claims = [dict(better="a", worse="b", key="c_mean", claim="a above b")]
+  (r,) = reproduce.check_orderings(table, claims, rows=rows, seeds=seeds)
+  # Unpaired: 0.02 over hypot of two sample stds of 0.1 / sqrt(2): 0.2 std devs.
+  assert r["sigma"] == pytest.approx(0.2)
+  assert r["paired"]["seeds"] == [0, 2] and r["paired"]["sigma"] == float("inf")
+  line = reproduce.format_orderings([r]).splitlines()[-1]
+  assert line.endswith("| +2.00 ± 0.00 | n/a (no spread: 1 seed?) | 2 of 2 |")
+  seeds["b"] = [0, 1]  # b's second row is seed 1 now: only seed 0 pairs
+  (r,) = reproduce.check_orderings(table, claims, rows=rows, seeds=seeds)
+  assert r["paired"]["seeds"] == [0] and r["paired"]["held_seeds"] == 1
+
+
 def _tiny_suite():
   base = tiny_synthetic.get_config()
   base.update(dict(num_steps=3, log_every_steps=1, eval_every_steps=-1,

@@ -161,6 +161,34 @@ def ordering(table: Mapping[str, Mapping[str, Mapping[str, float]]], better: str
   return {**out, "held": bool(diff > 0), "difference": float(diff), "sigma": float(sigma)}
 
 
+def paired_ordering(better_rows: Mapping[int, Mapping[str, float | None]],
+                    worse_rows: Mapping[int, Mapping[str, float | None]], key: str, *,
+                    margin: float = 0.0) -> dict[str, Any]:
+  """`ordering` paired by seed: runs trained at the same seed share their data order and
+  initial weights, so seed-to-seed swings common to both cancel in the per-seed difference.
+
+  `better_rows`, `worse_rows`: seed -> `comparison_row`. Returns {'seeds' (those where
+  both have `key`), 'differences' (better - worse per seed, signed so that > 0 means
+  better, plus `margin`), 'mean', 'std' (ddof 1; 0 for one seed), 'sigma' (mean / std: how
+  many standard deviations of the per-seed difference; +-inf for zero spread), 'held_seeds'
+  (how many differences are > 0)}; with no common seed, mean, std and sigma are None.
+  """
+  seeds = sorted(s for s in better_rows if s in worse_rows
+                 and better_rows[s].get(key) is not None and worse_rows[s].get(key) is not None)
+  if not seeds:
+    return {"seeds": [], "differences": [], "mean": None, "std": None, "sigma": None,
+            "held_seeds": 0}
+  sign = -1.0 if key in LOWER_IS_BETTER else 1.0
+  d = np.asarray([sign * (better_rows[s][key] - worse_rows[s][key]) + margin for s in seeds],
+                 np.float64)
+  mean = float(d.mean())
+  std = float(d.std(ddof=1)) if d.size > 1 else 0.0
+  sigma = mean / std if std > 0 else (float("inf") if mean > 0 else
+                                      float("-inf") if mean < 0 else 0.0)
+  return {"seeds": seeds, "differences": d.tolist(), "mean": mean, "std": std,
+          "sigma": float(sigma), "held_seeds": int((d > 0).sum())}
+
+
 def _label(key: str) -> str:
   if key == "clean":
     return "clean acc"

@@ -266,24 +266,44 @@ def table_keys(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
   return [k for k in order if k in present]
 
 
-def check_orderings(table, claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def check_orderings(table, claims: Sequence[Mapping[str, Any]], *,
+                    rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                    seeds: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, Any]]:
   """`comparison.ordering` for each claim {'better', 'worse', 'key', 'margin' (optional),
-  'claim' (the paper's words)}; missing runs give held None."""
+  'claim' (the paper's words)}; missing runs give held None. With `rows` and `seeds`
+  (`suite_results`' per-seed rows and their seeds), each result also has 'paired':
+  `comparison.paired_ordering` over the seeds both runs finished."""
   out = []
   for c in claims:
-    r = comparison.ordering(table, c["better"], c["worse"], c["key"],
-                            margin=float(c.get("margin", 0.0)))
-    out.append({**r, "claim": c.get("claim", f"{c['better']} > {c['worse']} on {c['key']}"),
-                "margin": float(c.get("margin", 0.0))})
+    margin = float(c.get("margin", 0.0))
+    r = comparison.ordering(table, c["better"], c["worse"], c["key"], margin=margin)
+    r = {**r, "claim": c.get("claim", f"{c['better']} > {c['worse']} on {c['key']}"),
+         "margin": margin}
+    if rows is not None and seeds is not None:
+      by_seed = {n: dict(zip(seeds.get(n, ()), rows.get(n, ()))) for n in (c["better"],
+                                                                          c["worse"])}
+      r["paired"] = comparison.paired_ordering(by_seed[c["better"]], by_seed[c["worse"]],
+                                               c["key"], margin=margin)
+    out.append(r)
   return out
+
+
+def _sigma(value: float | None) -> str:
+  if value is None:
+    return "-"
+  return f"{value:+.1f}" if np.isfinite(value) else "n/a (no spread: 1 seed?)"
 
 
 def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:
   """The orderings as a markdown table: the raw difference (better - worse, signed so that
   > 0 favours `better`; with a margin, the threshold it is held at) and how many pooled
-  standard deviations the margin-adjusted difference is."""
-  lines = ["| claim (paper) | metric | held here | difference | in std devs |",
-           "|---|---|---|---:|---:|"]
+  standard deviations the margin-adjusted difference is; where the results are paired
+  (`check_orderings` with rows), also the per-seed difference's mean ± std, how many of
+  its standard deviations the mean is, and at how many seeds the ordering held."""
+  paired = any("paired" in r for r in results)
+  lines = ["| claim (paper) | metric | held here | difference | in std devs |"
+           + (" paired by seed | in paired std devs | held at seeds |" if paired else ""),
+           "|---|---|---|---:|---:|" + ("---:|---:|---:|" if paired else "")]
   for r in results:
     held = "n/a (not run)" if r["held"] is None else ("held" if r["held"] else "not held")
     scale = 1.0 if r["key"] in comparison.IN_PERCENT + comparison.UNITLESS else 100.0
@@ -291,9 +311,15 @@ def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:
     diff = "-" if r["difference"] is None else f"{scale * (r['difference'] - margin):+.2f}"
     if margin and r["difference"] is not None:
       diff += f" (held if > {-scale * margin:+.2f})"
-    sigma = "-" if r["sigma"] is None else (
-        f"{r['sigma']:+.1f}" if np.isfinite(r["sigma"]) else "n/a (no spread: 1 seed?)")
-    lines.append(f"| {r['claim']} | {r['key']} | {held} | {diff} | {sigma} |")
+    line = f"| {r['claim']} | {r['key']} | {held} | {diff} | {_sigma(r['sigma'])} |"
+    if paired:
+      p = r.get("paired") or {"seeds": []}
+      if p["seeds"]:
+        line += (f" {scale * (p['mean'] - margin):+.2f} ± {scale * p['std']:.2f} |"
+                 f" {_sigma(p['sigma'])} | {p['held_seeds']} of {len(p['seeds'])} |")
+      else:
+        line += " - | - | - |"
+    lines.append(line)
   return "\n".join(lines)
 
 
@@ -309,7 +335,8 @@ def write_suite(workdir: str, results: Mapping[str, Any], *, title: str,
   if not table:
     raise ValueError(f"no finished run in {workdir}: nothing to tabulate.")
   keys = table_keys(table)
-  orderings = check_orderings(table, claims) if claims else []
+  orderings = check_orderings(table, claims, rows=results["rows"],
+                              seeds=results["seeds"]) if claims else []
   seeds = sorted({s for v in results["seeds"].values() for s in v})
   markdown = comparison.format_aggregate(
       table, keys=keys, reference=reference,
