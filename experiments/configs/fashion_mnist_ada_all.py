@@ -1,4 +1,4 @@
-"""AdA(All) on Fashion-MNIST: EDSR-tiny, the quarter-width CAE, VQ-VAE and U-Net (each
+"""AdA(All) on Fashion-MNIST: EDSR-tiny, the eighth-width CAE, VQ-VAE and U-Net (each
 pretrained on first use, configs/corruption_nets/fashion_mnist_*.py) share each batch, the
 AdA quickstart's settings otherwise (Calian et al. 2022, Table 1's AdA(All) row)."""
 

@@ -1,7 +1,8 @@
 """AdA(CAE) on Fashion-MNIST: the AdA quickstart's settings with a CAE backbone instead of
-EDSR (Calian et al. 2022, Table 1's AdA(CAE) row): the quarter-width CAE
-(configs/corruption_nets/fashion_mnist_cae_small.py, pretrained on first use), since
-DeepAugment's full-width CAE costs ~1 min per AdA step of 128 on 2 CPU cores."""
+EDSR (Calian et al. 2022, Table 1's AdA(CAE) row): the eighth-width CAE
+(configs/corruption_nets/fashion_mnist_cae_tiny.py, pretrained on first use), since
+DeepAugment's full-width CAE costs ~1 min per AdA step of 128 on 2 CPU cores and the
+quarter-width one ~8 s (the eighth-width ~4 s; RESULTS.md)."""
 
 from experiments.configs import ada_backbones
 from experiments.configs import fashion_mnist_ada

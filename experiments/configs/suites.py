@@ -71,6 +71,9 @@ FASHION_MNIST_RUNS = {
     "augmix_rlat": "fashion_mnist_augmix_rlat",
     "pat": "fashion_mnist_pat",
     "robust_augmix": "fashion_mnist_robust_augmix",
+    # Not a paper row: RLAT at half the eps, the paper's relative perturbation size on this
+    # small model (configs/fashion_mnist_rlat_eps04.py), to test why RLAT trails here.
+    "rlat_eps04": "fashion_mnist_rlat_eps04",
 }
 
 
@@ -119,9 +122,11 @@ SUITES = {
                "AutoAttack-fast (APGD-CE + APGD-T on the runner-up class, 20 iterations each) "
                "on the first 100; eps*_GN on 50 (no eps*_AN); LPA + PPGD at LPIPS 0.5 (10 steps x 3 rounds, LPIPS on the "
                "nominal run's layers) on 50. Relative mCE is against the same seed's nominal "
-               "run. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), a quarter-width "
-               "CAE (163k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
-               "128 on 2 CPU cores)."),
+               "run. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), an eighth-width "
+               "CAE (49k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
+               "128 on 2 CPU cores). rlat_eps04 is not a paper row: RLAT at half the eps, "
+               "the paper's relative perturbation size on this model "
+               "(benchmarks/rlat_scale.py)."),
     ),
     "cifar10": dict(
         runs={"nominal": "cifar10_preact_resnet18", "gaussian50": "cifar10_gaussian50",

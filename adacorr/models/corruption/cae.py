@@ -149,7 +149,8 @@ class CAE(nn.Module):
   original's ratios to it (64 = features / 2, 256 = 2 features, 32 and 16 = features / 4
   and / 8 in the decoder; the 32-channel code is kept). 128 (default) is DeepAugment's CAE,
   the only width its published weights fit; smaller nets (e.g. 32: ~1/16 of the
-  parameters) suit CPU budgets (configs/corruption_nets/fashion_mnist_cae_small.py).
+  parameters) suit CPU budgets (configs/corruption_nets/fashion_mnist_cae_small.py; 16 in
+  fashion_mnist_cae_tiny.py).
   """
   features: int = 128
 
