@@ -80,9 +80,10 @@ def main(argv):
   configs, baseline = suite["configs"], suite["baseline"]
   if FLAGS.dry_run:
     for name, config in configs.items():
+      steps = config.get("num_steps", -1)  # > 0 overrides num_epochs (train.loop)
+      budget = f"{steps} steps" if steps > 0 else f"{config.get('num_epochs')} epochs"
       print(f"{name}: {config.method} on {config.dataset}, {config.model}, "
-            f"{config.get('num_steps', -1)} steps / {config.get('num_epochs')} epochs of "
-            f"{config.global_batch_size}")
+            f"{budget} of {config.global_batch_size}")
     print(f"{len(configs)} runs x {len(seeds)} seeds -> {workdir}")
     return
   if not FLAGS.table_only:
