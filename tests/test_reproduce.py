@@ -86,7 +86,7 @@ def test_suite_orderings_are_paired_by_seed():
   assert r["sigma"] == pytest.approx(0.2)
   assert r["paired"]["seeds"] == [0, 2] and r["paired"]["sigma"] == float("inf")
   line = reproduce.format_orderings([r]).splitlines()[-1]
-  assert line.endswith("| +2.00 ± 0.00 | n/a (no spread: 1 seed?) | 2 of 2 |")
+  assert line.endswith("| +2.00 ± 0.00 | n/a (no spread) | 2 of 2 |")
   seeds["b"] = [0, 1]  # b's second row is seed 1 now: only seed 0 pairs
   (r,) = reproduce.check_orderings(table, claims, rows=rows, seeds=seeds)
   assert r["paired"]["seeds"] == [0] and r["paired"]["held_seeds"] == 1

@@ -291,7 +291,7 @@ def check_orderings(table, claims: Sequence[Mapping[str, Any]], *,
 def _sigma(value: float | None) -> str:
   if value is None:
     return "-"
-  return f"{value:+.1f}" if np.isfinite(value) else "n/a (no spread: 1 seed?)"
+  return f"{value:+.1f}" if np.isfinite(value) else "n/a (no spread)"
 
 
 def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:

@@ -80,9 +80,11 @@ FASHION_MNIST_RUNS = {
 def _fashion_mnist_base():
   base = importlib.import_module("experiments.configs.fashion_mnist_base").get_config()
   # The budget: 150 steps of 128 (19,200 images, 0.32 epochs) of the small PreActResNet,
-  # every method at the same step count. Measured on 2 CPU cores (see RESULTS.md): the
-  # nominal step runs at ~850 images/s, AdA(EDSR-tiny) at ~36 images/s (so ~9 min a
-  # run), PAT and RobustAugMix at ~1/8 of nominal; each run's report takes ~1-2 min.
+  # every method at the same step count (the papers compare at equal epochs). Measured on
+  # 2 CPU cores, two runs at a time (RESULTS.md): a nominal-like run with its report
+  # ~3.5 min, AdA(EDSR) and AdA+AugMix ~13-17 min, AdA(CAE) / AdA(All) more (per-example
+  # CAE weights); the whole suite, 3 seeds, takes ~3 h with --jobs=2, not the ~2 h aimed
+  # at, because AdA's step costs 10-20 nominal steps here.
   base.num_steps = 150
   base.global_batch_size = 128
   base.warmup_epochs = 0.05
@@ -120,10 +122,12 @@ SUITES = {
                "benchmark corruptions x 5 severities, generated) on the first 500 test images; "
                "l_inf 2/255 and l2 0.5: the per-example worst case of PGD-10 and a reduced "
                "AutoAttack-fast (APGD-CE + APGD-T on the runner-up class, 20 iterations each) "
-               "on the first 100; eps*_GN on 50 (no eps*_AN); LPA + PPGD at LPIPS 0.5 (10 steps x 3 rounds, LPIPS on the "
-               "nominal run's layers) on 50. Relative mCE is against the same seed's nominal "
-               "run. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), an eighth-width "
-               "CAE (49k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
+               "on the first 100; eps*_GN on 50 (no eps*_AN); LPA + PPGD at LPIPS 0.5 (10 "
+               "steps x 3 rounds, LPIPS on the nominal run's layers) on 50. Relative mCE is "
+               "against the same seed's nominal run; it is undefined ('-', left out of the "
+               "mean) at a seed whose nominal run is no less accurate on some corruption than "
+               "on clean images. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), an "
+               "eighth-width CAE (49k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
                "128 on 2 CPU cores). rlat_eps04 is not a paper row: RLAT at half the eps, "
                "the paper's relative perturbation size on this model "
                "(benchmarks/rlat_scale.py)."),
