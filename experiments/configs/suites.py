@@ -127,7 +127,8 @@ SUITES = {
                "against the same seed's nominal run; it is undefined ('-', left out of the "
                "mean) at a seed whose nominal run is no less accurate on some corruption than "
                "on clean images. AdA runs use EDSR-tiny and, for AdA(CAE) / AdA(All), an "
-               "eighth-width CAE (49k parameters; DeepAugment's full CAE costs ~1 min per AdA step of "
+               "eighth-width CAE (49k parameters; DeepAugment's full CAE costs ~1 min per "
+               "AdA step of "
                "128 on 2 CPU cores). rlat_eps04 is not a paper row: RLAT at half the eps, "
                "the paper's relative perturbation size on this model "
                "(benchmarks/rlat_scale.py)."),
