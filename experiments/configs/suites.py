@@ -83,7 +83,7 @@ def _fashion_mnist_base():
   # every method at the same step count (the papers compare at equal epochs). Measured on
   # 2 CPU cores, two runs at a time (RESULTS.md): a nominal-like run with its report
   # ~3.5 min, AdA(EDSR) and AdA+AugMix ~13-17 min, AdA(CAE) / AdA(All) more (per-example
-  # CAE weights); the whole suite, 3 seeds, takes ~3 h with --jobs=2, not the ~2 h aimed
+  # CAE weights); the whole suite, 3 seeds, takes ~3.5 h with --jobs=2, not the ~2 h aimed
   # at, because AdA's step costs 10-20 nominal steps here.
   base.num_steps = 150
   base.global_batch_size = 128
