@@ -41,9 +41,24 @@ def test_p_selection_matches_the_reference_schedule():
            8001: 0.0015625, 9999: 0.0015625}
   for it, p in table.items():
     assert p_selection(it, 10000, 0.8) == pytest.approx(p, rel=1e-12), it
-  # AutoAttack's 5000 queries: it is rescaled by int(it / 5000 * 10000) = 2 it.
-  for it, p in {5: 0.8, 6: 0.4, 25: 0.4, 26: 0.2, 100: 0.2, 101: 0.1, 4999: 0.8 / 512}.items():
+  # AutoAttack's Square (resc_schedule=False, our default) with 5000 queries: the same
+  # absolute iterations, so the windows shrink at 10, 50, ..., 4000 and p ends at
+  # p_init / 64 (the halvings at 6000 and 8000 never come).
+  for it, p in {10: 0.8, 11: 0.4, 50: 0.4, 51: 0.2, 4000: 0.0125, 4001: 0.00625,
+                4999: 0.00625}.items():
     assert p_selection(it, 5000, 0.8) == pytest.approx(p, rel=1e-12), it
+  # The Square Attack code's default (resc_schedule=True): it is rescaled by
+  # int(it / 5000 * 10000) = 2 it.
+  for it, p in {5: 0.8, 6: 0.4, 25: 0.4, 26: 0.2, 100: 0.2, 101: 0.1, 4999: 0.8 / 512}.items():
+    assert p_selection(it, 5000, 0.8, rescale_schedule=True) == pytest.approx(p, rel=1e-12), it
+  # With 10000 queries the two schedules are the same.
+  assert all(p_selection(it, 10000, 0.8) == p_selection(it, 10000, 0.8, True)
+             for it in range(0, 10000, 7))
+  # square_sizes follows the schedule asked for: on 32 x 32 images at 1000 queries the
+  # absolute schedule is still at p_init / 16 (s = round(sqrt(0.05 * 1024)) = 7) at
+  # iteration 999, the rescaled one (9990) at p_init / 512 (s = round(sqrt(1.6)) = 1).
+  assert square_sizes(1000, 0.8, 32, 32, "linf")[999] == 7
+  assert square_sizes(1000, 0.8, 32, 32, "linf", rescale_schedule=True)[999] == 1
   assert p_selection(11, 10000, 0.4) == pytest.approx(0.2)  # scales with p_init
   # Window sides for 16 x 16 images: round(sqrt(p * 256)); l2 at least 3 and odd.
   lin = square_sizes(10000, 0.8, 16, 16, "linf")

@@ -10,8 +10,10 @@ target and m(v) = max_{i != y} z_i(v) - z_y(v), the loss then being the cross-en
 y as in the reference; untargeted the loss is m itself):
   examples with m(x) <= 0 (already misclassified) are returned as x. Otherwise
   x_best = P(init), then for it = 0 .. num_queries - 1, while m(x_best) > 0:
-    p = p_selection(it) (p_init halved at the rescaled iterations 10, 50, 200, 500,
-    1000, 2000, 4000, 6000, 8000); a random window of side s at offsets drawn uniformly
+    p = p_selection(it) (p_init halved after the iterations 10, 50, 200, 500, 1000,
+    2000, 4000, 6000, 8000: AutoAttack's schedule, `resc_schedule=False`; with
+    `rescale_schedule=True` those iterations are of a schedule stretched to 10000
+    queries, the Square Attack code's default); a random window of side s at offsets drawn uniformly
     in {0, ..., h - s - 1} (0 when s = h);
     x_new = P(candidate(x_best)); accept x_new as x_best when its loss is lower than
     the best loss so far or it is misclassified (m <= 0).
@@ -35,7 +37,7 @@ Shapes and ranges: x NHWC float32 in [0, 1], (B, H, W, C); y int (B,); logits_fn
 (B, K) is called on the whole batch (1 clean + 1 init + num_queries calls); the search
 state and every random draw are per example (`vmap` over per-example keys, folded with
 the iteration), so example i's result depends only on x[i], y[i], key[i]. Pure and
-jittable; norm, num_queries, p_init, targeted static; eps a scalar or (B,).
+jittable; norm, num_queries, p_init, targeted, rescale_schedule static; eps a scalar or (B,).
 
 Deviations from the reference:
   - Window offsets, signs and eta's transposition are drawn per example (AutoAttack
@@ -71,20 +73,30 @@ from adacorr.core.tree import bcast, where_examples
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
 
-def p_selection(it: int, num_queries: int, p_init: float = 0.8) -> float:
+def p_selection(it: int, num_queries: int, p_init: float = 0.8,
+                rescale_schedule: bool = False) -> float:
   """The reference's fraction p of pixels changed at iteration `it` (0-based): p_init,
-  halved after each of the iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000 of
-  the schedule rescaled to 10000 queries (`it = int(it / num_queries * 10000)`)."""
-  it = int(it / num_queries * 10000)
+  halved after each of the iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000.
+
+  AutoAttack builds its Square with `resc_schedule=False` (fra31/auto-attack
+  `autoattack.py`): those are absolute iterations, so with 5000 queries the last halvings
+  (6000, 8000) never come. `rescale_schedule=True` is the Square Attack code's default
+  (`resc_schedule=True`): `it` is first mapped to `int(it / num_queries * 10000)`, the
+  schedule stretched or squeezed to `num_queries`.
+  """
+  if rescale_schedule:
+    it = int(it / num_queries * 10000)
   return p_init / 2 ** sum(it > t for t in _HALVINGS)
 
 
-def square_sizes(num_queries: int, p_init: float, h: int, w: int, norm: str) -> np.ndarray:
+def square_sizes(num_queries: int, p_init: float, h: int, w: int, norm: str,
+                 rescale_schedule: bool = False) -> np.ndarray:
   """(num_queries,) int32 window sides s per iteration: max(round(sqrt(p h w)), 1)
-  (linf) or max(.., 3) made odd (l2), clamped to min(h, w)."""
+  (linf) or max(.., 3) made odd (l2), clamped to min(h, w); p from `p_selection`."""
   sizes = []
   for it in range(num_queries):
-    s = int(round(math.sqrt(p_selection(it, num_queries, p_init) * h * w)))
+    p = p_selection(it, num_queries, p_init, rescale_schedule)
+    s = int(round(math.sqrt(p * h * w)))
     if norm == "l2":
       s = max(s, 3)
       s += 1 - s % 2
@@ -219,7 +231,8 @@ def _margin_and_loss(logits_fn, x, y, targeted: bool):
 
 
 def square(logits_fn, x, y, key, *, norm: str = "linf", eps, num_queries: int = 5000,
-           p_init: float = 0.8, targeted: bool = False) -> jax.Array:
+           p_init: float = 0.8, targeted: bool = False,
+           rescale_schedule: bool = False) -> jax.Array:
   """Square Attack (see the module docstring): x_adv (B, H, W, C) with
   ||x_adv - x||_p <= eps and x_adv in [0, 1] per example.
 
@@ -233,6 +246,9 @@ def square(logits_fn, x, y, key, *, norm: str = "linf", eps, num_queries: int = 
     num_queries: iterations (one model query per example each), a Python int >= 1.
     p_init: initial fraction of pixels changed, in (0, 1] (a Python number).
     targeted: make the prediction y instead of moving it away from y.
+    rescale_schedule: False (AutoAttack's, the default): p halves after the absolute
+      iterations 10, 50, ..., 8000; True: the schedule rescaled to 10000 queries (the
+      Square Attack code's default; see `p_selection`). A Python bool.
   """
   lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps)
   check_steps(num_queries, "num_queries", minimum=1)
@@ -251,7 +267,9 @@ def square(logits_fn, x, y, key, *, norm: str = "linf", eps, num_queries: int = 
   evaluate = lambda v: _margin_and_loss(logits_fn, v, y, targeted)
   split = jax.vmap(jax.random.split)(keys)
   k_init, k_loop = split[:, 0], split[:, 1]
-  sizes_np = square_sizes(num_queries, float(p_init), h, w, norm)
+  if not isinstance(rescale_schedule, bool):
+    raise ValueError(f"rescale_schedule={rescale_schedule!r} must be a Python bool.")
+  sizes_np = square_sizes(num_queries, float(p_init), h, w, norm, rescale_schedule)
   sizes = jnp.asarray(sizes_np)
 
   if norm == "linf":
