@@ -87,9 +87,13 @@ def check_attack_inputs(logits_fn: LogitsFn, x, y) -> int:
 
 
 def check_radius(eps, norm: str, name: str = "eps") -> None:
-  """ValueError for a missing, negative or NaN radius; a warning for an l_inf radius > 1
-  (a 0-255 value such as 8 instead of 8/255)."""
-  check_nonnegative(eps, name)
+  """ValueError for a missing, negative, NaN or infinite radius (values when concrete);
+  a warning for an l_inf radius > 1 (a 0-255 value such as 8 instead of 8/255).
+
+  eps = 0 is allowed (training code may call an attack with it); evaluation uses the
+  stricter `core.checks.check_radius_for_evaluation` (eps > 0, l_inf eps <= 1, errors).
+  """
+  check_nonnegative(eps, name, finite=True)
   warn_if_255_scale(eps, name, norm=norm)
 
 

@@ -29,10 +29,10 @@ NORMS = ("linf", "l2")
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 __all__ = [
-    "NORMS", "check_choice", "check_fraction", "check_images", "check_key", "check_labels",
-    "check_logits_fn", "check_nonnegative", "check_norm", "check_positive",
-    "check_same_shape", "check_steps", "check_unit_interval", "is_number",
-    "warn_if_255_scale",
+    "NORMS", "check_choice", "check_finite", "check_fraction", "check_images", "check_key",
+    "check_labels", "check_logits_fn", "check_nonnegative", "check_norm", "check_positive",
+    "check_radius_for_evaluation", "check_same_shape", "check_steps", "check_unit_interval",
+    "is_number", "nonfinite_summary", "warn_if_255_scale",
 ]
 
 
@@ -69,13 +69,16 @@ def check_norm(norm, name: str = "norm", norms: Sequence[str] = NORMS) -> None:
 # --------------------------------------------------------------------------- numbers
 
 
-def check_nonnegative(value, name: str) -> None:
-  """ValueError for None, or (when concrete) a negative or NaN entry of `value`."""
+def check_nonnegative(value, name: str, *, finite: bool = False) -> None:
+  """ValueError for None, or (when concrete) a negative or NaN entry of `value` (with
+  `finite=True`, an infinite entry too)."""
   if value is None:
     raise ValueError(f"{name} is required (a non-negative number).")
   v = _values(value)
   if v is not None and not np.all(v >= 0):  # NaN fails `>= 0`
     raise ValueError(f"{name}={value!r} must be non-negative (and not NaN).")
+  if finite and v is not None and not np.all(np.isfinite(v)):
+    raise ValueError(f"{name}={value!r} must be finite (not inf).")
 
 
 def check_positive(value, name: str) -> None:
@@ -122,7 +125,92 @@ def warn_if_255_scale(eps, name: str = "eps", *, norm: str = "linf") -> None:
         stacklevel=_user_stacklevel())
 
 
+def check_radius_for_evaluation(eps, norm: str, name: str = "eps", *,
+                                image_shape: Sequence[int] | None = None) -> float:
+  """`eps` as a Python float; ValueError unless it is a usable radius for EVALUATING
+  robustness (robust accuracy, AutoAttack, `evaluation.lp_robustness`).
+
+  Stricter than the attacks' own check (`attacks.lp.check_radius`: eps >= 0, a warning
+  above 1 for l_inf), since a report row from a wrong radius looks plausible:
+  - `eps` must be a concrete real number (a scalar, not traced: evaluation checks it in
+    Python before anything is traced), finite (no NaN / inf) and > 0 (eps = 0 is clean
+    accuracy, not robustness);
+  - an l_inf radius must be <= 1: images are in [0, 1], so a larger one (8 for 8/255, a
+    0-255 value) allows every image;
+  - an l2 radius >= sqrt(D) (D = H * W * C, the largest distance between two images in
+    [0, 1]^D) allows every image too: a `UserWarning` (`image_shape` given).
+
+  Args:
+    eps: the radius (Python / numpy number or a 0-d concrete array).
+    norm: 'linf' or 'l2'.
+    name: the argument's name in the messages.
+    image_shape: the images' shape, (N, H, W, C) or (H, W, C) (for the l2 warning;
+      None: not checked).
+  """
+  check_norm(norm)
+  if eps is None:
+    raise ValueError(f"{name} is required: the {norm} radius to evaluate (e.g. 8/255 for "
+                     f"l_inf, 0.5 for l2).")
+  if isinstance(eps, (bool, np.bool_)) or not (
+      is_number(eps) or (is_concrete(eps) and hasattr(eps, "shape") and not jnp.shape(eps)
+                         and jnp.issubdtype(jnp.result_type(eps), jnp.number))):
+    what = "a traced value" if not is_concrete(eps) else f"{type(eps).__name__} {eps!r}"
+    raise ValueError(f"{name} must be one concrete real number (the {norm} radius), got "
+                     f"{what}; evaluation checks the radius before tracing anything.")
+  value = float(np.asarray(eps))
+  if not np.isfinite(value):
+    raise ValueError(f"{name}={value!r} must be a finite number: a NaN or infinite radius "
+                     f"gives no meaningful robust accuracy.")
+  if value == 0:
+    raise ValueError(f"{name}=0 evaluates clean accuracy, not robustness; pass a radius "
+                     f"> 0 (e.g. 8/255 l_inf, 0.5 l2).")
+  if value < 0:
+    raise ValueError(f"{name}={value!r} is negative; a radius must be > 0.")
+  if norm == "linf" and value > 1.0:
+    raise ValueError(
+        f"{name}={value:g} is larger than 1 for an l_inf ball around images in [0, 1], so "
+        f"it allows every image; pixel values here are in [0, 1], not 0-255 (did you mean "
+        f"{name}={value:g}/255 = {value / 255:.6g}?).")
+  if norm == "l2" and image_shape is not None:
+    dims = tuple(image_shape)[-3:]
+    size = int(np.prod(dims))
+    if size and value >= np.sqrt(size):
+      warnings.warn(  # the same text from every check of one radius: shown once
+          f"the l2 radius {value:g} is at least sqrt(D) = {np.sqrt(size):.4g} (D = {size} "
+          f"values per image of shape {dims}), the largest l2 distance between two images "
+          f"in [0, 1]: this l2 ball allows every image, so robust accuracy is meaningless.",
+          UserWarning, stacklevel=_user_stacklevel())
+  return value
+
+
 # --------------------------------------------------------------------------- arrays
+
+
+def nonfinite_summary(value) -> str | None:
+  """None when `value` is traced, not floating point, or finite; else a description of
+  its NaN / inf entries, e.g. '3 NaN and 0 inf of 120 entries, in rows 0, 2'."""
+  if (value is None or not is_concrete(value) or not jnp.size(value)
+      or not jnp.issubdtype(jnp.result_type(value), jnp.inexact)):
+    return None
+  if isinstance(value, jax.Array) and bool(jnp.all(jnp.isfinite(value))):
+    return None  # checked on device: no copy to the host
+  v = np.asarray(value)
+  bad = ~np.isfinite(v)
+  if not bad.any():
+    return None
+  text = f"{int(np.isnan(v).sum())} NaN and {int(np.isinf(v).sum())} inf of {v.size} entries"
+  if v.ndim:
+    rows = np.flatnonzero(bad.reshape(v.shape[0], -1).any(axis=1))
+    text += f", in rows {', '.join(map(str, rows[:5]))}{', ...' if rows.size > 5 else ''}"
+  return text
+
+
+def check_finite(value, name: str) -> None:
+  """ValueError naming `name` when (concrete) `value` has a NaN or infinite entry (the
+  message counts them and names the first rows, axis 0, holding one)."""
+  bad = nonfinite_summary(value)
+  if bad is not None:
+    raise ValueError(f"{name} contains NaN or inf values ({bad}).")
 
 
 def check_unit_interval(x, name: str = "x") -> None:
@@ -138,8 +226,9 @@ def check_unit_interval(x, name: str = "x") -> None:
   v = _values(x)
   if v is None or not v.size:
     return
-  if np.isnan(v).any():
-    raise ValueError(f"{name} contains NaN values.")
+  if not np.isfinite(v).all():
+    raise ValueError(f"{name} contains NaN or inf values ({int(np.isnan(v).sum())} NaN, "
+                     f"{int(np.isinf(v).sum())} inf).")
   lo, hi = v.min(), v.max()
   if lo < 0.0 or hi > 1.0:
     hint = " (0-255 images must be divided by 255)" if hi > 2.0 and lo >= 0.0 else ""
