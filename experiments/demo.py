@@ -89,9 +89,9 @@ def main(argv):
            f"{config.global_batch_size}, seed {config.seed}; accuracies (%) on the first "
            f"{FLAGS.num_examples} test images, generated Fashion-MNIST-C (15 corruptions x 5 "
            f"severities; mCE unnormalised, lower is better), l_inf = worst case of PGD-20, "
-           f"APGD-CE/DLR and AutoAttack, AA = AutoAttack-fast (APGD-CE + APGD-T, 9 targets, "
-           f"{FLAGS.aa_steps} iterations each; the reference: 100) alone, on the first "
-           f"{FLAGS.lp_num_examples}")
+           f"APGD-CE/DLR and AutoAttack-fast; the AutoAttack-fast column alone is named by "
+           f"what ran (APGD-CE + APGD-T, 9 targets, {FLAGS.aa_steps} iterations each; the "
+           f"reference: 100), on the first {FLAGS.lp_num_examples}")
   table = comparison.format_comparison(rows, title=title)
   nominal, ada = rows["nominal"], rows["ada_edsr"]
   verdict = (f"AdA(EDSR) - nominal: clean {100 * (ada['clean'] - nominal['clean']):+.2f} "

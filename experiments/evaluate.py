@@ -32,6 +32,7 @@ import jax
 
 from adacorr import evaluation
 from adacorr import parallel
+from adacorr.evaluation.lp import check_radii
 from adacorr.run import report as report_lib
 
 FLAGS = flags.FLAGS
@@ -102,6 +103,12 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   if os.environ.get("ADACORR_DISTRIBUTED") == "1":  # several hosts: see BUILD.md
     parallel.initialize_distributed()
+  for norm in ("linf", "l2"):  # bad radii fail now, not after the clean and corruption sections
+    if FLAGS[f"{norm}_eps"].value:
+      try:
+        check_radii({norm: FLAGS[f"{norm}_eps"].value})
+      except ValueError as e:
+        raise app.UsageError(f"--{norm}_eps: {e}") from e
   try:
     report, names = report_lib.robustness_report(
         FLAGS.workdir, step=FLAGS.step, autoattack=FLAGS.attacks,

@@ -68,7 +68,11 @@ def test_report_on_generated_corruptions(trained_workdir, tmp_path):
     assert 0.0 < noise["eps_star"] <= noise["max_norm"]
   markdown = (out / "report.md").read_text()
   assert "## l_p robustness" in markdown and "## Noise robustness" in markdown
-  assert "| AutoAttack |" in markdown and "| AA/square |" in markdown
+  # A reduced AutoAttack (3 iterations, 30 queries) says what it is, not 'AutoAttack'.
+  label = "APGD-CE+APGD-T(9)+FAB-T(9)+Square(30 q) 3 it"
+  assert lp["autoattack_label"] == label
+  assert f"| {label} |" in markdown and "| AutoAttack |" not in markdown
+  assert "| AA/square |" in markdown
   assert "lpips" not in report and "LPIPS" not in markdown  # --lpa_num_examples=0
   assert "| gaussian_noise |" in markdown and "clean accuracy" in markdown
   # The generated -C set was cached and is reused by a second report.

@@ -6,7 +6,8 @@ Images are NHWC float32 in [0, 1]; labels int (B,); `logits_fn(x) -> (B, K)`.
   fab                      FAB-T, targeted minimum-norm attack (`adacorr.attacks.fab`)
   square                   Square Attack, score-based, no gradients (`adacorr.attacks.square`)
   autoattack               the AutoAttack ensemble (standard / rand / fast / custom) on the
-                           examples still robust, threat-model checked
+                           examples still robust, threat-model checked; autoattack_label
+                           names a run ('AutoAttack' only at the standard full budget)
   robust_accuracy          clean and per-example worst-case robust accuracy
   traced_logits_fn         a model's logits_fn with its variables traced: the jitted
                            attacks compile once per architecture, not once per model
@@ -29,6 +30,7 @@ from adacorr.attacks.adversarial_augment import (
     relative_norms, ssim, ssim_line_search)
 from adacorr.attacks.apgd import apgd, apgd_targeted, checkpoints
 from adacorr.attacks.autoattack import COMPONENTS, VERSIONS, autoattack, component_attacks
+from adacorr.attacks.autoattack import label as autoattack_label
 from adacorr.attacks.fab import fab
 from adacorr.attacks.square import square
 from adacorr.attacks.evaluation import check_threat_model, robust_accuracy
@@ -47,7 +49,8 @@ __all__ = [
     "BLOCKS", "SSIM_READINGS", "ada", "block_ids", "block_radii", "default_step_size",
     "line_search_gamma", "min_ssim", "perturbed_corruption", "project_deltas",
     "random_delta", "relative_norms", "ssim", "ssim_line_search",
-    "COMPONENTS", "VERSIONS", "apgd_targeted", "autoattack", "check_threat_model",
+    "COMPONENTS", "VERSIONS", "apgd_targeted", "autoattack", "autoattack_label",
+    "check_threat_model",
     "component_attacks", "fab", "square",
     "LOSSES", "NORMS", "apgd", "checkpoints", "fgm", "fgsm", "l2_norm", "l2_normalize",
     "linf_norm", "loss_per_example", "per_example_keys", "pgd", "pgd_step", "project",

@@ -30,7 +30,9 @@ from adacorr.attacks import lp
 from adacorr.attacks.evaluation import robust_accuracy
 from adacorr.attacks.fab import fab
 from adacorr.attacks.square import square
-from adacorr.core.checks import check_choice, check_images, check_key, check_norm
+from adacorr.core.checks import (
+    check_choice, check_images, check_key, check_norm, check_radius_for_evaluation,
+    check_steps)
 
 VERSIONS = ("standard", "rand", "fast", "custom")
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
@@ -40,6 +42,45 @@ ORDER = {
     "fast": ("apgd-ce", "apgd-t"),
 }
 NUM_TARGETS = 9  # APGD-T and FAB-T in the standard version
+FULL_BUDGET = {"num_steps": 100, "num_queries": 5000, "num_targets": NUM_TARGETS}
+_SHORT = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "fab-t": "FAB-T",
+          "square": "Square"}
+
+
+def label(version: str = "standard", *, attacks: Sequence[str] | None = None,
+          num_steps: int = 100, num_queries: int = 5000, num_targets: int = NUM_TARGETS,
+          eot_iter: int = 20) -> str:
+  """What an AutoAttack run is, for a table column: 'AutoAttack' only for the standard
+  version at the reference's full budget (`FULL_BUDGET`: 100 iterations, 9 targets,
+  5000 queries); otherwise its components and budget, e.g. 'APGD-CE+APGD-T(1) 20 it'
+  or 'AutoAttack rand (EOT 20)'.
+
+  Args: as `autoattack` (for 'custom', `attacks` names the components, or a mapping
+    whose own callables are named by their keys).
+  """
+  if version in ORDER and version != "custom":
+    names = ORDER[version]
+  else:
+    names = tuple(attacks or ())
+  budget = {"num_steps": num_steps, "num_queries": num_queries, "num_targets": num_targets}
+  if version == "standard" and budget == FULL_BUDGET:
+    return "AutoAttack"
+  if version == "rand" and num_steps == FULL_BUDGET["num_steps"] and eot_iter == 20:
+    return "AutoAttack rand (EOT 20)"
+  parts = []
+  for n in names:
+    short = _SHORT.get(n, n)
+    if n in ("apgd-t", "fab-t"):
+      short += f"({num_targets})"
+    elif n == "square":
+      short += f"({num_queries} q)"
+    parts.append(short)
+  text = "+".join(parts)
+  if any(n in ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t") for n in names):
+    text += f" {num_steps} it"
+  if version == "rand":
+    text += f" EOT {eot_iter}"
+  return text
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "num_steps", "loss", "eot_iter"))
@@ -105,7 +146,7 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
                version: str = "standard", attacks: Sequence[str] | None = None,
                batch_size: int | None = None, num_steps: int = 100, num_queries: int = 5000,
                num_targets: int = NUM_TARGETS, eot_iter: int = 20,
-               log: Callable[[str], None] | None = None) -> dict:
+               log: Callable[[str], None] | None = None, mesh=None) -> dict:
   """AutoAttack: robust accuracy under the ensemble, each component attacking only the
   examples still robust.
 
@@ -129,32 +170,47 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
     num_targets: APGD-T and FAB-T target classes (reference: 9; K >= num_targets + 1).
     eot_iter: EOT draws of the 'rand' version (reference: 20).
     log: called with one line per component (e.g. `print`, `logging.info`).
+    mesh: shard every attacked batch over this mesh's devices (`parallel.make_mesh()`;
+      see `robust_accuracy`); None: as the arrays come. The numbers do not depend on it.
   Returns:
     dict: 'x_adv' (N, H, W, C) numpy (per example the first point that fooled the model,
     else x), 'clean_accuracy', 'robust_accuracy' (floats in [0, 1]), 'per_attack'
     ({component: robust accuracy after it and all before it}, in order), 'robust' (N,)
     bool, 'num_attacked' ({component: examples it ran on}), 'num_examples', 'version',
-    'norm', 'eps'.
+    'norm', 'eps', 'label' (`label`: 'AutoAttack' only for 'standard' at full budget,
+    else the components and budget).
   Raises:
     ValueError: for an unknown version or component, 'custom' without `attacks` (or
-      `attacks` with another version), bad inputs, or a component returning a point
-      outside the threat model (named in the message).
+      `attacks` with another version, or a string), bad inputs (an empty batch,
+      `num_steps` / `num_queries` / `eot_iter` < 1, an `eps` that is 0, negative, NaN /
+      inf or, for l_inf, > 1: a 0-255 value), a component returning a point outside the
+      threat model or NaN / inf, or `logits_fn` returning NaN / inf logits (named in the
+      message). An l2 `eps` >= sqrt(H * W * C) (every image in the ball) warns.
   """
   check_choice(version, VERSIONS, "version")
   check_norm(norm)
-  check_images(x)
+  check_images(x, allow_empty=False)
   check_key(key)
-  lp.check_radius(eps, norm)
+  # In Python, before anything is traced: finite, > 0, l_inf <= 1 (errors, not warnings).
+  eps = check_radius_for_evaluation(eps, norm, "eps", image_shape=jnp.shape(x))
+  check_steps(num_steps, "num_steps", minimum=1)
+  check_steps(num_queries, "num_queries", minimum=1)
+  check_steps(eot_iter, "eot_iter", minimum=1)
+  if isinstance(attacks, (str, bytes)):
+    raise ValueError(f"attacks={attacks!r} must be a list of component names (e.g. "
+                     f"attacks=[{attacks!r}]) or a mapping name -> attack, not a string.")
   extra = {}
   if version == "custom":
     if not attacks:
-      raise ValueError("version='custom' needs attacks=[...] naming the components, from "
-                       f"{COMPONENTS}.")
+      raise ValueError(f"attacks={attacks!r}: version='custom' needs attacks=[...] naming "
+                       f"the components, from {COMPONENTS}.")
     if isinstance(attacks, Mapping):
       extra = {str(k): v for k, v in attacks.items() if v is not None}
       names = tuple(str(k) for k in attacks)
     else:
       names = tuple(attacks)
+    if len(set(names)) != len(names):
+      raise ValueError(f"attacks={attacks!r} names a component twice.")
   elif attacks is not None:
     raise ValueError(f"attacks={attacks!r} is only for version='custom'; version={version!r} "
                      f"runs {ORDER[version]}.")
@@ -178,7 +234,7 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
         logits_fn, norm=norm, eps=float(eps), names=(name,), num_steps=num_steps,
         num_queries=num_queries, num_targets=num_targets, eot_iter=eot_iter))
   r = robust_accuracy(model, x, y, key, comps, batch_size=batch_size,
-                      threat_model=(norm, float(eps)), only_robust=True)
+                      threat_model=(norm, float(eps)), only_robust=True, mesh=mesh)
   per_attack, attacked = {}, {}
   for sub, acc in r["per_attack"].items():  # apgd-t@k -> apgd-t (after its last target)
     name = sub.split("@")[0]
@@ -193,4 +249,6 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
       "robust_accuracy": r["robust_accuracy"], "per_attack": per_attack,
       "robust": r["robust"], "num_attacked": attacked, "num_examples": r["num_examples"],
       "version": version, "norm": norm, "eps": float(eps),
+      "label": label(version, attacks=names, num_steps=num_steps, num_queries=num_queries,
+                     num_targets=num_targets, eot_iter=eot_iter),
   }

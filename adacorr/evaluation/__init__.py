@@ -1,5 +1,11 @@
 """Evaluation: a trained classifier's numbers on clean, corrupted and attacked test data.
 
+Any JAX model, one call (`robustness.evaluate`, also `adacorr.evaluate`)::
+
+  result = evaluation.evaluate(logits_fn, images, labels, key=jax.random.key(0),
+                               threat_models={"linf": ["8/255"]}, corruptions="benchmark")
+  print(result.to_markdown()); result.save("eval/")
+
 Each evaluator takes a model (`model.apply(variables, x, train=False)` -> logits), its
 variables and the data, and returns numbers; none reads a run directory. Resolved by
 name::
@@ -24,10 +30,17 @@ from adacorr.evaluation.lpips import evaluate_lpips
 from adacorr.evaluation.noise import evaluate_noise
 from adacorr.evaluation.radius import parse_radius, standard_radii
 from adacorr.evaluation.registry import EVALUATORS, get_evaluator
+from adacorr.evaluation.robustness import (Robustness, evaluate, imagenet_c_files,
+                                           load_cifar10c, load_imagenet_c)
 from adacorr.evaluation.report import markdown_report, write_report
 
 __all__ = [
     "EVALUATORS",
+    "Robustness",
+    "evaluate",
+    "imagenet_c_files",
+    "load_cifar10c",
+    "load_imagenet_c",
     "calibration",
     "corrupted_sources",
     "corruption_names",

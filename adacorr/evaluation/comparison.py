@@ -17,7 +17,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from adacorr import attacks
 from adacorr import corruptions as corruptions_lib
+from adacorr.attacks.autoattack import NUM_TARGETS
 from adacorr import metrics
 
 # Columns where lower is better (the rest: higher is better).
@@ -33,7 +35,10 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
 
   Keys: 'clean', 'c_mean', 'mce', 'family/<name>' for each family, and
   '<norm> <eps>' (e.g. 'linf 2/255') for each l_p radius of the report (the worst case
-  of all its attacks) and 'AA <norm> <eps>' (AutoAttack alone) where it ran.
+  of all its attacks) and, where AutoAttack ran, `autoattack_key`: 'AA <norm> <eps>' for
+  the standard version at full budget, else '<what ran> <norm> <eps>' (e.g.
+  'APGD-CE+APGD-T(1) 20 it linf 2/255'; reports written before the label existed are
+  labelled from their options).
   """
   row: dict[str, float | None] = {"clean": report["clean"]["accuracy"]}
   corrupted = report.get("corrupted") or {}
@@ -47,7 +52,8 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
     row[f"{r['norm']} {r['eps']}"] = r["worst_case"]
   for r in report.get("lp") or []:
     if "AutoAttack" in r:
-      row[f"AA {r['norm']} {r['eps']}"] = r["AutoAttack"]
+      label = r.get("autoattack_label") or _label_from_options(report.get("options") or {})
+      row[autoattack_key(label, r["norm"], r["eps"])] = r["AutoAttack"]
   lpips = report.get("lpips") or {}
   for bound, acc in zip(lpips.get("bounds", []), lpips.get("accuracy", [])):
     row[f"lpips {bound:g}"] = acc
@@ -58,6 +64,25 @@ def comparison_row(report: Mapping[str, Any]) -> dict[str, float | None]:
   if report.get("calibration"):
     row["ece"] = report["calibration"]["ece"]
   return row
+
+
+def autoattack_key(label: str, norm: str, eps: str) -> str:
+  """The column of an AutoAttack result: 'AA <norm> <eps>' when `label` (see
+  `attacks.autoattack_label`) is 'AutoAttack' (standard, full budget), else
+  '<label> <norm> <eps>', so a reduced attack never carries AutoAttack's name."""
+  return f"AA {norm} {eps}" if label == "AutoAttack" else f"{label} {norm} {eps}"
+
+
+def is_autoattack_key(key: str) -> bool:
+  """Whether `key` is a column made by `autoattack_key`."""
+  return key.startswith(("AA ", "APGD-", "FAB-", "Square(", "AutoAttack "))
+
+
+def _label_from_options(options: Mapping[str, Any]) -> str:
+  return attacks.autoattack_label(
+      options.get("autoattack", "standard"), num_steps=options.get("aa_steps", 100),
+      num_queries=options.get("square_queries", 5000),
+      num_targets=options.get("aa_targets", NUM_TARGETS))
 
 
 def relative_mce(report: Mapping[str, Any], baseline: Mapping[str, Any]) -> float | None:

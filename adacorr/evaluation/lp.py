@@ -15,6 +15,7 @@ from adacorr import attacks
 from adacorr.attacks import lp as lp_attacks
 from adacorr.attacks.autoattack import NUM_TARGETS
 from adacorr import data as data_lib
+from adacorr import parallel
 from adacorr.core import checks
 from adacorr.evaluation import clean
 from adacorr.evaluation.radius import parse_radius
@@ -37,12 +38,42 @@ def _apgd(x, y, keys, eps, logits_fn, *, norm, num_steps, loss):
 AA_PREFIX = "AA/"  # per-component columns: 'AA/apgd-ce', ... (cumulative robust accuracy)
 
 
+def check_radii(radii: Mapping[str, Sequence[str | float]], *,
+                image_shape: Sequence[int] | None = None) -> dict[str, list[float]]:
+  """`radii` (`{norm: [radius, ...]}`, radii numbers or strings like '8/255') parsed:
+  `{norm: [float, ...]}`. ValueError, naming the entry, unless `radii` is a non-empty
+  mapping of 'linf' / 'l2' to non-empty lists of radii fit for evaluation
+  (`core.checks.check_radius_for_evaluation`: finite, > 0, l_inf <= 1, i.e. not in
+  0-255 units); an l2 radius >= sqrt(H * W * C) (`image_shape` given) warns."""
+  if not isinstance(radii, Mapping) or not radii:
+    raise ValueError(f"radii={radii!r} must be a non-empty mapping {{norm: [radius, ...]}}, "
+                     f"e.g. {{'linf': ['8/255'], 'l2': ['0.5']}}.")
+  parsed = {}
+  for norm, eps_list in radii.items():
+    checks.check_norm(norm, "radii key")
+    if isinstance(eps_list, (str, bytes)) or not isinstance(eps_list, Sequence):
+      raise ValueError(f"radii[{norm!r}]={eps_list!r} must be a list of radii, e.g. "
+                       f"[{eps_list!r}].")
+    if not eps_list:
+      raise ValueError(f"radii[{norm!r}] is empty: give at least one radius, or leave "
+                       f"{norm!r} out.")
+    parsed[norm] = []
+    for text in eps_list:
+      try:
+        eps = parse_radius(text)
+      except ValueError as e:
+        raise ValueError(f"radii[{norm!r}]: {e}") from e
+      parsed[norm].append(checks.check_radius_for_evaluation(
+          eps, norm, f"radii[{norm!r}]", image_shape=image_shape))
+  return parsed
+
+
 def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: jax.Array, *,
                   radii: Mapping[str, Sequence[str | float]], pgd_steps: int = 20,
                   apgd_steps: int = 50, autoattack: str = "standard",
                   masking_steps: int = 100, aa_steps: int = 100, square_queries: int = 5000,
                   aa_targets: int = NUM_TARGETS, seed: int = 0, batch_size: int = 250,
-                  log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+                  log: Callable[[str], None] | None = None, mesh=None) -> list[dict[str, Any]]:
   """Accuracy under PGD, APGD-CE, APGD-DLR and AutoAttack, and the worst case, per radius.
 
   Args:
@@ -64,6 +95,8 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
     seed: the attacks' key.
     batch_size: examples attacked at once.
     log: one line per radius (e.g. `print`).
+    mesh: shard every attacked batch over this mesh (`attacks.robust_accuracy`); None:
+      as the arrays come. The numbers do not depend on it.
 
   Returns:
     One dict per radius: 'norm', 'eps' (as given), 'clean', f'PGD-{pgd_steps}',
@@ -72,13 +105,24 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
     'worst_case' (fraction correct under every attack); accuracies in [0, 1]. Every
     attack is success-aware and every returned point is checked against the threat model
     (a violation raises, naming the attack). See `masking_flags` for the checks.
+
+  Raises:
+    ValueError: naming the argument, before any attack runs: empty `radii` (or an empty
+      list), a radius that is 0, negative, NaN / inf or, for l_inf, > 1 (0-255 units;
+      `check_radii`), an empty batch, step counts < 1; and while evaluating, an attack
+      or `logits_fn` returning NaN / inf (`attacks.robust_accuracy`).
   """
   checks.check_steps(pgd_steps, "pgd_steps", minimum=1)
   checks.check_steps(apgd_steps, "apgd_steps")
   checks.check_steps(masking_steps, "masking_steps")
   checks.check_choice(autoattack, AUTOATTACK, "autoattack")
-  for norm in radii:
-    checks.check_norm(norm, "radii key")
+  if autoattack != "none":
+    checks.check_steps(aa_steps, "aa_steps", minimum=1)
+    checks.check_steps(square_queries, "square_queries", minimum=1)
+  checks.check_steps(batch_size, "batch_size", minimum=1)
+  checks.check_images(x, allow_empty=False)
+  checks.check_labels(y, jnp.shape(x)[0])
+  check_radii(radii, image_shape=jnp.shape(x))  # before anything is traced
   results = []
   attack_fn = lp_attacks.as_pytree(logits_fn)
   for norm, eps_list in radii.items():
@@ -94,7 +138,7 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
             _apgd, eps=e, logits_fn=attack_fn, norm=norm, num_steps=apgd_steps, loss=loss)
       key = jax.random.PRNGKey(seed)
       r = attacks.robust_accuracy(logits_fn, x, y, key, suite, batch_size=batch_size,
-                                  threat_model=(norm, eps))
+                                  threat_model=(norm, eps), mesh=mesh)
       row = {"norm": norm, "eps": text, "clean": r["clean_accuracy"],
              **{k: float(v) for k, v in r["per_attack"].items()}}
       robust = r["robust"]
@@ -102,15 +146,17 @@ def lp_robustness(logits_fn: Callable[[jax.Array], jax.Array], x: jax.Array, y: 
         aa = attacks.autoattack(logits_fn, x, y, jax.random.fold_in(key, 1), norm=norm,
                                 eps=eps, version=autoattack, batch_size=batch_size,
                                 num_steps=aa_steps, num_queries=square_queries,
-                                num_targets=aa_targets)
+                                num_targets=aa_targets, mesh=mesh)
         row["AutoAttack"] = aa["robust_accuracy"]
+        row["autoattack_label"] = aa["label"]  # what ran: 'AutoAttack' only at full budget
         row.update({AA_PREFIX + k: float(v) for k, v in aa["per_attack"].items()})
         robust = robust & aa["robust"]
       row["worst_case"] = float(np.mean(robust)) if robust.size else float("nan")
       results.append(row)
       if log is not None:
         log(f"l_p {norm} {text}: " + ", ".join(
-            f"{k} {100 * v:.1f}" for k, v in row.items() if k not in ("norm", "eps")))
+            f"{row.get('autoattack_label', k) if k == 'AutoAttack' else k} {100 * v:.1f}"
+            for k, v in row.items() if k not in ("norm", "eps", "autoattack_label")))
   return results
 
 
@@ -165,13 +211,17 @@ def evaluate_lp(model, variables, source: data_lib.Source, *,
   images, labels = source.get(np.arange(source.num_examples))
   # The variables traced, not constants: one compilation per attack serves every model
   # of this architecture (with the persistent compilation cache, across processes too).
+  # Every attacked batch sharded over this process's devices (one process: the report
+  # refuses attacks with several), the variables replicated.
+  mesh = parallel.make_mesh(jax.local_devices())
+  variables = jax.device_put(variables, parallel.replicated_sharding(mesh))
   logits_fn = lp_attacks.traced_logits_fn(clean.eval_apply(model), variables)
   results = lp_robustness(logits_fn, jnp.asarray(images, jnp.float32) / 255.0,
                           jnp.asarray(labels), radii=radii, pgd_steps=pgd_steps,
                           apgd_steps=apgd_steps, autoattack=autoattack,
                           masking_steps=masking_steps, aa_steps=aa_steps,
                           square_queries=square_queries, aa_targets=aa_targets,
-                          log=logging.info)
+                          log=logging.info, mesh=mesh)
   warnings = masking_flags(results)
   for w in warnings:
     logging.warning("possible gradient masking: %s", w)

@@ -62,11 +62,14 @@ def save_lp_curves(results, path, clean_accuracy=None):
     rows = sorted((r for r in results if r["norm"] == norm), key=lambda r: parse_radius(r["eps"]))
     eps = [0.0] + [parse_radius(r["eps"]) for r in rows]
     clean = rows[0]["clean"] if clean_accuracy is None else clean_accuracy
-    keys = [k for k in rows[0] if k not in ("norm", "eps", "clean") and "/" not in k]
+    keys = [k for k in rows[0] if k not in ("norm", "eps", "clean", "autoattack_label")
+            and "/" not in k]
     for k in keys:
       style = dict(lw=2.5, color="black") if k == "worst_case" else dict(lw=1, alpha=0.8)
+      name = ("worst case" if k == "worst_case" else
+              rows[0].get("autoattack_label", k) if k == "AutoAttack" else k)
       ax.plot(eps, [100 * clean] + [100 * r.get(k, float("nan")) for r in rows], "o-",
-              label="worst case" if k == "worst_case" else k, **style)
+              label=name, **style)
     ax.set_xlabel(f"{norm} radius")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)

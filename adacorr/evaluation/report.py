@@ -62,11 +62,14 @@ def markdown_report(report: dict[str, Any], names: Sequence[str] | None = None) 
                    f" | {100 * np.mean(acc):.1f} |")
     lines += ["", "![accuracy heatmap](corruption_heatmap.png)"]
   if report.get("lp"):
-    attack_names = [k for k in report["lp"][0] if k not in ("norm", "eps", "clean", "worst_case")]
+    attack_names = [k for k in report["lp"][0]
+                    if k not in ("norm", "eps", "clean", "worst_case", "autoattack_label")]
+    aa_label = report["lp"][0].get("autoattack_label", "AutoAttack")
+    header = [aa_label if a == "AutoAttack" else a for a in attack_names]
     lines += ["", f"## l_p robustness ({report['lp_num_examples']} test examples; accuracy %, "
               "worst case = correct under every attack; AA/x = robust accuracy after "
               "AutoAttack's components up to x, each run on the examples still robust)", "",
-              "| norm | eps | clean | " + " | ".join(attack_names) + " | worst case |",
+              "| norm | eps | clean | " + " | ".join(header) + " | worst case |",
               "|---|---|---|" + "---|" * (len(attack_names) + 1)]
     for r in report["lp"]:
       lines.append(f"| {r['norm']} | {r['eps']} | {100 * r['clean']:.1f} | " +

@@ -260,7 +260,7 @@ def table_keys(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
   present = list(dict.fromkeys(k for row in table.values() for k in row))
   order = list(TABLE_KEYS) + [k for k in present if k.startswith("family/")]
   order += [k for k in present if k.startswith(("linf ", "l2 "))]
-  order += [k for k in present if k.startswith("AA ")]
+  order += [k for k in present if comparison.is_autoattack_key(k)]
   order += [k for k in present if k.startswith("lpips ")]
   order += [k for k in ("eps_star_gn", "eps_star_an", "ece") if k in present]
   return [k for k in order if k in present]

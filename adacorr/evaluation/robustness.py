@@ -1,0 +1,631 @@
+"""How robust is this model? One call: `evaluate(logits_fn, images, labels, key=...)`.
+
+Any JAX model: a batched `logits_fn(x) -> (B, K)` on NHWC float images in [0, 1] (flax,
+haiku, equinox or plain jax; normalisation inside), the test images and labels as arrays.
+No flax module, run directory or disk is needed. Sections, each run when asked:
+
+  clean        accuracy and calibration (ECE before / after temperature scaling)
+  corruptions  accuracy per corruption and severity, mean, mCE (and relative mCE with a
+               baseline): generated in memory on device (`adacorr.corruptions`, per-example
+               keys, quantised to 256 levels like a stored -C set) or a published set
+               (CIFAR-10-C's `.npy` layout, ImageNet-C's folders, or a mapping of arrays)
+  autoattack   AutoAttack (`attacks.autoattack`, 'standard' by default) per threat model
+  lpips        LPA and PPGD (Laidlaw et al. 2021) per LPIPS bound, given a feature network
+
+Every batch is sharded over every device of the mesh (`parallel.make_mesh()`, one
+process): the numbers equal the one-device ones. The result (`Robustness`) has `to_dict`
+(RobustBench-style fields), `to_json`, `to_markdown` and `save` (JSON, markdown, plots).
+
+    result = adacorr.evaluate(logits_fn, images, labels, key=jax.random.key(0),
+                              threat_models={"linf": ["8/255"], "l2": ["0.5"]},
+                              corruptions="benchmark")
+    print(result.to_markdown())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from adacorr import attacks
+from adacorr import corruptions as corruptions_lib
+from adacorr import metrics
+from adacorr import parallel
+from adacorr.attacks.autoattack import NUM_TARGETS
+from adacorr.core import checks
+from adacorr.data import corrupted as corrupted_lib
+from adacorr.data.imagenet import decode_resize_center_crop
+from adacorr.evaluation import clean as clean_lib
+from adacorr.evaluation import plots
+from adacorr.evaluation.radius import parse_radius
+
+AUTOATTACK_VERSIONS = ("standard", "fast", "custom", "none")
+CORRUPTION_SETS = ("benchmark", "all")
+DEFAULT_THREAT_MODELS = {"linf": ("8/255",)}
+PERCEPTUAL_ATTACKS = ("LPA", "PPGD")
+
+
+@dataclasses.dataclass
+class Robustness:
+  """The numbers of `evaluate`; accuracies are fractions in [0, 1], (m)CEs in percent.
+
+  Attributes:
+    num_examples: N, the images evaluated.
+    clean_accuracy: top-1 accuracy on the clean images.
+    calibration: `evaluation.calibration` of the clean logits ('ece', 'temperature',
+      'ece_after_temperature', ..., 'reliability'), or None (N < 2).
+    autoattack: one dict per threat model, in order: 'threat_model' ('linf 8/255'),
+      'norm', 'eps' (as given), 'eps_value', 'attack' (what ran: 'AutoAttack' only for
+      the standard version at full budget, else e.g. 'APGD-CE+APGD-T(1) 20 it'),
+      'version', 'robust_accuracy', 'per_component' (robust accuracy after each
+      component and all before it), 'num_attacked', 'seconds'.
+    corruptions: None, or 'source' ('generated' or 'published'), 'params' (the
+      generated corruptions' table), 'accuracy' ({name: [accuracy at severity 1..5]}),
+      'mean_accuracy' (over the benchmark corruptions evaluated), 'mce' (None unless
+      all 15 benchmark corruptions were evaluated), 'mce_baseline' (what mCE is
+      relative to), 'relative_mce' (None without a baseline).
+    lpips: None, or 'bounds', 'accuracy' (under every perceptual attack, per bound),
+      'per_attack', 'attacks', 'steps'.
+    seconds: wall time per section (compilation included).
+  """
+  num_examples: int
+  clean_accuracy: float
+  calibration: dict | None = None
+  autoattack: list = dataclasses.field(default_factory=list)
+  corruptions: dict | None = None
+  lpips: dict | None = None
+  seconds: dict = dataclasses.field(default_factory=dict)
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-ready dict with RobustBench-style fields: 'clean_acc', 'autoattack_acc'
+    ({threat model: robust accuracy}), 'corruptions_acc' (mean), 'corruptions_mce', and
+    the sections in full ('calibration', 'autoattack', 'corruptions', 'lpips')."""
+    out = {
+        "num_examples": self.num_examples,
+        "clean_acc": self.clean_accuracy,
+        "ece": None if self.calibration is None else self.calibration["ece"],
+        "autoattack_acc": {r["threat_model"]: r["robust_accuracy"] for r in self.autoattack},
+        "autoattack_attack": {r["threat_model"]: r["attack"] for r in self.autoattack},
+    }
+    if self.corruptions is not None:
+      out.update({"corruptions_acc": self.corruptions["mean_accuracy"],
+                  "corruptions_mce": self.corruptions["mce"],
+                  "corruptions_mce_baseline": self.corruptions["mce_baseline"],
+                  "corruptions_relative_mce": self.corruptions["relative_mce"]})
+    out.update({"calibration": self.calibration, "autoattack": self.autoattack,
+                "corruptions": self.corruptions, "lpips": self.lpips,
+                "seconds": self.seconds})
+    return out
+
+  def to_json(self, path: str | None = None) -> str:
+    """`to_dict` as JSON text; also written to `path` when given."""
+    text = json.dumps(self.to_dict(), indent=1)
+    if path is not None:
+      with open(path, "w") as f:
+        f.write(text + "\n")
+    return text
+
+  def to_markdown(self) -> str:
+    """The result as markdown tables (accuracies in %)."""
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
+    lines = [f"## Robustness on {self.num_examples} examples", "",
+             "| metric | value |", "|---|---:|", f"| clean accuracy | {pct(self.clean_accuracy)} |"]
+    if self.calibration is not None:
+      lines.append(f"| ECE (%) | {100 * self.calibration['ece']:.2f} |")
+    for r in self.autoattack:
+      lines.append(f"| {r['attack']} {r['threat_model']} | {pct(r['robust_accuracy'])} |")
+    c = self.corruptions
+    if c is not None:
+      lines.append(f"| corruptions, mean accuracy | {pct(c['mean_accuracy'])} |")
+      if c["mce"] is not None:
+        lines.append(f"| mCE ({c['mce_baseline']}) | {c['mce']:.2f} |")
+      if c["relative_mce"] is not None:
+        lines.append(f"| relative mCE ({c['mce_baseline']}) | {c['relative_mce']:.2f} |")
+    if self.lpips is not None:
+      for b, a in zip(self.lpips["bounds"], self.lpips["accuracy"]):
+        lines.append(f"| {'+'.join(self.lpips['attacks'])} LPIPS {b:g} | {pct(a)} |")
+    if self.autoattack:
+      lines += ["", "### AutoAttack, robust accuracy (%) after each component", "",
+                "| threat model | attack | " + " | ".join(["clean", "components", "robust"])
+                + " | seconds |", "|---|---|---:|---|---:|---:|"]
+      for r in self.autoattack:
+        comps = ", ".join(f"{k} {100 * v:.1f}" for k, v in r["per_component"].items())
+        lines.append(f"| {r['threat_model']} | {r['attack']} | {pct(self.clean_accuracy)} | "
+                     f"{comps} | {pct(r['robust_accuracy'])} | {r['seconds']:.1f} |")
+    if c is not None:
+      src = c["source"] + (f", {c['params']} table" if c.get("params") else "")
+      lines += ["", f"### Accuracy (%) per corruption and severity ({src})", "",
+                "| corruption | 1 | 2 | 3 | 4 | 5 | mean |", "|---|---:|---:|---:|---:|---:|---:|"]
+      for name, accs in c["accuracy"].items():
+        lines.append(f"| {name} | " + " | ".join(pct(a) for a in accs)
+                     + f" | {pct(float(np.mean(accs)))} |")
+    lines += ["", "Seconds per section: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in self.seconds.items())]
+    return "\n".join(lines) + "\n"
+
+  def save(self, output_dir: str) -> dict[str, str]:
+    """Writes result.json, result.md and the plots (corruptions.png: accuracy per
+    corruption and severity; reliability.png: the reliability diagram) to `output_dir`.
+    Returns {what: path}."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = {"json": os.path.join(output_dir, "result.json"),
+             "markdown": os.path.join(output_dir, "result.md")}
+    self.to_json(paths["json"])
+    with open(paths["markdown"], "w") as f:
+      f.write(self.to_markdown())
+    if self.corruptions is not None:
+      paths["corruptions"] = os.path.join(output_dir, "corruptions.png")
+      acc = self.corruptions["accuracy"]
+      plots.save_heatmap(acc, list(acc), self.clean_accuracy, paths["corruptions"])
+    if self.calibration is not None:
+      cal = self.calibration
+      paths["reliability"] = os.path.join(output_dir, "reliability.png")
+      plots.save_reliability_diagram(cal["reliability"], cal["ece"],
+                                     cal["ece_before_temperature_same_half"],
+                                     cal["ece_after_temperature"], cal["temperature"],
+                                     paths["reliability"])
+    return paths
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_images(images, name: str = "images") -> jax.Array:
+  """uint8 (0-255) or float [0, 1] NHWC -> float32 [0, 1], checked."""
+  if isinstance(images, (np.ndarray, jax.Array)) and images.dtype == np.uint8:
+    images = jnp.asarray(images, jnp.float32) / 255.0
+  images = jnp.asarray(images)
+  checks.check_images(images, name, allow_empty=False)
+  return images.astype(jnp.float32)
+
+
+def _padded(a, size: int):
+  """`a` with rows appended (copies of its last row) up to `size` rows."""
+  if a.shape[0] == size:
+    return a
+  return jnp.concatenate([a, jnp.repeat(a[-1:], size - a.shape[0], axis=0)])
+
+
+def _batches(n: int, batch_size: int, mesh):
+  """(start, stop, padded size) of each batch: sizes a multiple of the device count."""
+  d = mesh.devices.size
+  bs = -(-min(batch_size, n) // d) * d
+  for start in range(0, n, bs):
+    yield start, min(start + bs, n), bs
+
+
+def _threat_models(threat_models) -> list[tuple[str, str, float]]:
+  """[(norm, eps text, eps)] from {norm: [radius, ...]} or [(norm, radius), ...]."""
+  if threat_models is None:
+    return []
+  if isinstance(threat_models, Mapping):
+    pairs = [(norm, r) for norm, radii in threat_models.items()
+             for r in ([radii] if isinstance(radii, (str, int, float)) else radii)]
+  else:
+    pairs = list(threat_models)
+  out = []
+  for pair in pairs:
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+      raise ValueError(f"threat_models: {pair!r} is not a (norm, radius) pair; pass e.g. "
+                       "{'linf': ['8/255'], 'l2': ['0.5']}.")
+    norm, text = pair
+    checks.check_norm(norm, "threat_models norm")
+    eps = parse_radius(text)
+    if not np.isfinite(eps) or eps <= 0:
+      raise ValueError(f"threat_models: {norm} radius {text!r} must be a finite number > 0 "
+                       "(a radius of 0 measures clean accuracy, not robustness).")
+    if norm == "linf" and eps > 1:
+      raise ValueError(f"threat_models: linf radius {text!r} is above 1, which allows every "
+                       "image in [0, 1]; radii are in [0, 1] units (8/255, not 8).")
+    text = text if isinstance(text, str) else f"{eps:g}"
+    out.append((norm, text, eps))
+  return out
+
+
+def _corruption_names(corruptions) -> list[str] | None:
+  if corruptions is None:
+    return None
+  if isinstance(corruptions, str) and corruptions in CORRUPTION_SETS:
+    return list(corruptions_lib.BENCHMARK_CORRUPTIONS if corruptions == "benchmark"
+                else corruptions_lib.ALL_CORRUPTIONS)
+  if isinstance(corruptions, (str, Mapping)):
+    return None  # a directory or a mapping: published
+  names = list(corruptions) if isinstance(corruptions, (list, tuple)) else None
+  unknown = [n for n in names or () if n not in corruptions_lib.ALL_CORRUPTIONS]
+  if unknown or not names:
+    raise ValueError(f"corruptions: give 'benchmark', 'all', a list of names from "
+                     f"{corruptions_lib.ALL_CORRUPTIONS}, a CIFAR-10-C directory or a "
+                     f"{{(name, severity): images}} mapping (got {type(corruptions).__name__}"
+                     f"{'; unknown names ' + str(unknown) if unknown else ''}).")
+  return names
+
+
+def load_cifar10c(path: str, names: Sequence[str] | None = None, *,
+                  num_examples: int | None = None) -> tuple[dict, np.ndarray]:
+  """A published set in CIFAR-10-C's layout: `<path>/<name>.npy` (5 N, H, W, C) uint8,
+  severities 1..5 stacked in blocks of N in test-set order, and `<path>/labels.npy`.
+
+  Returns:
+    `({(name, severity): uint8 images (n, H, W, C)}, labels (n,))`, n = `num_examples`
+    (default N), names: those given (default: every benchmark name present).
+  Raises:
+    ValueError: if `path` has no labels.npy, a name is missing, or a file's rows are not
+      5 blocks.
+  """
+  labels_path = os.path.join(path, "labels.npy")
+  if not os.path.exists(labels_path):
+    raise ValueError(f"corruptions={path!r} is not a CIFAR-10-C directory (no labels.npy).")
+  if names is None:
+    names = [n for n in corruptions_lib.ALL_CORRUPTIONS
+             if os.path.exists(os.path.join(path, f"{n}.npy"))]
+  labels = np.load(labels_path, mmap_mode="r")
+  if labels.shape[0] % 5:
+    raise ValueError(f"{labels_path} has {labels.shape[0]} rows, not 5 severities x N.")
+  per = labels.shape[0] // 5
+  n = per if num_examples is None else min(int(num_examples), per)
+  sets = {}
+  for name in names:
+    file = os.path.join(path, f"{name}.npy")
+    if not os.path.exists(file):
+      raise ValueError(f"corruptions={path!r} has no {name}.npy.")
+    arr = np.load(file, mmap_mode="r")
+    if arr.shape[0] != labels.shape[0]:
+      raise ValueError(f"{file} has {arr.shape[0]} rows, labels.npy {labels.shape[0]}.")
+    for s in corruptions_lib.SEVERITIES:
+      sets[(name, s)] = np.asarray(arr[(s - 1) * per:(s - 1) * per + n])
+  return sets, np.asarray(labels[:n])
+
+
+def imagenet_c_files(path: str, name: str, severity: int, *,
+                     class_index: Mapping[str, int] | None = None
+                     ) -> tuple[list[str], np.ndarray]:
+  """The images of one ImageNet-C folder `<path>/<name>/<severity>/<wnid>/<file>`, in
+  order (WordNet ids sorted, then files sorted), and their labels: the index of the
+  WordNet id in the sorted list (tfds' and torchvision's ImageNet labels), or
+  `class_index[wnid]` (e.g. a subset's relabelling; WordNet ids not in it are skipped).
+
+  Raises:
+    ValueError: if the folder does not exist.
+  """
+  folder = os.path.join(path, name, str(severity))
+  if not os.path.isdir(folder):
+    raise ValueError(f"corruptions={path!r}: no ImageNet-C folder {folder}.")
+  wnids = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+  files, labels = [], []
+  for i, wnid in enumerate(wnids):
+    if class_index is not None and wnid not in class_index:
+      continue
+    for f in sorted(os.listdir(os.path.join(folder, wnid))):
+      files.append(os.path.join(folder, wnid, f))
+      labels.append(i if class_index is None else class_index[wnid])
+  return files, np.asarray(labels, np.int64)
+
+
+def load_imagenet_c(path: str, name: str, severity: int, *, image_size: int,
+                    num_examples: int | None = None,
+                    class_index: Mapping[str, int] | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """The first `num_examples` images of one ImageNet-C folder (`imagenet_c_files`'s
+  order) as uint8 (n, image_size, image_size, 3) (shorter side resized, centre crop:
+  `data.imagenet.decode_resize_center_crop`) and their labels (n,)."""
+  files, labels = imagenet_c_files(path, name, severity, class_index=class_index)
+  n = len(files) if num_examples is None else min(int(num_examples), len(files))
+  images = [decode_resize_center_crop(open(f, "rb").read(), image_size) for f in files[:n]]
+  images = np.stack(images) if n else np.zeros((0, image_size, image_size, 3), np.uint8)
+  return images, labels[:n]
+
+
+def _published(path: str, x, y) -> dict:
+  """{(name, severity): thunk -> images} of a published directory (CIFAR-10-C's `.npy`
+  layout or ImageNet-C's folders), labels checked against `y`."""
+  n = x.shape[0]
+  if os.path.exists(os.path.join(path, "labels.npy")):
+    sets, published_labels = load_cifar10c(path, num_examples=n)
+    if published_labels.shape[0] < n or not np.array_equal(published_labels[:n],
+                                                            np.asarray(y)):
+      raise ValueError(f"corruptions={path!r}: its labels.npy does not match `labels` "
+                       "(pass the first N test images and labels, in order).")
+    return {k: (lambda v=v: v) for k, v in sets.items()}
+  names = [nm for nm in corruptions_lib.ALL_CORRUPTIONS
+           if os.path.isdir(os.path.join(path, nm, "1"))]
+  if not names:
+    raise ValueError(f"corruptions={path!r} is not a CIFAR-10-C directory (no labels.npy) "
+                     "nor ImageNet-C folders (<name>/<severity>/<wnid>/<image>).")
+
+  def thunk(nm, s):
+    images, labels = load_imagenet_c(path, nm, s, image_size=x.shape[1], num_examples=n)
+    if labels.shape[0] < n or not np.array_equal(labels, np.asarray(y)):
+      raise ValueError(f"corruptions={path!r}: the labels of {nm}/{s} (sorted WordNet ids) "
+                       "do not match `labels` (pass the images in the folders' order).")
+    return images
+  return {(nm, s): (lambda nm=nm, s=s: thunk(nm, s)) for nm in names
+          for s in corruptions_lib.SEVERITIES}
+
+
+def _predict(predict_fn, x: jax.Array, mesh, batch_size: int, transform=None,
+             keys=None) -> np.ndarray:
+  """Logits of x (N, ...) in batches sharded over the mesh; `transform(xb, kb)` is
+  applied to each (padded, sharded) batch first. (N, K) numpy."""
+  out = []
+  sharding = parallel.batch_sharding(mesh)
+  for start, stop, size in _batches(x.shape[0], batch_size, mesh):
+    xb = jax.device_put(_padded(x[start:stop], size), sharding)
+    if transform is not None:
+      xb = transform(xb, jax.device_put(_padded(keys[start:stop], size), sharding))
+    out.append(np.asarray(predict_fn(xb))[:stop - start])
+  return np.concatenate(out)
+
+
+def _quantised(x):
+  """round(255 x) / 255: the levels of a stored (uint8) -C set."""
+  return jnp.round(x * 255.0) / 255.0
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _corruption_section(predict_fn, x, y, corruptions, *, clean_accuracy, mesh, batch_size,
+                        seed, params, baseline, progress) -> dict:
+  names = _corruption_names(corruptions)
+  n = x.shape[0]
+  if names is not None:  # generated on device
+    source = "generated"
+    params = params or ("cifar10" if max(x.shape[1:3]) <= 64 else "imagenet")
+    checks.check_choice(params, corruptions_lib.PARAM_TABLES, "corruption_params")
+    work = [(nm, s) for nm in names for s in corruptions_lib.SEVERITIES]
+  else:
+    source = "published"
+    params = None
+    if isinstance(corruptions, str):
+      sets = _published(corruptions, x, y)  # loaded one set at a time
+    elif isinstance(corruptions, Mapping):
+      sets = {k: (lambda v=v: v) for k, v in corruptions.items()}
+    else:
+      raise ValueError(f"corruptions={corruptions!r} is not a known form (see `evaluate`).")
+    work = sorted(sets)
+    for nm, s in work:
+      if nm not in corruptions_lib.ALL_CORRUPTIONS or s not in corruptions_lib.SEVERITIES:
+        raise ValueError(f"corruptions: unknown set ({nm!r}, {s!r}); names from "
+                         f"{corruptions_lib.ALL_CORRUPTIONS}, severities 1..5.")
+    names = list(dict.fromkeys(nm for nm, _ in work))
+    for nm in names:
+      if sorted(s for m, s in work if m == nm) != list(corruptions_lib.SEVERITIES):
+        raise ValueError(f"corruptions: {nm!r} needs every severity 1..5.")
+  accuracy = {nm: [0.0] * len(corruptions_lib.SEVERITIES) for nm in names}
+  bar = tqdm.tqdm(work, desc="corruptions", file=sys.stdout, disable=not progress)
+  for nm, s in bar:
+    bar.set_postfix_str(f"{nm} {s}")
+    if source == "generated":
+      keys = corrupted_lib.example_keys(seed, nm, s, np.arange(n))
+      transform = lambda xb, kb, nm=nm, s=s: _quantised(
+          corruptions_lib.corrupt(xb, nm, s, kb, params=params))
+      logits = _predict(predict_fn, x, mesh, batch_size, transform, keys)
+    else:
+      xc = _as_images(sets[(nm, s)](), f"corruptions[({nm!r}, {s})]")
+      if xc.shape != x.shape:
+        raise ValueError(f"corruptions[({nm!r}, {s})] has shape {xc.shape}, images "
+                         f"{x.shape}.")
+      logits = _predict(predict_fn, xc, mesh, batch_size)
+    _check_finite_logits(logits, f"the {nm} images at severity {s}")
+    accuracy[nm][s - 1] = float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
+  bench = [nm for nm in corruptions_lib.BENCHMARK_CORRUPTIONS if nm in accuracy]
+  complete = len(bench) == len(corruptions_lib.BENCHMARK_CORRUPTIONS)
+  errors = {nm: [1.0 - a for a in accuracy[nm]] for nm in bench}
+  mce = relative = None
+  if baseline is None:
+    label = "unnormalised, CIFAR style"
+    if complete:
+      mce = metrics.mce(errors, style="cifar")
+  else:
+    label = f"relative to {baseline['name']}"
+    if complete:
+      base_err = {nm: [1.0 - a for a in baseline["accuracy"][nm]] for nm in bench}
+      mce = metrics.mce(errors, style="imagenet", alexnet_errors=base_err)
+      relative = metrics.relative_mce(errors, 1.0 - clean_accuracy, base_err,
+                                      1.0 - baseline["clean_accuracy"])
+  return {"source": source, "params": params, "accuracy": accuracy,
+          "mean_accuracy": float(np.mean([accuracy[nm] for nm in bench])) if bench else None,
+          "mce": mce, "mce_baseline": label, "relative_mce": relative}
+
+
+def _baseline(baseline) -> dict | None:
+  """{'name', 'clean_accuracy', 'accuracy'} from 'alexnet', a `Robustness`, or a dict."""
+  if baseline is None:
+    return None
+  if isinstance(baseline, str):
+    if baseline != "alexnet":
+      raise ValueError(f"baseline={baseline!r}: 'alexnet' (ImageNet-C), a Robustness result "
+                       "or {'name', 'clean_accuracy', 'accuracy'}.")
+    return {"name": "AlexNet (Hendrycks & Dietterich 2019)",
+            "clean_accuracy": 1.0 - metrics.ALEXNET_CLEAN_ERR,
+            "accuracy": {nm: [1.0 - e] * 5 for nm, e in metrics.ALEXNET_ERR.items()}}
+  if isinstance(baseline, Robustness):
+    if baseline.corruptions is None:
+      raise ValueError("baseline has no corruption section.")
+    return {"name": "baseline", "clean_accuracy": baseline.clean_accuracy,
+            "accuracy": baseline.corruptions["accuracy"]}
+  if isinstance(baseline, Mapping) and {"clean_accuracy", "accuracy"} <= set(baseline):
+    return {"name": str(baseline.get("name", "baseline")), **dict(baseline)}
+  raise ValueError(f"baseline={baseline!r}: 'alexnet', a Robustness result or a dict with "
+                   "'clean_accuracy' and 'accuracy' ({name: [5 accuracies]}).")
+
+
+def _check_finite_logits(logits, where: str) -> None:
+  if not np.all(np.isfinite(logits)):
+    raise ValueError(f"logits_fn returned NaN or inf logits on {where}.")
+
+
+def _lpips_section(logits_fn, features_fn, x, y, key, *, bounds, attacks_, num_steps,
+                   lambda_steps, mesh, batch_size, progress) -> dict:
+  for a in attacks_:
+    checks.check_choice(a, PERCEPTUAL_ATTACKS, "lpips_attacks")
+  bounds = [parse_radius(b) for b in bounds]
+  if not bounds or not all(np.isfinite(b) and b > 0 for b in bounds):
+    raise ValueError(f"lpips_bounds={bounds!r} must be finite numbers > 0.")
+
+  @jax.jit
+  def run(xb, yb, kb, bound):
+    oks = []
+    for j, name in enumerate(attacks_):
+      ks = jax.vmap(lambda k, j=j: jax.random.fold_in(k, j))(kb)
+      fn = attacks.lpa if name == "LPA" else attacks.ppgd
+      extra = {"lambda_steps": lambda_steps} if name == "LPA" else {}
+      xa = fn(logits_fn, features_fn, xb, yb, ks, bound=bound, num_steps=num_steps, **extra)
+      oks.append(jnp.argmax(logits_fn(xa), -1) == yb)
+    return jnp.stack(oks, -1)
+
+  n = x.shape[0]
+  keys = jax.random.split(key, n)
+  sharding = parallel.batch_sharding(mesh)
+  clean_ok = np.asarray(jnp.argmax(_predict(logits_fn, x, mesh, batch_size), -1) == y)
+  acc, per = [], {a: [] for a in attacks_}
+  bar = tqdm.tqdm(total=len(bounds) * len(list(_batches(n, batch_size, mesh))),
+                  desc="+".join(attacks_), file=sys.stdout, disable=not progress)
+  for bound in bounds:
+    ok = np.zeros((n, len(attacks_)), bool)
+    for start, stop, size in _batches(n, batch_size, mesh):
+      batch = jax.device_put(tuple(_padded(a[start:stop], size) for a in (x, y, keys)),
+                             sharding)
+      ok[start:stop] = np.asarray(run(*batch, jnp.float32(bound)))[:stop - start]
+      bar.update()
+    acc.append(float(np.mean(clean_ok & ok.all(-1))))
+    for j, a in enumerate(attacks_):
+      per[a].append(float(np.mean(clean_ok & ok[:, j])))
+  bar.close()
+  return {"bounds": bounds, "attacks": list(attacks_), "steps": num_steps,
+          "lambda_steps": lambda_steps, "accuracy": acc, "per_attack": per}
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key,
+             threat_models=DEFAULT_THREAT_MODELS, autoattack: str = "standard",
+             aa_components: Sequence[str] | None = None, aa_steps: int = 100,
+             aa_queries: int = 5000, aa_targets: int = NUM_TARGETS,
+             corruptions=None, corruption_params: str | None = None, corruption_seed: int = 0,
+             baseline=None, calibration: bool = True,
+             lpips_features: Callable | None = None, lpips_bounds: Sequence = ("0.5",),
+             lpips_attacks: Sequence[str] = PERCEPTUAL_ATTACKS, lpips_steps: int = 40,
+             lpips_lambda_steps: int = 5,
+             batch_size: int = 256, mesh=None, progress: bool = True,
+             log: Callable[[str], None] | None = print) -> Robustness:
+  """Clean, corruption, AutoAttack and perceptual robustness of any JAX model, one call.
+
+  Args:
+    logits_fn: x (B, H, W, C) float32 in [0, 1] -> logits (B, K); the model in
+      evaluation mode, batched, jittable (its parameters closed over or bound).
+    images: (N, H, W, C) float in [0, 1] (or uint8 0-255), N >= 1.
+    labels: (N,) int in [0, K).
+    key: a PRNG key: AutoAttack's and LPA's randomness (per example).
+    threat_models: {norm: [radius, ...]} or [(norm, radius), ...]; norm 'linf' or 'l2', a
+      radius a number or text such as '8/255'; default l_inf 8/255. None or {}: skip.
+      A radius must be finite and > 0; an l_inf radius > 1 (0-255 units) is an error.
+    autoattack: 'standard' (APGD-CE, APGD-T, FAB-T, Square: the RobustBench number),
+      'fast' (APGD-CE + APGD-T), 'custom' (`aa_components`) or 'none'. (A randomised
+      model's 'rand' version: `attacks.autoattack` directly.)
+    aa_steps, aa_queries, aa_targets: APGD/FAB iterations (100), Square's queries
+      (5000), APGD-T/FAB-T targets (9). Anything less is labelled with its budget.
+    corruptions: None (skip); 'benchmark' (the 15 of the mCE) or 'all' (19) or a list of
+      names, generated in memory on device (`adacorr.corruptions`, keys per example as
+      `data.corrupted`, quantised to 256 levels as a stored set); a published directory:
+      CIFAR-10-C's (`load_cifar10c`: `images` must be the first N test images, in
+      order) or ImageNet-C's folders (`load_imagenet_c`, read one set at a time:
+      `images` the first N in the folders' order, WordNet ids then files sorted); or a
+      mapping {(name, severity): images (N, H, W, C)}.
+    corruption_params: the generated corruptions' table, 'cifar10' or 'imagenet'
+      (default by image size: 'cifar10' up to 64 pixels).
+    corruption_seed: the generated corruptions' seed.
+    baseline: mCE normalisation: None (CIFAR style, unnormalised), 'alexnet' (ImageNet-C:
+      AlexNet's published errors), or another model's `Robustness` (or {'name',
+      'clean_accuracy', 'accuracy'}); with a baseline, relative mCE too.
+    calibration: compute the ECE section.
+    lpips_features: a feature network x -> [feature maps] for LPIPS (e.g.
+      `perceptual.model_features_fn(...)`); None skips LPA/PPGD.
+    lpips_bounds, lpips_attacks, lpips_steps, lpips_lambda_steps: the perceptual section.
+    batch_size: examples per batch (rounded up to a multiple of the device count).
+    mesh: the devices (default `parallel.make_mesh()`: every device; one process).
+    progress: tqdm bars on stdout for the long sections.
+    log: one line per section and AutoAttack component (None: quiet).
+
+  Returns:
+    a `Robustness` (`to_dict`, `to_json`, `to_markdown`, `save`).
+
+  Raises:
+    ValueError: naming the argument, for bad images, labels, radii, options, or NaN/inf
+      logits.
+  """
+  x = _as_images(images)
+  y = jnp.asarray(labels)
+  checks.check_labels(y, x.shape[0])
+  checks.check_key(key)
+  checks.check_choice(autoattack, AUTOATTACK_VERSIONS, "autoattack")
+  checks.check_steps(batch_size, "batch_size", minimum=1)
+  tms = _threat_models(threat_models) if autoattack != "none" else []
+  if autoattack == "custom" and not aa_components:
+    raise ValueError("autoattack='custom' needs aa_components=[...] from "
+                     f"{attacks.COMPONENTS}.")
+  base = _baseline(baseline)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  if jax.process_count() > 1:
+    raise ValueError("evaluate runs in one process (every local device); several processes "
+                     "are not supported yet.")
+  say = log or (lambda _: None)
+  predict_fn = jax.jit(logits_fn)
+  seconds = {}
+
+  tic = time.time()
+  logits = _predict(predict_fn, x, mesh, batch_size)
+  _check_finite_logits(logits, "the clean images")
+  if logits.ndim != 2:
+    raise ValueError(f"logits_fn must return (B, K) logits, got shape {logits.shape}.")
+  checks.check_labels(y, x.shape[0], num_classes=logits.shape[-1])
+  clean_acc = float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
+  cal = clean_lib.calibration(logits, np.asarray(y)) if calibration and x.shape[0] >= 2 else None
+  seconds["clean"] = time.time() - tic
+  say(f"clean accuracy {100 * clean_acc:.2f}% on {x.shape[0]} examples")
+  result = Robustness(num_examples=int(x.shape[0]), clean_accuracy=clean_acc,
+                      calibration=cal, seconds=seconds)
+
+  if corruptions is not None:
+    tic = time.time()
+    result.corruptions = _corruption_section(
+        predict_fn, x, y, corruptions, clean_accuracy=clean_acc, mesh=mesh,
+        batch_size=batch_size, seed=corruption_seed, params=corruption_params,
+        baseline=base, progress=progress)
+    seconds["corruptions"] = time.time() - tic
+    say(f"corruptions: mean accuracy {100 * (result.corruptions['mean_accuracy'] or 0):.2f}%")
+
+  for i, (norm, text, eps) in enumerate(tms):
+    tic = time.time()
+    version = autoattack
+    aa = attacks.autoattack(
+        logits_fn, x, y, jax.random.fold_in(key, i), norm=norm, eps=eps, version=version,
+        attacks=aa_components if version == "custom" else None, batch_size=batch_size,
+        num_steps=aa_steps, num_queries=aa_queries, num_targets=aa_targets, mesh=mesh,
+        log=say)
+    result.autoattack.append({
+        "threat_model": f"{norm} {text}", "norm": norm, "eps": text, "eps_value": eps,
+        "attack": aa["label"], "version": version, "robust_accuracy": aa["robust_accuracy"],
+        "per_component": aa["per_attack"], "num_attacked": aa["num_attacked"],
+        "seconds": time.time() - tic})
+  if tms:
+    seconds["autoattack"] = sum(r["seconds"] for r in result.autoattack)
+
+  if lpips_features is not None:
+    tic = time.time()
+    result.lpips = _lpips_section(
+        logits_fn, lpips_features, x, y, jax.random.fold_in(key, 10_000),
+        bounds=lpips_bounds, attacks_=tuple(lpips_attacks), num_steps=lpips_steps,
+        lambda_steps=lpips_lambda_steps, mesh=mesh, batch_size=batch_size, progress=progress)
+    seconds["lpips"] = time.time() - tic
+  return result
