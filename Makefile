@@ -31,9 +31,11 @@ data:
 demo: venv data
 	$(PY) -m experiments.demo --workdir=$(WORKDIR)
 
-# PyTorch (CPU) only for the weight-converter tests; they skip if it cannot be installed.
+# PyTorch (CPU) only for the weight-converter tests, and the authors' AutoAttack
+# (pyautoattack, which declares no dependencies: it needs only torch and numpy) for the
+# AutoAttack parity test; those tests skip if these cannot be installed.
 $(VENV)/.torch: $(VENV)/.installed
-	-$(PY) -m pip install -q torch==2.13.0 && touch $@
+	-$(PY) -m pip install -q torch==2.13.0 && $(PY) -m pip install -q --no-deps pyautoattack==0.2.0 && touch $@
 
 test: venv $(VENV)/.torch data
 	$(PY) -m pytest -q -n 2 tests
