@@ -63,6 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import lp
+from adacorr.core.canonical_conv import canonical_convs
 from adacorr.core.checks import check_key, check_labels, check_steps, is_number
 from adacorr.core.keys import per_example_keys
 from adacorr.core.tree import bcast
@@ -271,9 +272,13 @@ def _fab_run(logits_fn, x, y, target, keys, correct, *, norm, eps, num_steps, re
     diff = _take(z, target) - _take(z, y)  # f = z_t - z_y, < 0 while classified as y
     return jnp.sum(diff), diff
 
+  value_and_grad = jax.value_and_grad(f_sum, has_aux=True)
+  if jax.default_backend() == "cpu":  # fast input-gradient convolutions in the loop
+    value_and_grad = canonical_convs(value_and_grad)
+
   def step(_, s):
     x1, adv, res = s
-    (_, df), dg = jax.value_and_grad(f_sum, has_aux=True)(x1)
+    (_, df), dg = value_and_grad(x1)
     w = flat(dg)
     b = -df + row_sum(w * flat(x1))
     d3 = proj(jnp.concatenate([flat(x1), x0]), jnp.concatenate([w, w]),
