@@ -460,8 +460,9 @@ def _baseline(baseline) -> dict | None:
 
 
 def _check_finite_logits(logits, where: str) -> None:
-  if not np.all(np.isfinite(logits)):
-    raise ValueError(f"logits_fn returned NaN or inf logits on {where}.")
+  bad = checks.nonfinite_summary(logits)
+  if bad is not None:
+    raise ValueError(f"logits_fn returned NaN or inf logits on {where} ({bad}).")
 
 
 def _lpips_section(logits_fn, features_fn, x, y, key, *, bounds, attacks_, num_steps,
