@@ -237,3 +237,56 @@ def test_lpips_section_with_a_feature_network(mlp):
   with pytest.raises(ValueError, match="lpips_bounds"):
     evaluation.evaluate(logits_fn, x[:8], y[:8], key=jax.random.key(4), threat_models=None,
                         lpips_features=features, lpips_bounds=("nan",), **QUIET)
+
+
+class _TrainArgModel(__import__("flax").linen.Module):
+  """A flax classifier called as `apply(variables, x, train=False)` (the evaluators' form)."""
+
+  @__import__("flax").linen.compact
+  def __call__(self, x, train=False):
+    del train
+    return __import__("flax").linen.Dense(10)(x.reshape(x.shape[0], -1) - 0.5)
+
+
+def test_sources_and_the_registry_evaluators_are_evaluate(mlp, tmp_path):
+  # One implementation: a data.Source (read batch by batch; the run report's path) and the
+  # registry's evaluate_clean / evaluate_corruptions give evaluate's numbers on arrays.
+  _, x, y = mlp
+  model = _TrainArgModel()
+  variables = model.init(jax.random.key(1), x[:1])
+  logits_fn = lambda xb: model.apply(variables, xb)
+  u8 = np.asarray(jnp.round(x * 255)).astype(np.uint8)
+  source = data.ArraySource(u8, np.asarray(y), 10)
+  names = ["gaussian_noise", "contrast"]
+  corrupted.build_corrupted(source, str(tmp_path), corruptions=names, seed=5, progress=False)
+  stored = {(n, s): corrupted.load_corrupted(str(tmp_path), n, s)
+            for n in names for s in corruptions_lib.SEVERITIES}
+  kw = dict(threat_models=None, **QUIET)
+  on_arrays = evaluation.evaluate(logits_fn, u8, y, corruptions=names, corruption_seed=5,
+                                  batch_size=7, **kw)
+  on_source = evaluation.evaluate(logits_fn, source, None, corruptions=stored, batch_size=5,
+                                  **kw)
+  assert on_source.clean_accuracy == on_arrays.clean_accuracy
+  assert on_source.calibration["ece"] == pytest.approx(on_arrays.calibration["ece"], abs=1e-6)
+  assert on_source.corruptions["accuracy"] == on_arrays.corruptions["accuracy"]
+  # The sets differ from each other, so equal accuracies are not a constant.
+  assert len({a for accs in on_arrays.corruptions["accuracy"].values() for a in accs}) > 1
+  clean = evaluation.get_evaluator("clean")(model, variables, source, batch_size=6)
+  assert clean["accuracy"] == on_arrays.clean_accuracy and clean["num_examples"] == len(y)
+  corr = evaluation.get_evaluator("corruptions")(model, variables, stored, batch_size=9)
+  assert corr["accuracy"] == on_arrays.corruptions["accuracy"]
+  assert corr["mean_accuracy"] == on_arrays.corruptions["mean_accuracy"]
+  first = evaluation.evaluate_corruptions(model, variables, stored, num_examples=10)
+  expect = evaluation.evaluate(logits_fn, u8[:10], y[:10], corruptions={
+      k: v.get(np.arange(10))[0] for k, v in stored.items()}, **kw)
+  assert first["accuracy"] == expect.corruptions["accuracy"]
+  # Misuse is named.
+  with pytest.raises(ValueError, match="labels must be None when images is a data.Source"):
+    evaluation.evaluate(logits_fn, source, y, **kw)
+  wrong = data.ArraySource(u8, (np.asarray(y) + 1) % 10, 10)
+  with pytest.raises(ValueError, match="labels differ from the clean labels"):
+    evaluation.evaluate(logits_fn, wrong, None, corruptions=stored, **kw)
+  with pytest.raises(ValueError, match="key"):  # an attack section needs a key
+    evaluation.evaluate(logits_fn, u8, y, threat_models={"linf": ["8/255"]}, **QUIET)
+  with pytest.raises(ValueError, match="log='print' must be a callable"):
+    evaluation.evaluate(logits_fn, u8, y, threat_models=None, progress=False, log="print")

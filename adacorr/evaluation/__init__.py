@@ -22,16 +22,16 @@ accuracy, calibration), `corruptions` (-C accuracy, mCE),
 (`adacorr.run`) and experiments/evaluate.py load the run and write the report.
 """
 
-from adacorr.evaluation.clean import calibration, evaluate_clean, predict
-from adacorr.evaluation.corruptions import (corrupted_sources, corruption_names,
-                                            evaluate_corruptions)
+from adacorr.evaluation.clean import calibration, logits_of, predict
+from adacorr.evaluation.corruptions import corrupted_sources, corruption_names
 from adacorr.evaluation.lp import evaluate_lp, lp_robustness, masking_flags
 from adacorr.evaluation.lpips import evaluate_lpips
 from adacorr.evaluation.noise import evaluate_noise
 from adacorr.evaluation.radius import parse_radius, standard_radii
 from adacorr.evaluation.registry import EVALUATORS, get_evaluator
-from adacorr.evaluation.robustness import (Robustness, evaluate, imagenet_c_files,
-                                           load_cifar10c, load_imagenet_c)
+from adacorr.evaluation.robustness import (Robustness, corruption_summary, evaluate,
+                                           evaluate_clean, evaluate_corruptions,
+                                           imagenet_c_files, load_cifar10c, load_imagenet_c)
 from adacorr.evaluation.report import markdown_report, write_report
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "load_imagenet_c",
     "calibration",
     "corrupted_sources",
+    "corruption_summary",
     "corruption_names",
     "evaluate_clean",
     "evaluate_corruptions",
@@ -50,6 +51,7 @@ __all__ = [
     "evaluate_lpips",
     "evaluate_noise",
     "get_evaluator",
+    "logits_of",
     "lp_robustness",
     "markdown_report",
     "masking_flags",

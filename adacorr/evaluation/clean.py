@@ -3,48 +3,17 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from adacorr import data as data_lib
 from adacorr import metrics
 from adacorr import parallel
+from adacorr.attacks import lp as lp_attacks
 from adacorr.core import checks
-
-
-def predict(model, variables, source: data_lib.Source, *, batch_size: int,
-            mesh=None) -> tuple[np.ndarray, np.ndarray]:
-  """Logits and labels of every example of `source`, in order.
-
-  Args:
-    model: a Flax module called as `model.apply(variables, x, train=False)` on images
-      x (B, H, W, C) float32 in [0, 1], returning logits (B, K).
-    variables: its variables ('params', 'batch_stats').
-    source: a `data.Source` of uint8 images.
-    batch_size: global batch size (capped at the source's size, rounded down to a
-      multiple of the device count); the last batch is padded and the padding dropped.
-    mesh: the device mesh of the batches (default: `parallel.make_mesh()`).
-
-  Returns:
-    `(logits, labels)`: float32 (N, K) and int (N,) numpy arrays, N = source.num_examples.
-  """
-  checks.check_steps(batch_size, "batch_size", minimum=1)
-  mesh = parallel.make_mesh() if mesh is None else mesh
-  batch_size = min(batch_size, source.num_examples)
-  batch_size -= batch_size % mesh.devices.size
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be at least the device count {mesh.devices.size} "
-                     f"(and the source must have as many examples, it has "
-                     f"{source.num_examples}).")
-  logits, labels = [], []
-  for batch in data_lib.eval_batches(source, global_batch_size=batch_size, mesh=mesh):
-    out = jax.device_get(_predict_batch(_static(model), mesh, variables, batch))
-    keep = out["mask"] > 0
-    logits.append(out["logits"][keep])
-    labels.append(out["label"][keep])
-  return np.concatenate(logits), np.concatenate(labels)
 
 
 class _ById:
@@ -82,15 +51,103 @@ def eval_apply(model):
   return _eval_apply_of(_static(model))
 
 
+def _host_rows(rows, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+  """`(images, labels or None)` of `rows` (an array or a `data.Source`) at `positions`."""
+  if isinstance(rows, data_lib.Source):
+    return rows.get(positions)
+  return np.asarray(rows[positions]), None
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _predict_batch(model, mesh, variables, batch):
-  """Logits, labels and mask of one sharded batch, replicated on every device: every
-  process (host) then holds the whole batch's results. Compiled once per (model, mesh,
-  batch shape): flax modules hash by their fields (`_static`)."""
-  model = model.obj if isinstance(model, _ById) else model
-  out = {"logits": model.apply(variables, batch["image"], train=False),
-         "label": batch["label"], "mask": batch["mask"]}
-  return jax.lax.with_sharding_constraint(out, parallel.replicated_sharding(mesh))
+def _logits_batch(mesh, transform, logits_fn, xb, key_data):
+  """Logits of one sharded batch (uint8 images -> float / 255 first; then `transform(xb,
+  keys)` if given), replicated on every device: every process holds the whole batch's
+  logits. `logits_fn` is a pytree (`attacks.lp.as_pytree`): a `traced_logits_fn` traces
+  the model's variables, so every model of one architecture shares the compilation."""
+  if xb.dtype == jnp.uint8:
+    xb = xb.astype(jnp.float32) / 255.0
+  if transform is not None:
+    xb = transform(xb, jax.random.wrap_key_data(key_data))
+  return jax.lax.with_sharding_constraint(logits_fn(xb), parallel.replicated_sharding(mesh))
+
+
+def logits_of(logits_fn: Callable[[jax.Array], jax.Array], rows, *, batch_size: int,
+              mesh=None, transform: Callable | None = None, keys=None
+              ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Logits of every row of `rows`, in order: the one prediction loop of the evaluation
+  (`robustness.evaluate`'s clean and corruption sections, hence the run report's).
+
+  Args:
+    logits_fn: x (B, H, W, C) float32 in [0, 1] -> logits (B, K); a plain callable
+      (static: compared by identity) or an `attacks.traced_logits_fn` (its variables
+      traced: one compilation per architecture).
+    rows: images (N, H, W, C), uint8 (0-255) or float in [0, 1] (numpy, jax or any array
+      indexable by an int array, e.g. a memmap), or a `data.Source` (its uint8 images and
+      labels).
+    batch_size: examples per global batch, rounded up to a multiple of the mesh's device
+      count (capped at N rounded up so); the last batch is padded with copies of the
+      last row, whose logits are dropped.
+    mesh: the devices (default `parallel.make_mesh()`: every device of every process).
+      With several processes every process passes the same `rows`; each reads only its
+      rows of every batch, and every process gets all the logits.
+    transform: None, or `transform(x, keys) -> x` (hashable: equal transforms share a
+      compilation) applied on device to each batch of float images, with `keys` the
+      batch's rows of `keys`.
+    keys: typed PRNG keys (N,) for `transform`.
+
+  Returns:
+    `(logits, labels)`: float32 (N, K) numpy and, for a `Source`, its int labels (N,)
+    (else None).
+  """
+  checks.check_steps(batch_size, "batch_size", minimum=1)
+  mesh = parallel.make_mesh() if mesh is None else mesh
+  n = rows.num_examples if isinstance(rows, data_lib.Source) else int(rows.shape[0])
+  if n < 1:
+    raise ValueError("rows is empty: nothing to evaluate.")
+  d = mesh.devices.size
+  bs = -(-min(batch_size, n) // d) * d
+  local = parallel.host_local_slice(bs, mesh)
+  key_data = None if keys is None else np.asarray(jax.random.key_data(keys))
+  fn = lp_attacks.as_pytree(logits_fn)
+  logits, labels = [], []
+  for start in range(0, n, bs):
+    positions = np.minimum(np.arange(start, start + bs), n - 1)
+    images, y = _host_rows(rows, positions[local])
+    batch = {"x": images}
+    if key_data is not None:
+      batch["k"] = key_data[positions[local]]
+    batch = parallel.shard_batch(batch, mesh)
+    out = _logits_batch(mesh, transform, fn, batch["x"], batch.get("k"))
+    logits.append(np.asarray(out)[:min(bs, n - start)])
+    if y is not None:
+      labels.append(y)
+  logits = np.concatenate(logits)
+  if not labels:
+    return logits, None
+  if jax.process_count() > 1:  # every process read its rows: gather the labels
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    labels = [np.asarray(multihost_utils.process_allgather(np.stack(labels)))]
+    labels = [np.swapaxes(labels[0], 0, 1).reshape(-1)]
+  return logits, np.concatenate(labels)[:n].astype(np.int64)
+
+
+def predict(model, variables, source: data_lib.Source, *, batch_size: int,
+            mesh=None) -> tuple[np.ndarray, np.ndarray]:
+  """Logits and labels of every example of `source`, in order (`logits_of` with the
+  model in evaluation mode, its variables traced).
+
+  Args:
+    model: a Flax module called as `model.apply(variables, x, train=False)` on images
+      x (B, H, W, C) float32 in [0, 1], returning logits (B, K).
+    variables: its variables ('params', 'batch_stats').
+    source: a `data.Source` of uint8 images.
+    batch_size, mesh: as for `logits_of`.
+
+  Returns:
+    `(logits, labels)`: float32 (N, K) and int (N,) numpy arrays, N = source.num_examples.
+  """
+  return logits_of(lp_attacks.traced_logits_fn(eval_apply(model), variables), source,
+                   batch_size=batch_size, mesh=mesh)
 
 
 def calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: int = 15) -> dict[str, Any]:
@@ -118,18 +175,3 @@ def calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: int = 15) -
       "reliability": {k: np.asarray(v).tolist() for k, v in
                       metrics.reliability_bins(probs, labels, num_bins=num_bins).items()},
   }
-
-
-def evaluate_clean(model, variables, source: data_lib.Source, *, batch_size: int = 500,
-                   mesh=None, with_calibration: bool = True) -> dict[str, Any]:
-  """Clean accuracy (and calibration) of `model` on every example of `source`.
-
-  Returns:
-    dict with 'num_examples', 'accuracy' (in [0, 1]) and, if `with_calibration`,
-    'calibration' (see `calibration`).
-  """
-  logits, labels = predict(model, variables, source, batch_size=batch_size, mesh=mesh)
-  out = {"num_examples": int(len(labels)), "accuracy": float(metrics.accuracy(logits, labels))}
-  if with_calibration:
-    out["calibration"] = calibration(logits, labels)
-  return out

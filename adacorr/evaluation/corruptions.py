@@ -1,21 +1,18 @@
-"""Common-corruption robustness: accuracy per corruption and severity, mean accuracy, mCE."""
+"""The common-corruption test sets of a run: which corruptions (`corruption_names`) and
+their `data.Source`s (`corrupted_sources`: generated and cached on disk, or the published
+CIFAR-10-C). Their accuracies and mCE are `robustness.evaluate`'s corruption section
+(`robustness.evaluate_corruptions` on these sources)."""
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
-import tqdm
 
 from adacorr import corruptions as corruptions_lib
 from adacorr import data as data_lib
-from adacorr import metrics
-from adacorr.core import checks
 from adacorr.data import corrupted
-from adacorr.evaluation import clean
 
 CORRUPTED_MODES = ("generated", "published")
 
@@ -80,51 +77,3 @@ def corrupted_sources(mode: str, dataset: str, test_source: data_lib.Source,
     multihost_utils.sync_global_devices("adacorr.evaluation.corrupted_sources")
   return {(n, s): corrupted.load_corrupted(cache_dir, n, s) for n in names
           for s in corruptions_lib.SEVERITIES}
-
-
-def evaluate_corruptions(model, variables,
-                         sources: Mapping[tuple[str, int], data_lib.Source], *,
-                         batch_size: int = 500, mesh=None,
-                         num_examples: int = 0) -> dict[str, Any]:
-  """Accuracy of `model` on every corrupted test set of `sources`.
-
-  Args:
-    model, variables: as for `clean.predict`.
-    sources: `{(name, severity): Source}` with every severity 1..5 of each name (e.g.
-      from `corrupted_sources`).
-    batch_size, mesh: as for `clean.predict`.
-    num_examples: evaluate on the first `num_examples` of each set (0: all).
-
-  Returns:
-    dict with 'accuracy' ({name: [accuracy at severity 1..5]}, names in the order of
-    `sources`), 'mean_accuracy' (over the benchmark corruptions evaluated and their
-    severities; None without any) and 'mce' (CIFAR style, in %; None unless all 15
-    benchmark corruptions were evaluated).
-
-  Raises:
-    ValueError: if a name lacks a severity, or `sources` is empty.
-  """
-  names = list(dict.fromkeys(n for n, _ in sources))
-  if not names:
-    raise ValueError("sources is empty: give at least one (name, severity) set.")
-  for n in names:
-    severities = sorted(s for m, s in sources if m == n)
-    if severities != list(corruptions_lib.SEVERITIES):
-      raise ValueError(f"sources must hold severities {list(corruptions_lib.SEVERITIES)} of "
-                       f"each corruption; {n!r} has {severities}.")
-  checks.check_steps(num_examples, "num_examples")
-  accuracy = {n: [0.0] * len(corruptions_lib.SEVERITIES) for n in names}
-  for (n, s), source in tqdm.tqdm(sorted(sources.items()), desc="corrupted test sets",
-                                  file=sys.stdout):
-    if num_examples > 0:
-      source = data_lib.first_n(source, num_examples)
-    logits, labels = clean.predict(model, variables, source, batch_size=batch_size, mesh=mesh)
-    accuracy[n][s - 1] = float(metrics.accuracy(logits, labels))
-  benchmark = [n for n in corruptions_lib.BENCHMARK_CORRUPTIONS if n in accuracy]
-  complete = len(benchmark) == len(corruptions_lib.BENCHMARK_CORRUPTIONS)
-  return {
-      "accuracy": accuracy,
-      "mean_accuracy": float(np.mean([accuracy[n] for n in benchmark])) if benchmark else None,
-      "mce": (float(metrics.mce({n: [1.0 - a for a in accuracy[n]] for n in benchmark},
-                                style="cifar")) if complete else None),
-  }

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from adacorr.evaluation.clean import evaluate_clean
-from adacorr.evaluation.corruptions import evaluate_corruptions
 from adacorr.evaluation.lp import evaluate_lp
 from adacorr.evaluation.lpips import evaluate_lpips
 from adacorr.evaluation.noise import evaluate_noise
+from adacorr.evaluation.robustness import evaluate_clean, evaluate_corruptions
 
 EVALUATORS: dict[str, Callable[..., dict]] = {
     "clean": evaluate_clean,

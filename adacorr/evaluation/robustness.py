@@ -12,8 +12,11 @@ No flax module, run directory or disk is needed. Sections, each run when asked:
   autoattack   AutoAttack (`attacks.autoattack`, 'standard' by default) per threat model
   lpips        LPA and PPGD (Laidlaw et al. 2021) per LPIPS bound, given a feature network
 
-Every batch is sharded over every device of the mesh (`parallel.make_mesh()`, one
-process): the numbers equal the one-device ones. The result (`Robustness`) has `to_dict`
+Every batch is sharded over every device of the mesh (`parallel.make_mesh()`): the
+numbers equal the one-device ones. The clean and corruption sections also run as several
+processes (the attack sections need one). The run report (`run.report`,
+`python -m experiments.evaluate`) and the registry's `evaluate_clean` /
+`evaluate_corruptions` are these same sections on a `data.Source`. The result (`Robustness`) has `to_dict`
 (RobustBench-style fields), `to_json`, `to_markdown` and `save` (JSON, markdown, plots).
 
     result = adacorr.evaluate(logits_fn, images, labels, key=jax.random.key(0),
@@ -38,6 +41,7 @@ import tqdm
 
 from adacorr import attacks
 from adacorr import corruptions as corruptions_lib
+from adacorr import data as data_lib
 from adacorr import metrics
 from adacorr import parallel
 from adacorr.attacks.autoattack import NUM_TARGETS
@@ -324,10 +328,11 @@ def load_imagenet_c(path: str, name: str, severity: int, *, image_size: int,
   return images, labels[:n]
 
 
-def _published(path: str, x, y) -> dict:
+def _published(path: str, image_size: int, y) -> dict:
   """{(name, severity): thunk -> images} of a published directory (CIFAR-10-C's `.npy`
-  layout or ImageNet-C's folders), labels checked against `y`."""
-  n = x.shape[0]
+  layout or ImageNet-C's folders) for the first N = len(y) images, labels checked
+  against `y`."""
+  n = int(y.shape[0])
   if os.path.exists(os.path.join(path, "labels.npy")):
     sets, published_labels = load_cifar10c(path, num_examples=n)
     if published_labels.shape[0] < n or not np.array_equal(published_labels[:n],
@@ -342,7 +347,7 @@ def _published(path: str, x, y) -> dict:
                      "nor ImageNet-C folders (<name>/<severity>/<wnid>/<image>).")
 
   def thunk(nm, s):
-    images, labels = load_imagenet_c(path, nm, s, image_size=x.shape[1], num_examples=n)
+    images, labels = load_imagenet_c(path, nm, s, image_size=image_size, num_examples=n)
     if labels.shape[0] < n or not np.array_equal(labels, np.asarray(y)):
       raise ValueError(f"corruptions={path!r}: the labels of {nm}/{s} (sorted WordNet ids) "
                        "do not match `labels` (pass the images in the folders' order).")
@@ -351,44 +356,71 @@ def _published(path: str, x, y) -> dict:
           for s in corruptions_lib.SEVERITIES}
 
 
-def _predict(predict_fn, x: jax.Array, mesh, batch_size: int, transform=None,
-             keys=None) -> np.ndarray:
-  """Logits of x (N, ...) in batches sharded over the mesh; `transform(xb, kb)` is
-  applied to each (padded, sharded) batch first. (N, K) numpy."""
-  out = []
-  sharding = parallel.batch_sharding(mesh)
-  for start, stop, size in _batches(x.shape[0], batch_size, mesh):
-    xb = jax.device_put(_padded(x[start:stop], size), sharding)
-    if transform is not None:
-      xb = transform(xb, jax.device_put(_padded(keys[start:stop], size), sharding))
-    out.append(np.asarray(predict_fn(xb))[:stop - start])
-  return np.concatenate(out)
-
-
 def _quantised(x):
   """round(255 x) / 255: the levels of a stored (uint8) -C set."""
   return jnp.round(x * 255.0) / 255.0
 
 
+@dataclasses.dataclass(frozen=True)
+class _Corrupt:
+  """The on-device transform of a generated -C set (hashable: one compilation per set)."""
+  name: str
+  severity: int
+  params: str
+
+  def __call__(self, x, keys):
+    return _quantised(corruptions_lib.corrupt(x, self.name, self.severity, keys,
+                                              params=self.params))
+
+
+def _num_rows(rows) -> int:
+  return rows.num_examples if isinstance(rows, data_lib.Source) else int(rows.shape[0])
+
+
+def _source_labels(source, n: int) -> np.ndarray:
+  """The labels of the first `n` examples of a `Source`, read in chunks."""
+  out = []
+  for start in range(0, n, 1024):
+    out.append(np.asarray(source.get(np.arange(start, min(start + 1024, n)))[1]))
+  return np.concatenate(out).astype(np.int64)
+
+
+def _source_images(source, n: int) -> jax.Array:
+  """The first `n` images of a `Source` as float32 [0, 1] (for the attack sections)."""
+  out = []
+  for start in range(0, n, 1024):
+    out.append(np.asarray(source.get(np.arange(start, min(start + 1024, n)))[0]))
+  return jnp.asarray(np.concatenate(out), jnp.float32) / 255.0
+
+
 # --------------------------------------------------------------------------- sections
 
 
-def _corruption_section(predict_fn, x, y, corruptions, *, clean_accuracy, mesh, batch_size,
-                        seed, params, baseline, progress) -> dict:
+def _corruption_section(logits_fn, rows, y, corruptions, *, clean_accuracy, mesh,
+                        batch_size, seed, params, baseline, progress) -> dict:
+  """Accuracy per corruption and severity and their summary; `rows` are the clean
+  images (an array or a `data.Source`; None when every set is given), `y` (N,) labels."""
   names = _corruption_names(corruptions)
-  n = x.shape[0]
+  n = int(y.shape[0])
+  image_shape = None if rows is None else (
+      tuple(rows.image_shape) if isinstance(rows, data_lib.Source) else tuple(rows.shape[1:]))
   if names is not None:  # generated on device
+    if rows is None:
+      raise ValueError("generated corruptions need the clean images.")
     source = "generated"
-    params = params or ("cifar10" if max(x.shape[1:3]) <= 64 else "imagenet")
+    params = params or ("cifar10" if max(image_shape[:2]) <= 64 else "imagenet")
     checks.check_choice(params, corruptions_lib.PARAM_TABLES, "corruption_params")
     work = [(nm, s) for nm in names for s in corruptions_lib.SEVERITIES]
   else:
     source = "published"
     params = None
     if isinstance(corruptions, str):
-      sets = _published(corruptions, x, y)  # loaded one set at a time
+      if rows is None:
+        raise ValueError("a published directory needs the clean images.")
+      sets = _published(corruptions, image_shape[0], y)  # loaded one set at a time
     elif isinstance(corruptions, Mapping):
-      sets = {k: (lambda v=v: v) for k, v in corruptions.items()}
+      sets = {k: (v if isinstance(v, data_lib.Source) else (lambda v=v: v))
+              for k, v in corruptions.items()}
     else:
       raise ValueError(f"corruptions={corruptions!r} is not a known form (see `evaluate`).")
     work = sorted(sets)
@@ -404,19 +436,43 @@ def _corruption_section(predict_fn, x, y, corruptions, *, clean_accuracy, mesh, 
   bar = tqdm.tqdm(work, desc="corruptions", file=sys.stdout, disable=not progress)
   for nm, s in bar:
     bar.set_postfix_str(f"{nm} {s}")
+    where = f"corruptions[({nm!r}, {s})]"
     if source == "generated":
       keys = corrupted_lib.example_keys(seed, nm, s, np.arange(n))
-      transform = lambda xb, kb, nm=nm, s=s: _quantised(
-          corruptions_lib.corrupt(xb, nm, s, kb, params=params))
-      logits = _predict(predict_fn, x, mesh, batch_size, transform, keys)
+      logits, _ = clean_lib.logits_of(logits_fn, rows, batch_size=batch_size, mesh=mesh,
+                                      transform=_Corrupt(nm, s, params), keys=keys)
+    elif isinstance(sets[(nm, s)], data_lib.Source):
+      src = sets[(nm, s)]
+      if src.num_examples < n or (image_shape and tuple(src.image_shape) != image_shape):
+        raise ValueError(f"{where} has {src.num_examples} images of shape "
+                         f"{tuple(src.image_shape)}; {n} of shape {image_shape} are needed.")
+      logits, set_labels = clean_lib.logits_of(logits_fn, data_lib.first_n(src, n),
+                                               batch_size=batch_size, mesh=mesh)
+      if not np.array_equal(set_labels, np.asarray(y)):
+        raise ValueError(f"{where}: its labels differ from the clean labels (the sets must "
+                         "hold the same test images, in order).")
     else:
-      xc = _as_images(sets[(nm, s)](), f"corruptions[({nm!r}, {s})]")
-      if xc.shape != x.shape:
-        raise ValueError(f"corruptions[({nm!r}, {s})] has shape {xc.shape}, images "
-                         f"{x.shape}.")
-      logits = _predict(predict_fn, xc, mesh, batch_size)
+      xc = _as_images(sets[(nm, s)](), where)
+      if xc.shape[0] != n or (image_shape and tuple(xc.shape[1:]) != image_shape):
+        raise ValueError(f"{where} has shape {xc.shape}; ({n}, *{image_shape}) is needed.")
+      logits, _ = clean_lib.logits_of(logits_fn, xc, batch_size=batch_size, mesh=mesh)
     _check_finite_logits(logits, f"the {nm} images at severity {s}")
     accuracy[nm][s - 1] = float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
+  return {"source": source, "params": params, "accuracy": accuracy,
+          **corruption_summary(accuracy, clean_accuracy=clean_accuracy, baseline=baseline)}
+
+
+def corruption_summary(accuracy: Mapping[str, Sequence[float]], *,
+                       clean_accuracy: float | None = None, baseline=None) -> dict:
+  """Mean accuracy and mCE of per-corruption accuracies ({name: [severity 1..5]}).
+
+  Returns:
+    'mean_accuracy' (over the benchmark corruptions present and their severities; None
+    without any), 'mce' (in %, None unless all 15 benchmark corruptions are present:
+    CIFAR style (unnormalised) without a baseline, ImageNet style (normalised by the
+    baseline's errors) with one), 'mce_baseline' (what mCE is relative to) and
+    'relative_mce' (None without a baseline). `baseline`: as `_baseline` returns.
+  """
   bench = [nm for nm in corruptions_lib.BENCHMARK_CORRUPTIONS if nm in accuracy]
   complete = len(bench) == len(corruptions_lib.BENCHMARK_CORRUPTIONS)
   errors = {nm: [1.0 - a for a in accuracy[nm]] for nm in bench}
@@ -424,16 +480,16 @@ def _corruption_section(predict_fn, x, y, corruptions, *, clean_accuracy, mesh, 
   if baseline is None:
     label = "unnormalised, CIFAR style"
     if complete:
-      mce = metrics.mce(errors, style="cifar")
+      mce = float(metrics.mce(errors, style="cifar"))
   else:
     label = f"relative to {baseline['name']}"
     if complete:
       base_err = {nm: [1.0 - a for a in baseline["accuracy"][nm]] for nm in bench}
-      mce = metrics.mce(errors, style="imagenet", alexnet_errors=base_err)
-      relative = metrics.relative_mce(errors, 1.0 - clean_accuracy, base_err,
-                                      1.0 - baseline["clean_accuracy"])
-  return {"source": source, "params": params, "accuracy": accuracy,
-          "mean_accuracy": float(np.mean([accuracy[nm] for nm in bench])) if bench else None,
+      mce = float(metrics.mce(errors, style="imagenet", alexnet_errors=base_err))
+      if clean_accuracy is not None:
+        relative = float(metrics.relative_mce(errors, 1.0 - clean_accuracy, base_err,
+                                              1.0 - baseline["clean_accuracy"]))
+  return {"mean_accuracy": float(np.mean([accuracy[nm] for nm in bench])) if bench else None,
           "mce": mce, "mce_baseline": label, "relative_mce": relative}
 
 
@@ -487,7 +543,8 @@ def _lpips_section(logits_fn, features_fn, x, y, key, *, bounds, attacks_, num_s
   n = x.shape[0]
   keys = jax.random.split(key, n)
   sharding = parallel.batch_sharding(mesh)
-  clean_ok = np.asarray(jnp.argmax(_predict(logits_fn, x, mesh, batch_size), -1) == y)
+  clean_logits, _ = clean_lib.logits_of(logits_fn, x, batch_size=batch_size, mesh=mesh)
+  clean_ok = np.argmax(clean_logits, -1) == np.asarray(y)
   acc, per = [], {a: [] for a in attacks_}
   bar = tqdm.tqdm(total=len(bounds) * len(list(_batches(n, batch_size, mesh))),
                   desc="+".join(attacks_), file=sys.stdout, disable=not progress)
@@ -509,7 +566,7 @@ def _lpips_section(logits_fn, features_fn, x, y, key, *, bounds, attacks_, num_s
 # --------------------------------------------------------------------------- evaluate
 
 
-def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key,
+def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels=None, *, key=None,
              threat_models=DEFAULT_THREAT_MODELS, autoattack: str = "standard",
              aa_components: Sequence[str] | None = None, aa_steps: int = 100,
              aa_queries: int = 5000, aa_targets: int = NUM_TARGETS,
@@ -525,9 +582,12 @@ def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key
   Args:
     logits_fn: x (B, H, W, C) float32 in [0, 1] -> logits (B, K); the model in
       evaluation mode, batched, jittable (its parameters closed over or bound).
-    images: (N, H, W, C) float in [0, 1] (or uint8 0-255), N >= 1.
-    labels: (N,) int in [0, K).
-    key: a PRNG key: AutoAttack's and LPA's randomness (per example).
+    images: (N, H, W, C) float in [0, 1] (or uint8 0-255), N >= 1; or a `data.Source`
+      (read batch by batch for the clean and corruption sections, so a test set larger
+      than memory works; loaded whole for the attack sections).
+    labels: (N,) int in [0, K); None when `images` is a `Source` (its labels).
+    key: a PRNG key: AutoAttack's and LPA's randomness (per example); needed only when
+      an attack section runs.
     threat_models: {norm: [radius, ...]} or [(norm, radius), ...]; norm 'linf' or 'l2', a
       radius a number or text such as '8/255'; default l_inf 8/255. None or {}: skip.
       A radius must be finite and > 0; an l_inf radius > 1 (0-255 units) is an error.
@@ -554,7 +614,10 @@ def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key
       `perceptual.model_features_fn(...)`); None skips LPA/PPGD.
     lpips_bounds, lpips_attacks, lpips_steps, lpips_lambda_steps: the perceptual section.
     batch_size: examples per batch (rounded up to a multiple of the device count).
-    mesh: the devices (default `parallel.make_mesh()`: every device; one process).
+    mesh: the devices (default `parallel.make_mesh()`: every device of every process).
+      Several processes (`jax.distributed`) run the clean and corruption sections, each
+      process passing the same images and reading its rows of every batch; the attack
+      sections need one process.
     progress: tqdm bars on stdout for the long sections.
     log: one line per section and AutoAttack component (None: quiet).
 
@@ -565,47 +628,67 @@ def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key
     ValueError: naming the argument, for bad images, labels, radii, options, or NaN/inf
       logits.
   """
-  x = _as_images(images)
-  y = jnp.asarray(labels)
-  checks.check_labels(y, x.shape[0])
-  checks.check_key(key)
+  is_source = isinstance(images, data_lib.Source)
+  if is_source:
+    if labels is not None:
+      raise ValueError("labels must be None when images is a data.Source (its labels are "
+                       "used).")
+    rows, x, y = images, None, None
+    n = int(images.num_examples)
+    if n < 1:
+      raise ValueError("images is an empty Source: nothing to evaluate.")
+  else:
+    x = _as_images(images)
+    rows, n = x, int(x.shape[0])
+    y = jnp.asarray(labels)
+    checks.check_labels(y, n)
   checks.check_choice(autoattack, AUTOATTACK_VERSIONS, "autoattack")
   checks.check_steps(batch_size, "batch_size", minimum=1)
   tms = _threat_models(threat_models) if autoattack != "none" else []
   if autoattack == "custom" and not aa_components:
     raise ValueError("autoattack='custom' needs aa_components=[...] from "
                      f"{attacks.COMPONENTS}.")
+  if tms or lpips_features is not None:
+    checks.check_key(key, reason="the attacks' randomness")
+    if jax.process_count() > 1:
+      raise ValueError("evaluate's attack sections (AutoAttack, LPA) run in one process "
+                       "(every local device); with several processes evaluate the clean "
+                       "and corruption sections only (threat_models=None, "
+                       "lpips_features=None).")
+  if log is not None and not callable(log):
+    raise ValueError(f"log={log!r} must be a callable such as print, or None.")
   base = _baseline(baseline)
   mesh = parallel.make_mesh() if mesh is None else mesh
-  if jax.process_count() > 1:
-    raise ValueError("evaluate runs in one process (every local device); several processes "
-                     "are not supported yet.")
   say = log or (lambda _: None)
-  predict_fn = jax.jit(logits_fn)
   seconds = {}
 
   tic = time.time()
-  logits = _predict(predict_fn, x, mesh, batch_size)
+  logits, source_labels = clean_lib.logits_of(logits_fn, rows, batch_size=batch_size,
+                                              mesh=mesh)
   _check_finite_logits(logits, "the clean images")
   if logits.ndim != 2:
     raise ValueError(f"logits_fn must return (B, K) logits, got shape {logits.shape}.")
-  checks.check_labels(y, x.shape[0], num_classes=logits.shape[-1])
+  if is_source:
+    y = jnp.asarray(source_labels)
+  checks.check_labels(y, n, num_classes=logits.shape[-1])
   clean_acc = float(np.mean(np.argmax(logits, -1) == np.asarray(y)))
-  cal = clean_lib.calibration(logits, np.asarray(y)) if calibration and x.shape[0] >= 2 else None
+  cal = clean_lib.calibration(logits, np.asarray(y)) if calibration and n >= 2 else None
   seconds["clean"] = time.time() - tic
-  say(f"clean accuracy {100 * clean_acc:.2f}% on {x.shape[0]} examples")
-  result = Robustness(num_examples=int(x.shape[0]), clean_accuracy=clean_acc,
-                      calibration=cal, seconds=seconds)
+  say(f"clean accuracy {100 * clean_acc:.2f}% on {n} examples")
+  result = Robustness(num_examples=n, clean_accuracy=clean_acc, calibration=cal,
+                      seconds=seconds)
 
   if corruptions is not None:
     tic = time.time()
     result.corruptions = _corruption_section(
-        predict_fn, x, y, corruptions, clean_accuracy=clean_acc, mesh=mesh,
+        logits_fn, rows, y, corruptions, clean_accuracy=clean_acc, mesh=mesh,
         batch_size=batch_size, seed=corruption_seed, params=corruption_params,
         baseline=base, progress=progress)
     seconds["corruptions"] = time.time() - tic
     say(f"corruptions: mean accuracy {100 * (result.corruptions['mean_accuracy'] or 0):.2f}%")
 
+  if x is None and (tms or lpips_features is not None):
+    x = _source_images(images, n)  # the attacks take arrays
   for i, (norm, text, eps) in enumerate(tms):
     tic = time.time()
     version = autoattack
@@ -630,3 +713,65 @@ def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels, *, key
         lambda_steps=lpips_lambda_steps, mesh=mesh, batch_size=batch_size, progress=progress)
     seconds["lpips"] = time.time() - tic
   return result
+
+
+# --------------------------------------------------------------------------- evaluators
+# The registry's evaluators of a flax model (`model.apply(variables, x, train=False)`) on
+# `data.Source`s: `evaluate`'s sections, the variables traced (one compilation per
+# architecture).
+
+
+def _model_logits_fn(model, variables):
+  return attacks.traced_logits_fn(clean_lib.eval_apply(model), variables)
+
+
+def evaluate_clean(model, variables, source, *, batch_size: int = 500, mesh=None,
+                   with_calibration: bool = True) -> dict[str, Any]:
+  """Clean accuracy (and calibration) of `model` on every example of `source`
+  (`evaluate`'s clean section).
+
+  Returns:
+    dict with 'num_examples', 'accuracy' (in [0, 1]) and, if `with_calibration`,
+    'calibration' (see `clean.calibration`; None for one example).
+  """
+  r = evaluate(_model_logits_fn(model, variables), source, None, key=None,
+               threat_models=None, autoattack="none", calibration=with_calibration,
+               batch_size=batch_size, mesh=mesh, progress=False, log=None)
+  out = {"num_examples": r.num_examples, "accuracy": r.clean_accuracy}
+  if with_calibration:
+    out["calibration"] = r.calibration
+  return out
+
+
+def evaluate_corruptions(model, variables, sources, *, batch_size: int = 500, mesh=None,
+                         num_examples: int = 0) -> dict[str, Any]:
+  """Accuracy of `model` on every corrupted test set of `sources` (`evaluate`'s
+  corruption section).
+
+  Args:
+    model, variables: a flax model and its variables.
+    sources: `{(name, severity): Source}` with every severity 1..5 of each name (e.g.
+      from `corruptions.corrupted_sources`), the same test images in the same order.
+    batch_size, mesh: as for `clean.logits_of`.
+    num_examples: evaluate on the first `num_examples` of each set (0: all).
+
+  Returns:
+    dict with 'accuracy' ({name: [accuracy at severity 1..5]}), 'mean_accuracy' (over
+    the benchmark corruptions evaluated; None without any), 'mce' (CIFAR style, in %;
+    None unless all 15 benchmark corruptions were evaluated), and 'source', 'params',
+    'mce_baseline', 'relative_mce' as in `Robustness.corruptions`.
+
+  Raises:
+    ValueError: if a name lacks a severity, a name is unknown, or `sources` is empty.
+  """
+  if not sources:
+    raise ValueError("sources is empty: give at least one (name, severity) set.")
+  checks.check_steps(num_examples, "num_examples")
+  first = next(iter(sources.values()))
+  n = min(s.num_examples for s in sources.values())
+  n = min(n, num_examples) if num_examples > 0 else n
+  y = jnp.asarray(_source_labels(first, n))
+  rows = data_lib.first_n(first, n)
+  return _corruption_section(_model_logits_fn(model, variables), rows, y, dict(sources),
+                             clean_accuracy=None, mesh=mesh, batch_size=batch_size, seed=0,
+                             params=None, baseline=None, progress=True)

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr import attacks
 from adacorr import data as data_lib
 from adacorr import evaluation
 from adacorr import parallel
@@ -145,25 +146,42 @@ def robustness_report(
   if num_examples > 0:
     test_source = data_lib.first_n(test_source, num_examples)
   seconds = {}  # wall time per section (compilation included)
-  tic = time.time()
-  clean = evaluation.evaluate_clean(model, variables, test_source, batch_size=batch_size,
-                                    mesh=mesh)
-  seconds["clean"] = time.time() - tic
+  sources = None
+  if corruptions != "none":  # the sets first (built once, cached on disk)
+    tic = time.time()
+    sources = evaluation.corrupted_sources(
+        corruptions, config.dataset, test_source, names,
+        cache_dir=corrupted_dir or os.path.join(workdir, f"{config.dataset}-C"),
+        seed=seed, params="cifar10", data_dir=config.get("data_dir"), download=download)
+    seconds["corrupted"] = time.time() - tic
+  # The clean and corruption sections: `evaluation.evaluate`, the one implementation,
+  # on the test Source and the cached -C Sources (several processes too).
+  logits_fn = attacks.traced_logits_fn(evaluation.clean.eval_apply(model), variables)
+  result = evaluation.evaluate(
+      logits_fn, test_source, None, threat_models=None, autoattack="none",
+      corruptions=sources, batch_size=batch_size, mesh=mesh, log=logging.info)
+  seconds["clean"] = result.seconds["clean"]
+  if sources is not None:
+    seconds["corrupted"] += result.seconds["corruptions"]
   report = {
       "workdir": os.path.abspath(workdir), "dataset": config.dataset, "model": config.model,
       "method": config.get("method"), "step": step, "options": options,
-      "num_examples": clean["num_examples"], "corruptions": corruptions,
-      "clean": {"accuracy": clean["accuracy"]}, "calibration": clean["calibration"],
+      "num_examples": result.num_examples, "corruptions": corruptions,
+      "clean": {"accuracy": result.clean_accuracy}, "calibration": result.calibration,
       "seconds": seconds,
   }
+  if sources is not None:
+    report["corrupted"] = {**result.corruptions, "source": corruptions,
+                           "params": "cifar10" if corruptions == "generated" else None}
   if config.dataset == "cifar10":
     try:
       _, (cifar10_1,) = data_lib.load_dataset("cifar10_1", splits=("test",),
                                               data_dir=config.get("data_dir"),
                                               download=download)
-      report["cifar10_1"] = {"accuracy": evaluation.evaluate_clean(
-          model, variables, cifar10_1, batch_size=batch_size, mesh=mesh,
-          with_calibration=False)["accuracy"]}
+      report["cifar10_1"] = {"accuracy": evaluation.evaluate(
+          logits_fn, cifar10_1, None, threat_models=None, autoattack="none",
+          calibration=False, batch_size=batch_size, mesh=mesh, progress=False,
+          log=None).clean_accuracy}
     except FileNotFoundError as e:
       logging.warning("CIFAR-10.1 not available: %s", e)
       report["cifar10_1"] = None
@@ -207,16 +225,6 @@ def robustness_report(
     }
     seconds["lpips"] = time.time() - tic
 
-  if corruptions != "none":
-    tic = time.time()
-    sources = evaluation.corrupted_sources(
-        corruptions, config.dataset, test_source, names,
-        cache_dir=corrupted_dir or os.path.join(workdir, f"{config.dataset}-C"),
-        seed=seed, params="cifar10", data_dir=config.get("data_dir"), download=download)
-    report["corrupted"] = evaluation.evaluate_corruptions(
-        model, variables, sources, batch_size=batch_size, mesh=mesh,
-        num_examples=num_examples)
-    seconds["corrupted"] = time.time() - tic
   return report, names
 
 
