@@ -271,7 +271,7 @@ def test_robust_augmix_loss_uses_the_eval_mode_attack_and_keeps_the_old_one_as_o
   # Default: eval-mode BatchNorm, start on the sphere (the author's code).
   eval_loss, eval_stats = expected(_eval_mode_attack(model, variables, x, y, attack_key,
                                                      "sphere"))
-  loss, stats = run()
+  loss, stats = run(bn_views="pooled")
   np.testing.assert_allclose(loss, eval_loss, rtol=1e-4)
   # Only the training pass over the three views updates the running statistics.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
@@ -283,11 +283,46 @@ def test_robust_augmix_loss_uses_the_eval_mode_attack_and_keeps_the_old_one_as_o
   x_old = jax.jit(lambda x, y, key: methods.input_attack(
       train_logits, x, y, key, norm="l2", random_init=True, **RAM_ATTACK))(x, y, attack_key)
   old_loss, old_stats = expected(x_old)
-  loss, stats = run(attack_bn_mode="train", random_start="ball")
+  loss, stats = run(attack_bn_mode="train", random_start="ball", bn_views="pooled")
   np.testing.assert_allclose(loss, old_loss, rtol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                stats, old_stats)
   assert abs(eval_loss - old_loss) > 1e-2 * abs(old_loss)
+
+
+def test_robust_augmix_runs_three_train_mode_passes_by_default(cnn, batch, fake_augmix):
+  # The author's trainer: model(clean), model(aug), model(adv), each train-mode, so each
+  # view is normalised with its own batch statistics and the running statistics are
+  # updated three times in that order. Here the AugMix view is 1 - x (far from x in
+  # mean), so pooled and per-view statistics differ.
+  model, variables = cnn
+  fake_augmix(lambda x: 1.0 - x)
+  x, y = batch["image"], np.asarray(batch["label"])
+  seed = 3
+  _, attack_key, _, dropout_key = jax.random.split(jax.random.key(seed), 4)
+  x_adv = _eval_mode_attack(model, variables, x, y, attack_key, "sphere")
+  train_apply = jax.jit(lambda stats, images, k: methods.adversarial_training.train_apply(
+      model, variables["params"], stats, images, k))
+  stats, logits = variables["batch_stats"], []
+  for view, k in zip([x, 1.0 - x, x_adv], jax.random.split(dropout_key, 3)):
+    out, stats = train_apply(stats, view, k)
+    logits.append(np.asarray(out))
+  expected = _np_ce(logits[0], y) + 12.0 * _np_jsd(*logits)
+  loss_fn = methods.make_robust_augmix(model, eps=0.5, num_steps=3)
+  loss, aux = jax.jit(loss_fn)(variables["params"], variables["batch_stats"], batch,
+                               jax.random.key(seed))
+  np.testing.assert_allclose(float(loss), expected, rtol=1e-4)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               aux["batch_stats"], stats)
+  pooled_fn = methods.make_robust_augmix(model, eps=0.5, num_steps=3, bn_views="pooled")
+  pooled, pooled_aux = jax.jit(pooled_fn)(variables["params"], variables["batch_stats"],
+                                          batch, jax.random.key(seed))
+  assert abs(float(pooled) - float(loss)) > 1e-3 * abs(float(loss))
+  diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                      pooled_aux["batch_stats"], aux["batch_stats"])
+  assert max(jax.tree.leaves(diff)) > 1e-3
+  with pytest.raises(ValueError, match="bn_views"):
+    methods.make_robust_augmix(model, bn_views="both")
 
 
 def _start(norm, eps, shape=(8, 16, 16, 3), **kw):

@@ -11,7 +11,9 @@ RobustAugMix (Martinez et al. 2022), as `LossFn` factories.
   `adversarial_training.input_attack`, see `robust_augmix_attack`). The paper does not say
   how BatchNorm behaves during the attack or where PGD starts; we follow the first author's
   public code (github.com/martinez-hub/robustaugmix, `training/trainer.py` and
-  `attacks/pgd.py`): the attack runs with the model in EVAL mode (BatchNorm on its running
+  `attacks/pgd.py`): the three views go through the model as three train-mode passes
+  (each normalised with its own batch statistics; `bn_views='pooled'`, one pass over the
+  concatenated views, is our earlier behaviour), the attack runs with the model in EVAL mode (BatchNorm on its running
   statistics, `model.eval()` around `pgd_l2_attack`) and starts on the eps-sphere (theirs
   projects a Gaussian direction onto the l2 eps-ball, whose norm, ~sqrt(3072) on CIFAR, is
   far above eps; ours scales it to norm eps exactly). `attack_bn_mode='train',
@@ -42,6 +44,9 @@ JSD_WEIGHT = 12.0
 # RobustAugMix's attack: BatchNorm on running statistics ('eval', the author's code) or on
 # the attacked batch ('train', updates discarded).
 ATTACK_BN_MODES = ("eval", "train")
+# How the views' train-mode passes meet BatchNorm: one pass over all views ('pooled') or one
+# pass per view ('separate'); see `views_apply`.
+BN_VIEWS = ("separate", "pooled")
 
 
 def check_augmix_kwargs(kwargs: Mapping[str, Any] | None, *, jsd_default: bool = False
@@ -97,9 +102,25 @@ def consistency_loss(logits: Sequence[jax.Array], labels: jax.Array, *,
   return cross_entropy(clean, labels) + jsd_weight * jsd, metrics
 
 
-def views_apply(model: nn.Module, params, batch_stats, views: Sequence[jax.Array], key
-                ) -> tuple[list[jax.Array], Any]:
-  """One train-mode pass over the concatenated views; returns their logits and the stats."""
+def views_apply(model: nn.Module, params, batch_stats, views: Sequence[jax.Array], key, *,
+                bn_views: str = "pooled") -> tuple[list[jax.Array], Any]:
+  """The views' train-mode logits and the new BatchNorm statistics.
+
+  `bn_views='pooled'`: one pass over the concatenated views (BatchNorm normalises with
+  the statistics of all of them and updates its running statistics once: AugMix's
+  reference, `torch.cat`). 'separate': one pass per view, in order (each view normalised
+  with its own batch statistics; the running statistics updated after each pass, the
+  next pass starting from them: three `model(view)` calls in torch, RobustAugMix's
+  reference trainer). Dropout draws an independent key per pass.
+  """
+  if bn_views not in BN_VIEWS:
+    raise ValueError(f"bn_views must be one of {BN_VIEWS}, got {bn_views!r}.")
+  if bn_views == "separate":
+    logits = []
+    for view, k in zip(views, jax.random.split(key, len(views))):
+      out, batch_stats = train_apply(model, params, batch_stats, view, k)
+      logits.append(out)
+    return logits, batch_stats
   b = views[0].shape[0]
   logits, new_stats = train_apply(model, params, batch_stats, jnp.concatenate(views), key)
   return [logits[i * b:(i + 1) * b] for i in range(len(views))], new_stats
@@ -176,7 +197,8 @@ def robust_augmix_attack(model: nn.Module, params, batch_stats, x: jax.Array, y:
 def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
                        num_steps: int = 7, step_size: float | None = None,
                        random_init: bool = True, random_start: str = "sphere",
-                       attack_bn_mode: str = "eval", jsd_weight: float = JSD_WEIGHT,
+                       attack_bn_mode: str = "eval", bn_views: str = "separate",
+                       jsd_weight: float = JSD_WEIGHT,
                        severity: float = 3, width: int = 3, depth: int = -1,
                        alpha: float = 1.0, all_ops: bool = False):
   """RobustAugMix: CE(clean) + 12 * JSD(p_clean, p_augmix, p_adversarial).
@@ -187,7 +209,11 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
   the PGD start lies on the eps-sphere (`random_start='sphere'`; 'ball' draws its radius
   from U(0, eps), our earlier start) and the attack runs with BatchNorm in eval mode
   (`attack_bn_mode='eval'`; 'train' uses the attacked batch's statistics and discards
-  their updates, our earlier attack). `random_init=False` starts from zero. Metrics:
+  their updates, our earlier attack). The clean, AugMix and adversarial views then go
+  through the model as three separate train-mode passes (`bn_views='separate'`, the
+  author's `trainer.py`: `model(clean)`, `model(aug)`, `model(adv)`), so each view is
+  normalised with its own batch statistics; `bn_views='pooled'` (our earlier default,
+  AugMix's `torch.cat`) pools the three views in one pass. `random_init=False` starts from zero. Metrics:
   'accuracy' (clean), 'jsd', 'augmix_accuracy', 'adversarial_accuracy', 'perturbation_norm'.
 
   Raises:
@@ -206,6 +232,8 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
     raise ValueError(f"random_start must be one of {RANDOM_STARTS}, got {random_start!r}.")
   if attack_bn_mode not in ATTACK_BN_MODES:
     raise ValueError(f"attack_bn_mode must be one of {ATTACK_BN_MODES}, got {attack_bn_mode!r}.")
+  if bn_views not in BN_VIEWS:
+    raise ValueError(f"bn_views must be one of {BN_VIEWS}, got {bn_views!r}.")
   attack_kw = dict(eps=eps, step_size=step_size, num_steps=num_steps, random_init=random_init,
                    random_start=random_start, attack_bn_mode=attack_bn_mode)
   aug_kw = check_augmix_kwargs(dict(kw, jsd=True))
@@ -217,7 +245,7 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
     x_adv = robust_augmix_attack(model, params, batch_stats, x, y, attack_key,
                                  dropout_key=attack_dropout, **attack_kw)
     logits, new_stats = views_apply(model, params, batch_stats, [x, aug(x, aug_key), x_adv],
-                                    dropout_key)
+                                    dropout_key, bn_views=bn_views)
     loss, metrics = consistency_loss(logits, y, jsd_weight=aug_kw["jsd_weight"])
     metrics["augmix_accuracy"] = metrics.pop("view1_accuracy")
     metrics["adversarial_accuracy"] = metrics.pop("view2_accuracy")
