@@ -149,7 +149,8 @@ def test_a_custom_autoattack_component_returning_nan_raises_naming_it():
     (INF, r"^eps=inf must be a finite number"),
     (8, r"^eps=8 is larger than 1 .*0-255.*did you mean eps=8/255"),
     (None, r"^eps is required"),
-    ("8/255", r"^eps must be one concrete real number"),
+    ("8/0", r"^eps='8/0' is not a number or a fraction"),  # text is parsed (core.radius)
+    ("8", r"^eps=8 is larger than 1"),
     (True, r"^eps must be one concrete real number"),
 ])
 def test_check_radius_for_evaluation_errors(eps, match):

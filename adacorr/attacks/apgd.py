@@ -35,8 +35,10 @@ import numpy as np
 
 from adacorr.attacks import ascent, lp
 from adacorr.core.canonical_conv import canonical_convs
-from adacorr.core.checks import check_images, check_key, check_norm, check_steps
+from adacorr.core.checks import (
+    check_bool, check_fraction, check_images, check_key, check_norm, check_steps, is_number)
 from adacorr.core.keys import per_example_keys
+from adacorr.core.radius import as_radius
 from adacorr.core.tree import bcast
 
 APGD_LOSSES = ("ce", "dlr", "margin")
@@ -222,8 +224,9 @@ def apgd(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *, norm: str =
       values of x and y, a `logits_fn` not returning (B, K)), rho outside [0, 1],
       restarts < 1, key=None.
   """
+  eps = as_radius(eps)
   _check(logits_fn, x, y, key, norm=norm, eps=eps, loss=loss, num_steps=num_steps, rho=rho,
-         restarts=restarts, eot_iter=eot_iter)
+         restarts=restarts, eot_iter=eot_iter, success_aware=success_aware)
   return _restarts(logits_fn, x, y, key, restarts, [None], norm=norm, eps=eps,
                    num_steps=num_steps, loss=loss, rho=rho, success_aware=success_aware,
                    eot_iter=eot_iter)
@@ -252,8 +255,9 @@ def apgd_targeted(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, *,
   Raises:
     ValueError: as `apgd`, and for num_targets < 1 or >= K, or a rank outside [2, K].
   """
+  eps = as_radius(eps)
   _check(logits_fn, x, y, key, norm=norm, eps=eps, loss="ce", num_steps=num_steps, rho=rho,
-         restarts=restarts, eot_iter=1)
+         restarts=restarts, eot_iter=1, success_aware=success_aware)
   num_classes = jax.eval_shape(logits_fn, x).shape[-1]
   if target_ranks is None:
     if isinstance(num_targets, bool) or not isinstance(num_targets, int) or not (
@@ -282,8 +286,9 @@ def apgd_targeted_rank(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, 
   `rank` a (possibly traced) int in [2, K]: one compiled function serves every target
   (`autoattack` runs the ranks one after another on the examples still robust).
   Otherwise as `apgd_targeted`."""
+  eps = as_radius(eps)
   _check(logits_fn, x, y, key, norm=norm, eps=eps, loss="ce", num_steps=num_steps, rho=rho,
-         restarts=restarts, eot_iter=1)
+         restarts=restarts, eot_iter=1, success_aware=success_aware)
   num_classes = jax.eval_shape(logits_fn, x).shape[-1]
   if num_classes < 4:
     raise ValueError(f"APGD-T's targeted DLR loss needs at least 4 classes; the model has "
@@ -296,20 +301,26 @@ def apgd_targeted_rank(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key, 
                    eot_iter=1)
 
 
-def _check(logits_fn, x, y, key, *, norm, eps, loss, num_steps, rho, restarts, eot_iter):
-  if eot_iter == 1:
-    lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss, losses=APGD_LOSSES)
-  else:  # a randomised model logits_fn(x, keys): check only what needs no call
-    check_images(x)
-    check_norm(norm)
-    lp.check_radius(eps, norm)
-    lp.check_loss(loss, APGD_LOSSES)
-  check_steps(num_steps)
-  if not 0.0 <= rho <= 1.0:
-    raise ValueError(f"rho={rho!r} must be in [0, 1].")
-  lp.check_restarts(restarts)
+def _check(logits_fn, x, y, key, *, norm, eps, loss, num_steps, rho, restarts, eot_iter,
+           success_aware=True):
   if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
     raise ValueError(f"eot_iter={eot_iter!r} must be a Python int >= 1.")
+  if eot_iter == 1:
+    num_classes = lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss,
+                                       losses=APGD_LOSSES)
+    if loss == "dlr" and num_classes < 3:  # before anything is compiled
+      raise ValueError(f"loss='dlr' needs at least 3 classes; logits have {num_classes}.")
+  else:  # a randomised model logits_fn(x, keys): check only what needs no call
+    check_images(x, allow_empty=False)
+    check_norm(norm)
+    lp.check_radius(eps, norm, image_shape=jnp.shape(x))
+    lp.check_loss(loss, APGD_LOSSES)
+  check_steps(num_steps)
+  if not is_number(rho):
+    raise ValueError(f"rho={rho!r} must be a Python number in [0, 1].")
+  check_fraction(rho, "rho")
+  check_bool(success_aware, "success_aware")
+  lp.check_restarts(restarts)
   check_key(key, reason="APGD starts at a random point in the ball")
 
 

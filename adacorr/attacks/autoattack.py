@@ -31,8 +31,8 @@ from adacorr.attacks.evaluation import robust_accuracy
 from adacorr.attacks.fab import fab
 from adacorr.attacks.square import square
 from adacorr.core.checks import (
-    check_choice, check_images, check_key, check_norm, check_radius_for_evaluation,
-    check_steps)
+    check_callable_or_none, check_choice, check_images, check_key, check_labels,
+    check_logits_fn, check_norm, check_radius_for_evaluation, check_steps)
 
 VERSIONS = ("standard", "rand", "fast", "custom")
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
@@ -142,6 +142,22 @@ def component_attacks(logits_fn: lp.LogitsFn, *, norm: str, eps: float,
   return out
 
 
+def _check_randomised(logits_fn: Callable, x, key) -> None:
+  """ValueError unless `logits_fn(x, keys)` traces (version 'rand': a randomised model
+  drawing its randomness from per-example keys (B,)), naming what it needs."""
+  keys = jax.eval_shape(lambda k: jax.random.split(k, jnp.shape(x)[0]), key)
+  spec = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+  try:
+    jax.eval_shape(logits_fn, spec, keys)
+  except Exception as e:  # pylint: disable=broad-except  (any error of the user's model)
+    raise ValueError(
+        f"version='rand' is for randomised models: it calls logits_fn(x, keys) with x of "
+        f"shape {spec.shape} and per-example keys of shape {keys.shape} (one draw of the "
+        f"model's randomness per example, averaged over eot_iter draws), and that call "
+        f"failed: {type(e).__name__}: {e}. For a deterministic logits_fn(x) use "
+        f"version='standard'.") from e
+
+
 def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: str, eps: float,
                version: str = "standard", attacks: Sequence[str] | None = None,
                batch_size: int | None = None, num_steps: int = 100, num_queries: int = 5000,
@@ -181,7 +197,10 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
     else the components and budget).
   Raises:
     ValueError: for an unknown version or component, 'custom' without `attacks` (or
-      `attacks` with another version, or a string), bad inputs (an empty batch,
+      `attacks` with another version, or a string), a `log` that is not callable,
+      version 'rand' with a `logits_fn` that cannot be called as `logits_fn(x, keys)`, a
+      `logits_fn` failing on x (named; the original error chained), labels outside
+      [0, K), a key array instead of one key, bad inputs (an empty batch,
       `num_steps` / `num_queries` / `eot_iter` < 1, an `eps` that is 0, negative, NaN /
       inf or, for l_inf, > 1: a 0-255 value), a component returning a point outside the
       threat model or NaN / inf, or `logits_fn` returning NaN / inf logits (named in the
@@ -190,7 +209,11 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
   check_choice(version, VERSIONS, "version")
   check_norm(norm)
   check_images(x, allow_empty=False)
-  check_key(key)
+  check_key(key, single=True)
+  check_callable_or_none(log, "log", "a function taking one line of text (e.g. print)")
+  if not callable(logits_fn):
+    raise ValueError(f"logits_fn must be a function x -> logits (B, K), got "
+                     f"{type(logits_fn).__name__}.")
   # In Python, before anything is traced: finite, > 0, l_inf <= 1 (errors, not warnings).
   eps = check_radius_for_evaluation(eps, norm, "eps", image_shape=jnp.shape(x))
   check_steps(num_steps, "num_steps", minimum=1)
@@ -219,11 +242,14 @@ def autoattack(logits_fn: Callable, x: jax.Array, y: jax.Array, key, *, norm: st
   model = logits_fn
   if version == "rand":
     eval_key = jax.random.fold_in(key, 7)
+    _check_randomised(logits_fn, x, eval_key)
     model = lambda v: logits_fn(v, jax.random.split(eval_key, v.shape[0]))
   else:
     eot_iter = 1
+  # Traced only: the model's own errors named with x's shape; labels < K.
+  num_classes = check_logits_fn(model, x)
+  check_labels(y, jnp.shape(x)[0], num_classes)
   if any(n in ("apgd-t", "fab-t") for n in names):
-    num_classes = jax.eval_shape(model, x[:1]).shape[-1]
     if isinstance(num_targets, bool) or not isinstance(num_targets, int) or not (
         1 <= num_targets < num_classes):
       raise ValueError(f"num_targets={num_targets!r} must be an int in [1, "

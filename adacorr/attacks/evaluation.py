@@ -13,8 +13,9 @@ import numpy as np
 from adacorr import parallel
 from adacorr.attacks import lp
 from adacorr.core.checks import (
-    check_images, check_key, check_labels, check_nonnegative, check_norm,
-    check_radius_for_evaluation, check_same_shape, nonfinite_summary)
+    check_images, check_key, check_labels, check_logits_fn, check_nonnegative, check_norm,
+    check_radius_for_evaluation, check_same_shape, check_steps, nonfinite_summary)
+from adacorr.core.radius import as_radius
 
 Attack = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 MIN_PADDED = 32  # the smallest padded subset: fewer compilations for a few more rows
@@ -94,6 +95,7 @@ def check_threat_model(x_adv: jax.Array, x: jax.Array, *, norm: str, eps: float,
     rtol: relative slack on the radius.
   """
   check_norm(norm)
+  eps = as_radius(eps)
   check_nonnegative(eps, "eps", finite=True)
   check_same_shape(x, x_adv, ("x", f"the points of attack {name!r}"))
   bad = nonfinite_summary(x)
@@ -191,25 +193,31 @@ def robust_accuracy(logits_fn: lp.LogitsFn, x: jax.Array, y: jax.Array, key,
     examples the attack was run on, padding excluded}).
 
   Raises:
-    ValueError: for bad inputs (an empty batch, no attacks, a `threat_model` radius
-      that is 0, negative, NaN / inf or, for l_inf, > 1), an attack returning the wrong
+    ValueError: for bad inputs (an empty batch, labels outside [0, K), a key array
+      instead of one key, no attacks, a `batch_size` that is not an int >= 1, a
+      `logits_fn` failing on x (named, the original error chained), a `threat_model`
+      radius that is 0, negative, NaN / inf or, for l_inf, > 1; text such as '8/255' is
+      parsed), an attack returning the wrong
       shape or NaN / inf values, `logits_fn` returning NaN / inf logits (on the clean
       images or an attack's points), or (with `threat_model`) a point outside the
       threat model.
   """
   check_images(x, allow_empty=False)
   check_labels(y, jnp.shape(x)[0])
-  check_key(key)
+  check_key(key, single=True)
   _check_attacks(attacks)
   if threat_model is not None:  # checked in Python, before anything is traced
     threat_model = _check_threat_model_arg(threat_model, x)
+  if batch_size is not None:
+    check_steps(batch_size, "batch_size", minimum=1)
+  # Traced only (`jax.eval_shape`): the model's own errors named, and labels < K (a label
+  # >= K would silently count as misclassified).
+  check_labels(y, jnp.shape(x)[0], check_logits_fn(logits_fn, x))
   names, fns = _names(attacks)
   n = x.shape[0]
   attack_keys = jax.random.split(key, max(len(fns), 1))
   ex_keys = [jax.random.split(k, n) for k in attack_keys]
   bs = n if batch_size is None else int(batch_size)
-  if bs < 1:
-    raise ValueError(f"batch_size={batch_size!r} must be >= 1.")
   correct_clean = np.zeros((n,), bool)
   correct_adv = np.zeros((len(fns), n), bool)
   x_adv = np.array(x, np.float32, copy=True)

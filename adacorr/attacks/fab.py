@@ -66,6 +66,7 @@ from adacorr.attacks import lp
 from adacorr.core.canonical_conv import canonical_convs
 from adacorr.core.checks import check_key, check_labels, check_steps, is_number
 from adacorr.core.keys import per_example_keys
+from adacorr.core.radius import as_radius
 from adacorr.core.tree import bcast
 
 Array = jax.Array
@@ -321,6 +322,9 @@ def _check_common(logits_fn, x, y, *, norm, eps, num_steps, restarts, alpha_max,
   check_steps(num_steps)
   lp.check_restarts(restarts)
   # Constants are checked when they are numbers (traced values pass unchecked).
+  for name, value in (("alpha_max", alpha_max), ("eta", eta), ("beta", beta)):
+    if isinstance(value, (str, bytes, bool, np.bool_)) or value is None:
+      raise ValueError(f"{name}={value!r} must be a number.")
   if is_number(alpha_max) and not 0.0 <= alpha_max <= 1.0:
     raise ValueError(f"alpha_max={alpha_max!r} must be in [0, 1].")
   if is_number(eta) and not eta > 0.0:
@@ -365,6 +369,7 @@ def fab_targeted(logits_fn: lp.LogitsFn, x: Array, y: Array, target: Array, key=
       or restarts not ints (>= 0, >= 1), alpha_max or beta outside [0, 1], eta <= 0,
       key or eps missing with restarts > 1.
   """
+  eps = None if eps is None else as_radius(eps)
   num_classes = _check_common(logits_fn, x, y, norm=norm, eps=0.0 if eps is None else eps,
                               num_steps=num_steps, restarts=restarts, alpha_max=alpha_max,
                               eta=eta, beta=beta)
@@ -406,6 +411,7 @@ def fab(logits_fn: lp.LogitsFn, x: Array, y: Array, key=None, *, norm: str = "li
   Raises:
     ValueError: as `fab_targeted`, and for num_targets not an int in [1, K - 1].
   """
+  eps = as_radius(eps)
   num_classes = _check_common(logits_fn, x, y, norm=norm, eps=eps, num_steps=num_steps,
                               restarts=restarts, alpha_max=alpha_max, eta=eta, beta=beta)
   if (isinstance(num_targets, bool) or not isinstance(num_targets, (int, np.integer))

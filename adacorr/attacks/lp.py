@@ -9,7 +9,8 @@ the eps-ball around `x` and inside [0, 1].
 All functions are pure and jittable; norms, losses, step counts and flags are static
 Python values (`functools.partial` them before `jax.jit`), eps and step sizes may be
 traced. The checks are `adacorr.core.checks`: values (negative or NaN eps, x outside
-[0, 1], labels outside [0, K)) are checked only when the argument is concrete.
+[0, 1], labels outside [0, K)) are checked only when the argument is concrete. A radius
+may be text ('8/255', '0.03'; parsed by `adacorr.core.radius`, as in the evaluators).
 
 Keys: an attack that draws random numbers takes `key`, either ONE key or one key per
 example (typed keys of shape (B,), raw uint32 keys of shape (B, 2)). With one key, the
@@ -29,9 +30,11 @@ import optax
 
 from adacorr.attacks import ascent
 from adacorr.core.checks import (
-    check_images, check_key, check_labels, check_logits_fn,
-    check_nonnegative, check_norm, check_steps, warn_if_255_scale)
+    check_bool, check_images, check_key, check_labels, check_logits_fn,
+    check_nonnegative, check_norm, check_steps, warn_if_255_scale,
+    warn_if_l2_allows_every_image)
 from adacorr.core.keys import per_example_keys  # re-exported by adacorr.attacks
+from adacorr.core.radius import as_radius
 from adacorr.core.tree import TINY, bcast, per_example_l2
 
 Array = jax.Array
@@ -76,25 +79,48 @@ def check_loss(loss: str, allowed=LOSSES, name: str = "loss") -> None:
 def check_attack_inputs(logits_fn: LogitsFn, x, y) -> int:
   """Checks an attack's images, classifier and labels; returns the number of classes K.
 
-  `x`: rank-4 float images in [0, 1] (values when concrete); `logits_fn(x)`: shape
-  (B, K) (traced with `jax.eval_shape`, no computation); `y`: int (B,) in [0, K) (values
-  when concrete).
+  `x`: a non-empty rank-4 batch of float images in [0, 1] (values when concrete);
+  `logits_fn(x)`: float logits of shape (B, K) (traced with `jax.eval_shape`, no
+  computation; an exception of the model is re-raised naming x's shape); `y`: int (B,)
+  in [0, K) (values when concrete).
   """
-  check_images(x)
+  check_images(x, allow_empty=False)
   num_classes = check_logits_fn(logits_fn, x)
   check_labels(y, jnp.shape(x)[0], num_classes)
   return num_classes
 
 
-def check_radius(eps, norm: str, name: str = "eps") -> None:
-  """ValueError for a missing, negative, NaN or infinite radius (values when concrete);
-  a warning for an l_inf radius > 1 (a 0-255 value such as 8 instead of 8/255).
+def check_radius(eps, norm: str, name: str = "eps", *, image_shape=None):
+  """`eps` with text parsed ('8/255' -> 8/255, `core.radius.as_radius`); ValueError for a
+  missing, non-numeric, negative, NaN or infinite radius (values when concrete), or one
+  that is neither a scalar nor one radius per example (B,) (`image_shape` (B, H, W, C)
+  given); a warning for an l_inf radius > 1 (a 0-255 value such as 8 instead of 8/255)
+  and for an l2 radius >= sqrt(H * W * C) (every image in [0, 1] is in the ball).
 
   eps = 0 is allowed (training code may call an attack with it); evaluation uses the
   stricter `core.checks.check_radius_for_evaluation` (eps > 0, l_inf eps <= 1, errors).
   """
+  eps = as_radius(eps, name)
   check_nonnegative(eps, name, finite=True)
+  if image_shape is not None and jnp.ndim(eps) and (
+      jnp.ndim(eps) != 1 or jnp.shape(eps)[0] != tuple(image_shape)[0]):
+    raise ValueError(f"{name} must be one radius or one per example, shape () or "
+                     f"({tuple(image_shape)[0]},), got shape {jnp.shape(eps)}.")
   warn_if_255_scale(eps, name, norm=norm)
+  warn_if_l2_allows_every_image(eps, norm, image_shape, name)
+  return eps
+
+
+def check_step_size(step_size, x, name: str = "step_size"):
+  """`step_size` checked (a finite number >= 0, or one per example (B,)), as an array
+  broadcasting against `x` (B, H, W, C)."""
+  check_nonnegative(step_size, name, finite=True)
+  if jnp.ndim(step_size) == 0:
+    return step_size
+  if jnp.shape(step_size) != (jnp.shape(x)[0],):
+    raise ValueError(f"{name} must be one number or one per example, shape () or "
+                     f"({jnp.shape(x)[0]},), got shape {jnp.shape(step_size)}.")
+  return bcast(jnp.asarray(step_size), x)
 
 
 def check_restarts(restarts) -> None:
@@ -105,10 +131,11 @@ def check_restarts(restarts) -> None:
 def check_attack_args(logits_fn: LogitsFn, x, y, *, norm: str, eps, loss: str | None = None,
                       losses=LOSSES) -> int:
   """The checks of an l_p attack's arguments (see `check_attack_inputs`, `check_radius`);
-  returns the number of classes K."""
-  check_images(x)
+  returns the number of classes K. (`eps` is checked, not parsed: the attacks take
+  `as_radius(eps)` first.)"""
+  check_images(x, allow_empty=False)
   check_norm(norm)
-  check_radius(eps, norm)
+  check_radius(eps, norm, image_shape=jnp.shape(x))
   if loss is not None:
     check_loss(loss, losses)
   return check_attack_inputs(logits_fn, x, y)
@@ -168,6 +195,7 @@ def project(x_adv: Array, x: Array, *, norm: str, eps) -> Array:
     (B, H, W, C) points in the ball and in [0, 1].
   """
   check_norm(norm)
+  eps = as_radius(eps)
   delta = x_adv - x
   if jnp.ndim(eps) == 1:
     eps_b = bcast(jnp.asarray(eps), delta)
@@ -208,15 +236,23 @@ def random_init(key, x: Array, *, norm: str, eps) -> Array:
     key: one key or per-example keys (see module docstring).
     x: (B, H, W, C) clean images in [0, 1].
     norm: 'linf' or 'l2'.
-    eps: radius (Python or scalar array).
+    eps: radius (a number, '8/255', a scalar array or one radius per example (B,)).
   Returns:
     (B, H, W, C) starting points in the ball and in [0, 1].
   """
   check_norm(norm)
+  eps = as_radius(eps)
   check_nonnegative(eps, "eps")
   check_key(key, reason="random_init draws a random start")
   keys = per_example_keys(key, x.shape[0])
-  delta = jax.vmap(lambda k: _random_delta_one(k, x.shape[1:], norm, eps))(keys)
+  if jnp.ndim(eps) == 1:  # one radius per example
+    if jnp.shape(eps)[0] != x.shape[0]:
+      raise ValueError(f"eps must be one radius or one per example, shape () or "
+                       f"({x.shape[0]},), got shape {jnp.shape(eps)}.")
+    delta = jax.vmap(lambda k, e: _random_delta_one(k, x.shape[1:], norm, e))(
+        keys, jnp.asarray(eps))
+  else:
+    delta = jax.vmap(lambda k: _random_delta_one(k, x.shape[1:], norm, eps))(keys)
   return jnp.clip(x + delta.astype(x.dtype), 0.0, 1.0)
 
 
@@ -306,6 +342,7 @@ def pgd_step(logits_fn: LogitsFn, x_adv: Array, x: Array, y: Array, *, norm: str
   Returns:
     `(x_next, loss_at_x_adv)`: (B, H, W, C) next iterate and the (B,) loss at `x_adv`.
   """
+  eps = as_radius(eps)
   obj, g = objective_and_grad(logits_fn, x_adv, y, loss=loss, targeted=targeted)
   x_next = project(x_adv + step_size * steepest_direction(g, norm), x, norm=norm, eps=eps)
   return x_next, (-obj if targeted else obj)
@@ -361,8 +398,9 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
     key: one key or per-example keys (see module docstring); needed only with
       `random_init` (may be None without it).
     norm: 'linf' or 'l2'.
-    eps: ball radius (>= 0).
-    step_size: step length (>= 0), e.g. 2.5 * eps / num_steps.
+    eps: ball radius (>= 0): a number, text such as '8/255', or one per example (B,).
+    step_size: step length (a finite number >= 0, or one per example (B,)), e.g.
+      2.5 * eps / num_steps.
     num_steps: number of gradient steps (static).
     random_init: start uniformly in the ball (else at `x`).
     loss: 'ce', 'margin' (max_{i!=y} z_i - z_y) or 'dlr'; maximised (minimised if
@@ -380,16 +418,23 @@ def pgd(logits_fn: LogitsFn, x: Array, y: Array, key, *, norm: str, eps, step_si
   Returns:
     x_adv (B, H, W, C) with ||x_adv - x||_p <= eps and x_adv in [0, 1].
   Raises:
-    ValueError: for an unknown norm or loss, a negative or NaN eps/step_size, bad
-      shapes, non-float x, x outside [0, 1] or labels outside [0, K) (when concrete), a
-      `logits_fn` not returning (B, K), restarts < 1, or key=None with `random_init`.
+    ValueError: for an unknown norm or loss, a negative, NaN or infinite eps/step_size
+      (or text that is not a number), an empty batch, bad shapes, non-float x, x
+      outside [0, 1] or labels outside [0, K) (when concrete), a `logits_fn` that fails
+      on x (named, with the original error chained) or does not return float (B, K),
+      restarts < 1, flags that are not bools, or key=None with `random_init`.
   Warns:
-    UserWarning: for an l_inf eps > 1 (a 0-255 value such as 8 instead of 8/255).
+    UserWarning: for an l_inf eps > 1 (a 0-255 value such as 8 instead of 8/255), or an
+      l2 eps >= sqrt(H * W * C) (the ball holds every image).
   """
+  eps = as_radius(eps)
   check_attack_args(logits_fn, x, y, norm=norm, eps=eps, loss=loss)
-  check_nonnegative(step_size, "step_size")
+  step_size = check_step_size(step_size, x)
   check_steps(num_steps)
   check_restarts(restarts)
+  for flag, value in (("random_init", random_init), ("targeted", targeted),
+                      ("track_best", track_best), ("success_aware", success_aware)):
+    check_bool(value, flag)
   if random_init:
     check_key(key, reason="random_init=True draws a random start; pass random_init=False "
               "to start at x without a key")
@@ -433,6 +478,7 @@ def fgsm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
   Raises:
     ValueError: as `pgd`.
   """
+  eps = as_radius(eps)
   check_attack_args(logits_fn, x, y, norm="linf", eps=eps)
   return _one_step(logits_fn, x, y, eps, "linf")
 
@@ -452,5 +498,6 @@ def fgm(logits_fn: LogitsFn, x: Array, y: Array, *, eps) -> Array:
   Raises:
     ValueError: as `pgd`.
   """
+  eps = as_radius(eps)
   check_attack_args(logits_fn, x, y, norm="l2", eps=eps)
   return _one_step(logits_fn, x, y, eps, "l2")

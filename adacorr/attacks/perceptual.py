@@ -58,9 +58,10 @@ import numpy as np
 
 from adacorr.attacks.lp import check_attack_inputs
 from adacorr.core.checks import (
-    check_choice, check_images, check_key, check_nonnegative, check_positive,
+    check_bool, check_choice, check_images, check_key, check_nonnegative, check_positive,
     check_same_shape, check_steps)
 from adacorr.core.keys import per_example_keys
+from adacorr.core.radius import as_radius
 from adacorr.core.tree import TINY, bcast, per_example_l2 as l2_norm
 from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
@@ -77,11 +78,19 @@ PROJECTIONS = ("newton", "bisection", "none")
 # --------------------------------------------------------------------------- validation
 
 
-def _check_inputs(logits_fn, features_fn, x, y, bound, key) -> "_Networks":
-  """The shared checks of Fast-LPA / LPA / PPGD; returns the networks."""
+def _check_inputs(logits_fn, features_fn, x, y, bound, key, init_std=0.0,
+                  flags=()) -> "_Networks":
+  """The shared checks of Fast-LPA / LPA / PPGD; returns the networks. (`bound` is
+  checked, not parsed: the attacks take `as_radius(bound, 'bound')` first.)"""
+  if features_fn is not None and not callable(features_fn):
+    raise ValueError(f"features_fn must be None (self-bounded) or a function x -> [feature "
+                     f"maps], got {type(features_fn).__name__}.")
   nets = _networks(logits_fn, features_fn)
   check_attack_inputs(nets.logits, x, y)
-  check_nonnegative(bound, "bound")
+  check_nonnegative(bound, "bound", finite=True)
+  check_nonnegative(init_std, "init_std", finite=True)
+  for name, value in flags:
+    check_bool(value, name)
   check_key(key, reason="the attack starts at a random point x + init_std N(0, 1)")
   return nets
 
@@ -264,6 +273,7 @@ def project_lpips(features_fn: FeaturesFn, x: Array, x_adv: Array, *, bound,
     bound: LPIPS radius (>= 0).
     method: 'newton' or 'bisection'.
   """
+  bound = as_radius(bound, "bound")
   check_images(x)
   check_images(x_adv, "x_adv")
   check_same_shape(x, x_adv, ("x", "x_adv"))
@@ -340,11 +350,11 @@ def fast_lpa_schedule(num_steps: int, *, lam=10.0, step_size=1.0,
 
 
 def _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
-                    derivative, kappa, convention) -> "_Networks":
-  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key)
+                    derivative, kappa, convention, init_std=0.0, flags=()) -> "_Networks":
+  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key, init_std, flags)
   check_steps(num_steps)
   if step_size is not None:
-    check_nonnegative(step_size, "step_size")
+    check_nonnegative(step_size, "step_size", finite=True)
   check_positive(h, "h")
   check_choice(derivative, DERIVATIVES, "derivative")
   check_positive(kappa, "kappa")
@@ -388,8 +398,11 @@ def fast_lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key,
   Returns:
     x_adv (B, H, W, C) in [0, 1].
   """
+  bound = as_radius(bound, "bound")
   nets = _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
-                         derivative, kappa, convention)
+                         derivative, kappa, convention, init_std,
+                         (("decay_step_size", decay_step_size),
+                          ("increase_lambda", increase_lambda)))
   lams, etas = fast_lpa_schedule(
       num_steps, lam=lam, step_size=bound if step_size is None else step_size,
       decay_step_size=decay_step_size, increase_lambda=increase_lambda,
@@ -440,12 +453,17 @@ def lpa(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, b
     x_adv (B, H, W, C) in [0, 1] with d(x, x_adv) <= bound; with `return_lambda`,
     `(x_adv, lambda (B,))`.
   """
+  bound = as_radius(bound, "bound")
   nets = _check_lpa_args(logits_fn, features_fn, x, y, key, bound, num_steps, step_size, h,
-                         derivative, kappa, convention)
+                         derivative, kappa, convention, init_std,
+                         (("decay_step_size", decay_step_size),
+                          ("return_lambda", return_lambda)))
   check_steps(lambda_steps, "lambda_steps")
-  check_nonnegative(lam, "lam")
+  check_nonnegative(lam, "lam", finite=True)
   check_positive(lam_factor, "lam_factor")
   check_choice(projection, ("newton", "bisection"), "projection")
+  check_steps(projection_steps, "projection_steps")
+  check_nonnegative(overshoot, "overshoot", finite=True)
   eta0 = (bound if decay_step_size else 2.0 * bound / max(num_steps, 1)) \
       if step_size is None else step_size
   _, etas = fast_lpa_schedule(num_steps, step_size=eta0, decay_step_size=decay_step_size,
@@ -596,14 +614,18 @@ def ppgd(logits_fn, features_fn: FeaturesFn | None, x: Array, y: Array, key, *, 
   Returns:
     x_adv (B, H, W, C) in [0, 1] with d(x, x_adv) <= bound.
   """
-  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key)
+  bound = as_radius(bound, "bound")
+  nets = _check_inputs(logits_fn, features_fn, x, y, bound, key, init_std,
+                       (("decay_step_size", decay_step_size),))
   check_steps(num_steps)
   check_steps(cg_steps, "cg_steps")
   check_nonnegative(cg_tol, "cg_tol")
   if step_size is not None:
-    check_nonnegative(step_size, "step_size")
+    check_nonnegative(step_size, "step_size", finite=True)
   check_choice(jacobian, JACOBIANS, "jacobian")
   check_choice(projection, ("newton", "bisection"), "projection")
+  check_steps(projection_steps, "projection_steps")
+  check_nonnegative(overshoot, "overshoot", finite=True)
   check_positive(h, "h")
   check_positive(kappa, "kappa")
   if step_size is None:

@@ -68,6 +68,7 @@ import numpy as np
 from adacorr.attacks import lp
 from adacorr.core.checks import check_fraction, check_key, check_positive, check_steps, is_number
 from adacorr.core.keys import per_example_keys
+from adacorr.core.radius import as_radius
 from adacorr.core.tree import bcast, where_examples
 
 _HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -242,7 +243,7 @@ def square(logits_fn, x, y, key, *, norm: str = "linf", eps, num_queries: int = 
     y: (B,) int labels (targeted: the target classes).
     key: one PRNG key or one per example (typed (B,) or raw (B, 2)).
     norm: 'linf' or 'l2'.
-    eps: radius, a scalar or (B,).
+    eps: radius, a scalar (a number or text such as '8/255') or (B,).
     num_queries: iterations (one model query per example each), a Python int >= 1.
     p_init: initial fraction of pixels changed, in (0, 1] (a Python number).
     targeted: make the prediction y instead of moving it away from y.
@@ -250,8 +251,11 @@ def square(logits_fn, x, y, key, *, norm: str = "linf", eps, num_queries: int = 
       iterations 10, 50, ..., 8000; True: the schedule rescaled to 10000 queries (the
       Square Attack code's default; see `p_selection`). A Python bool.
   """
+  eps = as_radius(eps)
   lp.check_attack_args(logits_fn, x, y, norm=norm, eps=eps)
   check_steps(num_queries, "num_queries", minimum=1)
+  if not isinstance(targeted, bool):
+    raise ValueError(f"targeted={targeted!r} must be a Python bool.")
   check_key(key, reason="Square draws its windows and signs at random")
   if not is_number(p_init):
     raise ValueError(f"p_init={p_init!r} must be a Python number in (0, 1].")

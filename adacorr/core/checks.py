@@ -6,7 +6,8 @@ static), checks on VALUES (ranges, NaN, labels < K) run only when the value is c
 unless said otherwise.
 
 Conventions checked: images NHWC floating point in [0, 1]; labels int (B,) in [0, K);
-keys one PRNG key or one per example; step counts Python ints; norms 'linf' / 'l2'.
+keys one PRNG key or one per example; step counts Python ints; norms 'linf' / 'l2';
+radii numbers or text such as '8/255' (parsed by `adacorr.core.radius`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from adacorr.core.radius import as_radius, parse_radius
 from adacorr.core.tree import is_concrete
 
 NORMS = ("linf", "l2")
@@ -29,10 +31,12 @@ NORMS = ("linf", "l2")
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 __all__ = [
-    "NORMS", "check_choice", "check_finite", "check_fraction", "check_images", "check_key",
-    "check_labels", "check_logits_fn", "check_nonnegative", "check_norm", "check_positive",
+    "NORMS", "as_radius", "check_bool", "check_callable_or_none", "check_choice",
+    "check_finite", "check_fraction", "check_images", "check_key", "check_labels",
+    "check_logits_fn", "check_nonnegative", "check_norm", "check_positive",
     "check_radius_for_evaluation", "check_same_shape", "check_steps", "check_unit_interval",
-    "is_number", "nonfinite_summary", "warn_if_255_scale",
+    "is_number", "logits_fn_failure", "nonfinite_summary", "parse_radius", "warn_if_255_scale",
+    "warn_if_l2_allows_every_image", "warn_if_probabilities",
 ]
 
 
@@ -51,7 +55,43 @@ def _values(value) -> np.ndarray | None:
   return np.asarray(value) if is_concrete(value) else None
 
 
+def _number_values(value, name: str, what: str) -> np.ndarray | None:
+  """`value` as a real numpy array, None when traced; ValueError for text, bools and
+  other non-numbers (numpy's own error for them names neither the argument nor the fix)."""
+  if isinstance(value, (str, bytes)):
+    raise ValueError(f"{name}={value!r} must be {what}, not a string.")
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name}={value!r} is a bool; it must be {what}.")
+  if not is_concrete(value):
+    dtype = jnp.result_type(value)
+    if not jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.complexfloating):
+      raise ValueError(f"{name} must be {what}, got a traced value of dtype {dtype}.")
+    return None
+  try:
+    v = np.asarray(value)
+  except Exception as e:  # pylint: disable=broad-except  (ragged lists and the like)
+    raise ValueError(f"{name}={value!r} must be {what}.") from e
+  if v.dtype == bool or not (np.issubdtype(v.dtype, np.integer)
+                             or np.issubdtype(v.dtype, np.floating)):
+    raise ValueError(f"{name}={value!r} must be {what}, got dtype {v.dtype}.")
+  return v
+
+
 # --------------------------------------------------------------------------- choices
+
+
+def check_bool(value, name: str) -> None:
+  """ValueError unless `value` is a Python (or numpy) bool: a flag given as 'no' or 0
+  would otherwise be read by its truth value."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name}={value!r} must be a bool (True or False).")
+
+
+def check_callable_or_none(value, name: str, what: str = "a function") -> None:
+  """ValueError unless `value` is None or callable (checked up front, not after the work
+  that would call it)."""
+  if value is not None and not callable(value):
+    raise ValueError(f"{name}={value!r} must be None or {what}, not {type(value).__name__}.")
 
 
 def check_choice(value, choices: Sequence, name: str) -> None:
@@ -74,7 +114,7 @@ def check_nonnegative(value, name: str, *, finite: bool = False) -> None:
   `finite=True`, an infinite entry too)."""
   if value is None:
     raise ValueError(f"{name} is required (a non-negative number).")
-  v = _values(value)
+  v = _number_values(value, name, "a non-negative number")
   if v is not None and not np.all(v >= 0):  # NaN fails `>= 0`
     raise ValueError(f"{name}={value!r} must be non-negative (and not NaN).")
   if finite and v is not None and not np.all(np.isfinite(v)):
@@ -85,7 +125,7 @@ def check_positive(value, name: str) -> None:
   """ValueError for None, or (when concrete) an entry of `value` <= 0 or NaN."""
   if value is None:
     raise ValueError(f"{name} is required (a positive number).")
-  v = _values(value)
+  v = _number_values(value, name, "a positive number")
   if v is not None and not np.all(v > 0):
     raise ValueError(f"{name}={value!r} must be > 0 (and not NaN).")
 
@@ -94,7 +134,7 @@ def check_fraction(value, name: str = "fraction") -> None:
   """ValueError unless (when concrete) every entry of `value` is in [0, 1] (NaN fails)."""
   if value is None:
     raise ValueError(f"{name} is required (a number in [0, 1]).")
-  v = _values(value)
+  v = _number_values(value, name, "a number in [0, 1]")
   if v is not None and not np.all((v >= 0) & (v <= 1)):
     raise ValueError(f"{name} must be in [0, 1] (a fraction, not a percent), got "
                      f"{name}={value!r}.")
@@ -125,6 +165,37 @@ def warn_if_255_scale(eps, name: str = "eps", *, norm: str = "linf") -> None:
         stacklevel=_user_stacklevel())
 
 
+def warn_if_l2_allows_every_image(eps, norm: str, image_shape: Sequence[int],
+                                  name: str = "eps", *,
+                                  consequence: str = "so the attack is unconstrained") -> None:
+  """`warnings.warn` when a concrete l2 radius is >= sqrt(D) (D = H * W * C, the largest
+  l2 distance between two images in [0, 1]^D): that ball allows every image. Traced
+  radii, l_inf and an unknown `image_shape` (None) pass silently.
+
+  Args:
+    eps: the radius (a number, or per-example radii: the largest is checked).
+    norm: the norm ('l2' is checked).
+    image_shape: (N, H, W, C) or (H, W, C).
+    name: the argument's name (unused in the text, shared with the evaluators').
+    consequence: what follows for the caller, ending the message.
+  """
+  del name  # one text for every entry point: shown once per line by the warnings filter
+  if norm != "l2" or image_shape is None or eps is None or isinstance(eps, (str, bytes)):
+    return
+  v = _values(eps)
+  if v is None or not v.size or not np.issubdtype(v.dtype, np.number):
+    return
+  value = float(np.nanmax(v))
+  dims = tuple(image_shape)[-3:]
+  size = int(np.prod(dims))
+  if size and value >= np.sqrt(size):
+    warnings.warn(  # the same text from every check of one radius: shown once
+        f"the l2 radius {value:g} is at least sqrt(D) = {np.sqrt(size):.4g} (D = {size} "
+        f"values per image of shape {dims}), the largest l2 distance between two images "
+        f"in [0, 1]: this l2 ball allows every image, {consequence}.",
+        UserWarning, stacklevel=_user_stacklevel())
+
+
 def check_radius_for_evaluation(eps, norm: str, name: str = "eps", *,
                                 image_shape: Sequence[int] | None = None) -> float:
   """`eps` as a Python float; ValueError unless it is a usable radius for EVALUATING
@@ -141,7 +212,8 @@ def check_radius_for_evaluation(eps, norm: str, name: str = "eps", *,
     [0, 1]^D) allows every image too: a `UserWarning` (`image_shape` given).
 
   Args:
-    eps: the radius (Python / numpy number or a 0-d concrete array).
+    eps: the radius (Python / numpy number, a 0-d concrete array, or text such as
+      '8/255' or '0.5', parsed by `core.radius.parse_radius`).
     norm: 'linf' or 'l2'.
     name: the argument's name in the messages.
     image_shape: the images' shape, (N, H, W, C) or (H, W, C) (for the l2 warning;
@@ -151,6 +223,8 @@ def check_radius_for_evaluation(eps, norm: str, name: str = "eps", *,
   if eps is None:
     raise ValueError(f"{name} is required: the {norm} radius to evaluate (e.g. 8/255 for "
                      f"l_inf, 0.5 for l2).")
+  if isinstance(eps, (str, bytes)):  # '8/255', '0.5': the forms every entry point accepts
+    eps = as_radius(eps, name)
   if isinstance(eps, (bool, np.bool_)) or not (
       is_number(eps) or (is_concrete(eps) and hasattr(eps, "shape") and not jnp.shape(eps)
                          and jnp.issubdtype(jnp.result_type(eps), jnp.number))):
@@ -172,14 +246,8 @@ def check_radius_for_evaluation(eps, norm: str, name: str = "eps", *,
         f"it allows every image; pixel values here are in [0, 1], not 0-255 (did you mean "
         f"{name}={value:g}/255 = {value / 255:.6g}?).")
   if norm == "l2" and image_shape is not None:
-    dims = tuple(image_shape)[-3:]
-    size = int(np.prod(dims))
-    if size and value >= np.sqrt(size):
-      warnings.warn(  # the same text from every check of one radius: shown once
-          f"the l2 radius {value:g} is at least sqrt(D) = {np.sqrt(size):.4g} (D = {size} "
-          f"values per image of shape {dims}), the largest l2 distance between two images "
-          f"in [0, 1]: this l2 ball allows every image, so robust accuracy is meaningless.",
-          UserWarning, stacklevel=_user_stacklevel())
+    warn_if_l2_allows_every_image(value, norm, image_shape, name,
+                                  consequence="so robust accuracy is meaningless")
   return value
 
 
@@ -245,6 +313,9 @@ def check_images(x, name: str = "x", *, channels: Sequence[int] | None = None,
     channels: allowed channel counts (e.g. (1, 3)); None allows any.
     allow_empty: whether a batch of 0 images is accepted.
   """
+  if x is None or not hasattr(x, "shape") or not hasattr(x, "dtype"):
+    raise ValueError(f"{name} must be an array of images (B, H, W, C) (numpy or jax), got "
+                     f"{type(x).__name__}; e.g. {name}=np.asarray({name}, np.float32).")
   shape = jnp.shape(x)
   if len(shape) != 4:
     raise ValueError(f"{name} must be a rank-4 NHWC batch (B, H, W, C), got shape {shape}.")
@@ -291,25 +362,60 @@ def check_labels(y, batch_size: int | None = None, num_classes: int | None = Non
 
 
 def check_logits_fn(logits_fn: Callable, x, name: str = "logits_fn") -> int:
-  """The number of classes K of `logits_fn(x)`; ValueError unless it returns (B, K).
+  """The number of classes K of `logits_fn(x)`; ValueError unless it returns floating
+  point logits of shape (B, K).
 
-  Runs `jax.eval_shape` (tracing only, no computation).
+  Runs `jax.eval_shape` (tracing only, no computation): this is where an attack first
+  calls the user's model, so an exception it raises (flax's `ScopeParamShapeError` for
+  NCHW images or a wrong channel count, `ScopeCollectionNotFound` for variables without
+  'params', a `TypeError` for a wrong signature) is re-raised as a ValueError that names
+  `name` and x's shape, chained to the original.
   """
   if not callable(logits_fn):
     raise ValueError(f"{name} must be a function x -> logits (B, K), got {type(logits_fn)}.")
-  out = jax.eval_shape(logits_fn, jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)))
+  spec = jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+  try:
+    out = jax.eval_shape(logits_fn, spec)
+  except Exception as e:  # pylint: disable=broad-except  (any error of the user's model)
+    raise ValueError(logits_fn_failure(e, spec.shape, spec.dtype, name)) from e
   shape = getattr(out, "shape", None)
   if shape is None or len(shape) != 2 or shape[0] != jnp.shape(x)[0]:
     shown = shape if shape is not None else type(out).__name__
     raise ValueError(f"{name} must return logits of shape (B, K) = ({jnp.shape(x)[0]}, K), "
                      f"got {shown}.")
+  if not jnp.issubdtype(out.dtype, jnp.floating):
+    raise ValueError(f"{name} must return floating point logits, got dtype {out.dtype} "
+                     f"(class indices or rounded scores have no gradient: an attack on them "
+                     f"would silently do nothing).")
   return int(shape[1])
 
 
-def check_key(key, name: str = "key", *, reason: str = "") -> None:
+def logits_fn_failure(error: BaseException, shape, dtype, name: str = "logits_fn") -> str:
+  """The message for `name` raising `error` on images of `shape` / `dtype`: the original
+  error, and the usual causes (layout, channel count, the variables' structure)."""
+  text = f"{type(error).__name__}: {error}"
+  if isinstance(error, (jax.errors.ConcretizationTypeError,
+                        jax.errors.TracerArrayConversionError,
+                        jax.errors.TracerBoolConversionError,
+                        jax.errors.TracerIntegerConversionError)):
+    hint = (f"{name} must be a JAX function (traceable by jax.jit / jax.grad): no numpy "
+            f"conversions or Python branches on the image values")
+  elif isinstance(error, TypeError) and ("positional argument" in str(error)
+                                         or "keyword argument" in str(error)):
+    hint = (f"{name} is called as {name}(x) with x the images alone (B, H, W, C); bind the "
+            f"variables first, e.g. lambda x: model.apply(variables, x)")
+  else:
+    hint = (f"is x NHWC (B, H, W, C) with the model's channel count, and are the variables "
+            f"{{'params': ...}} (model.apply(variables, x), not model.apply(params, x))?")
+  return f"{name} failed on x of shape {tuple(shape)} ({dtype}): {text}; {hint}"
+
+
+def check_key(key, name: str = "key", *, reason: str = "", single: bool = False) -> None:
   """ValueError if `key` is None or not a PRNG key (typed, or raw uint32 (..., 2)).
 
-  `reason` says why the key is needed (appended to the message for None).
+  `reason` says why the key is needed (appended to the message for None). With
+  `single`, only ONE key is accepted (typed shape (), raw (2,)): for functions that
+  split it themselves (per component, then per example).
   """
   if key is None:
     why = f" ({reason})" if reason else ""
@@ -321,8 +427,38 @@ def check_key(key, name: str = "key", *, reason: str = "") -> None:
                         and jnp.shape(key)[-1] == 2):
     raise ValueError(f"{name} must be a PRNG key (jax.random.key / jax.random.PRNGKey), "
                      f"got dtype {dtype} and shape {jnp.shape(key)}.")
+  if single and jnp.shape(key) != (() if typed else (2,)):
+    raise ValueError(f"{name} must be ONE PRNG key (jax.random.key(seed)), got a key array of "
+                     f"shape {jnp.shape(key)}; the per-example keys are derived from it.")
 
 
 def is_number(value) -> bool:
   """A real Python/numpy number that is not a bool."""
   return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def warn_if_probabilities(logits, name: str = "logits", *, atol: float = 1e-3) -> bool:
+  """`warnings.warn` (and True) when concrete (N, K) `logits` look like probabilities:
+  every entry in [0, 1] and every row summing to 1 within `atol` (softmax applied twice
+  gives a silently wrong, flattened answer). Traced, empty or non-float input: False.
+
+  Args:
+    logits: the scores a function expects to be logits.
+    name: the argument's name in the message.
+    atol: the tolerance on the row sums.
+  """
+  if logits is None or not is_concrete(logits) or jnp.ndim(logits) != 2 or not jnp.size(logits):
+    return False
+  if not jnp.issubdtype(jnp.result_type(logits), jnp.floating) or jnp.shape(logits)[1] < 2:
+    return False
+  v = np.asarray(logits, np.float64)
+  if not np.isfinite(v).all() or v.min() < 0.0 or v.max() > 1.0:
+    return False
+  if not np.allclose(v.sum(axis=1), 1.0, rtol=0.0, atol=atol):
+    return False
+  warnings.warn(
+      f"{name} look like probabilities, not logits: every row of the {v.shape} array lies "
+      f"in [0, 1] and sums to 1 (within {atol:g}); this function applies the softmax "
+      f"itself, so pass the logits (the model's output before softmax).", UserWarning,
+      stacklevel=_user_stacklevel())
+  return True

@@ -24,8 +24,19 @@ from adacorr.data.sources import Source
 
 def steps_per_epoch(source: Source, global_batch_size: int) -> int:
   """Full global batches in one pass over `source` (the remainder is dropped)."""
+  _check_source(source)
   _check_positive_int(global_batch_size, "global_batch_size")
   return source.num_examples // global_batch_size
+
+
+def _check_source(source: Any) -> None:
+  """TypeError unless `source` has what a `Source` has (arrays are not one: wrap them in
+  `adacorr.data.ArraySource(images, labels, num_classes)`)."""
+  for attr in ("num_examples", "image_shape", "num_classes", "get"):
+    if not hasattr(source, attr):
+      raise TypeError(f"source must be a Source (with num_examples, image_shape, num_classes "
+                      f"and get), got {type(source).__name__} without {attr!r}; wrap arrays "
+                      f"in adacorr.data.ArraySource(images, labels, num_classes).")
 
 
 def _check_positive_int(value: Any, name: str) -> None:
@@ -66,6 +77,9 @@ def batch_indices(num_examples: int, global_batch_size: int, step: int,
 
 
 def _check_batch(global_batch_size: int, mesh: Mesh) -> None:
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"mesh must be a jax.sharding.Mesh (adacorr.parallel.make_mesh()), got "
+                    f"{type(mesh).__name__}.")
   _check_positive_int(global_batch_size, "global_batch_size")
   num_devices = mesh.devices.size
   if global_batch_size % num_devices:
@@ -103,6 +117,7 @@ def train_batches(source: Source, *, global_batch_size: int, seed: int, mesh: Me
     `{'image': float32 (B, H, W, C) in [0, 1], 'label': int32 (B,)}`, global
     `jax.Array`s sharded along the batch axis.
   """
+  _check_source(source)
   _check_batch(global_batch_size, mesh)
   _check_nonnegative_int(seed, "seed")
   _check_nonnegative_int(start_step, "start_step")
@@ -144,6 +159,7 @@ def eval_batches(source: Source, *, global_batch_size: int, mesh: Mesh,
     'mask': float32 (B,)}`, global `jax.Array`s sharded along the batch axis;
     `ceil(num_examples / B)` batches.
   """
+  _check_source(source)
   _check_batch(global_batch_size, mesh)
   _check_nonnegative_int(prefetch, "prefetch")
   rows = parallel.host_local_slice(global_batch_size, mesh)

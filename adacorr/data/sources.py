@@ -32,6 +32,10 @@ class Source(Protocol):
 
 def check_indices(indices: np.ndarray, num_examples: int) -> np.ndarray:
   """`indices` as a 1-D int64 array, checked to lie in `[0, num_examples)`."""
+  if isinstance(indices, (bool, np.bool_)) or (
+      np.ndim(indices) == 0 and isinstance(indices, (int, np.integer))):
+    raise ValueError(f"indices must be a 1-D integer array, got the scalar {indices!r}; "
+                     f"pass [{indices!r}].")
   indices = np.asarray(indices)
   if indices.ndim != 1 or (indices.size and not np.issubdtype(indices.dtype, np.integer)):
     raise ValueError(
@@ -45,30 +49,61 @@ def check_indices(indices: np.ndarray, num_examples: int) -> np.ndarray:
   return indices
 
 
+CHANNELS = (1, 3)  # grey or RGB: what the models' normalisation and the corruptions take
+
+
+def check_image_array(images: np.ndarray, name: str = "images") -> None:
+  """ValueError unless `images` is uint8 `(N, H, W, C)` with C in `CHANNELS`, channels
+  last; an NCHW array (second dim 1 or 3, last dim > 4) is named as such, with the fix."""
+  shape = images.shape
+  if images.ndim != 4:
+    hint = (f"; for grey images (N, H, W) add the channel axis: {name}[..., None]"
+            if images.ndim == 3 else "")
+    raise ValueError(f"{name} must be uint8 of shape (N, H, W, C), got dtype {images.dtype} "
+                     f"and shape {shape}{hint}.")
+  if shape[1] in CHANNELS and shape[-1] not in CHANNELS and shape[-1] > 4:
+    raise ValueError(
+        f"{name} of shape {shape} look like NCHW (N, C, H, W); channels must be last, "
+        f"(N, H, W, C) with C in {CHANNELS}: use np.transpose({name}, (0, 2, 3, 1)).")
+  if shape[-1] not in CHANNELS:
+    raise ValueError(f"{name} must be (N, H, W, C) with channels last and C in {CHANNELS} "
+                     f"(grey or RGB), got shape {shape}.")
+  if images.dtype != np.uint8:
+    hint = ""
+    if np.issubdtype(images.dtype, np.floating):
+      hint = (f"; for float images in [0, 1] pass np.round({name} * 255).astype(np.uint8)")
+    raise ValueError(f"{name} must be uint8 in [0, 255] of shape (N, H, W, C), got dtype "
+                     f"{images.dtype}{hint}.")
+
+
 class ArraySource:
   """A `Source` over in-memory numpy arrays.
 
   Args:
-    images: uint8 `(N, H, W, C)`.
+    images: uint8 `(N, H, W, C)`, channels last, C in `CHANNELS` (1 or 3).
     labels: integer `(N,)` in `[0, num_classes)`; stored as int32.
-    num_classes: number of classes.
+    num_classes: number of classes, a positive int.
+
+  Raises:
+    ValueError: for images of another dtype, rank or channel count (an NCHW array is
+      named as such), labels of the wrong shape, dtype or range, or a `num_classes` that
+      is not a positive int (2.5 is not silently 2).
   """
 
   def __init__(self, images: np.ndarray, labels: np.ndarray, num_classes: int):
     images = np.asarray(images)
     labels = np.asarray(labels)
-    if images.ndim != 4 or images.dtype != np.uint8:
-      raise ValueError(
-          f"images must be uint8 of shape (N, H, W, C), got dtype {images.dtype} and "
-          f"shape {images.shape}.")
+    check_image_array(images)
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
       raise ValueError(
           f"labels must have shape ({images.shape[0]},) to match images, got "
           f"{labels.shape}.")
-    if not np.issubdtype(labels.dtype, np.integer):
+    if not np.issubdtype(labels.dtype, np.integer) and not (
+        labels.size == 0 and np.issubdtype(labels.dtype, np.floating)):
       raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
-    if num_classes <= 0:
-      raise ValueError(f"num_classes must be positive, got {num_classes}.")
+    if (isinstance(num_classes, (bool, np.bool_))
+        or not isinstance(num_classes, (int, np.integer)) or num_classes <= 0):
+      raise ValueError(f"num_classes={num_classes!r} must be a positive int.")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
       raise ValueError(
           f"labels must lie in [0, {num_classes}) (num_classes), got values in "

@@ -1,25 +1,13 @@
-"""Radii and bounds written as text: '8/255', '0.5' -> float."""
+"""Radii and bounds written as text: '8/255', '0.5' -> float (`parse_radius`, from
+`adacorr.core.radius`), and the radii a report evaluates by default."""
 
 from __future__ import annotations
 
-import numbers
+# Parsed in one place for every entry point (attacks, threat-model checks, evaluators):
+# `adacorr.core.radius`; re-exported here for the evaluation API and existing callers.
+from adacorr.core.radius import parse_radius
 
-
-def parse_radius(text: str | float) -> float:
-  """`text` as a float: a number, or a string 'a' or a fraction 'a/b' (e.g. '8/255').
-
-  Raises:
-    ValueError: if `text` is neither a number nor such a string.
-  """
-  if isinstance(text, numbers.Real) and not isinstance(text, bool):
-    return float(text)
-  if not isinstance(text, str):
-    raise ValueError(f"text={text!r} must be a number or a string like '0.5' or '8/255'.")
-  num, _, den = text.partition("/")
-  try:
-    return float(num) / float(den) if den else float(num)
-  except (ValueError, ZeroDivisionError) as e:
-    raise ValueError(f"text={text!r} is not a number or a fraction like '8/255' ({e}).") from e
+__all__ = ["STANDARD_RADII", "parse_radius", "standard_radii"]
 
 
 # The l_p radii a report evaluates by default, per dataset: the papers' small radii beside

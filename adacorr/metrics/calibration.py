@@ -12,6 +12,7 @@ from typing import TypedDict
 
 import numpy as np
 
+from adacorr.core.checks import warn_if_probabilities
 from adacorr.metrics.classification import check_labels, check_scores
 
 _SUM_ATOL = 1e-3  # float32 softmax rows sum to 1 within ~1e-6; this only catches logits
@@ -33,8 +34,14 @@ class ReliabilityBins(TypedDict):
 
 
 def softmax(logits, temperature: float = 1.0) -> np.ndarray:
-  """Row-wise `softmax(logits / temperature)`: float64 `(N, K)` probabilities."""
-  z = check_scores(logits, "logits") / _check_temperature(temperature)
+  """Row-wise `softmax(logits / temperature)`: float64 `(N, K)` probabilities.
+
+  Warns (`UserWarning`) when `logits` look like probabilities (rows in [0, 1] summing
+  to 1): a softmax of probabilities is a flattened, wrong answer.
+  """
+  z = check_scores(logits, "logits")
+  warn_if_probabilities(z, "logits")
+  z = z / _check_temperature(temperature)
   z = z - z.max(axis=-1, keepdims=True)
   e = np.exp(z)
   return e / e.sum(axis=-1, keepdims=True)
@@ -47,8 +54,11 @@ def nll(logits, labels, temperature: float = 1.0) -> float:
     logits: `(N, K)` unnormalised log-probabilities.
     labels: integer `(N,)` in `[0, K)`.
     temperature: `T > 0`.
+
+  Warns when `logits` look like probabilities (see `softmax`).
   """
   z = check_scores(logits, "logits")
+  warn_if_probabilities(z, "logits")
   labels = check_labels(labels, *z.shape)
   return _nll(z, labels, _check_temperature(temperature))
 
@@ -61,6 +71,8 @@ def _nll(z: np.ndarray, labels: np.ndarray, temperature: float) -> float:
 
 
 def _check_temperature(temperature) -> float:
+  if isinstance(temperature, (str, bytes, bool, np.bool_)) or np.ndim(temperature) != 0:
+    raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
   t = float(temperature)
   if not (math.isfinite(t) and t > 0):
     raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
@@ -136,8 +148,11 @@ def fit_temperature(logits, labels, *, bounds: tuple[float, float] = (0.05, 20.0
 
   Returns:
     The fitted temperature as a Python float.
+
+  Warns when `logits` look like probabilities (see `softmax`).
   """
   z = check_scores(logits, "logits")
+  warn_if_probabilities(z, "logits")
   labels = check_labels(labels, *z.shape)
   lo, hi = (float(b) for b in bounds)
   if not (0 < lo < hi and math.isfinite(hi)):
@@ -171,5 +186,7 @@ def ece_after_temperature(logits, labels, temperature: float, num_bins: int = 15
     labels: integer `(N,)` in `[0, K)`.
     temperature: `T > 0`.
     num_bins: number of equal-width confidence bins.
+
+  Warns when `logits` look like probabilities (see `softmax`).
   """
   return ece(softmax(logits, temperature), labels, num_bins)

@@ -27,14 +27,15 @@ import numpy as np
 
 from adacorr.augment.noise_generator import clip_aware_rescale
 from adacorr.core.checks import (
-    check_images, check_key, check_labels, check_logits_fn, check_positive, check_same_shape,
-    check_steps)
+    check_images, check_key, check_labels, check_logits_fn, check_nonnegative, check_positive,
+    check_same_shape, check_steps)
 
 __all__ = ["eps_star", "minimal_noise_norm", "noise_robustness_eps_star"]
 
 
 def _check(logits_fn, x, y, key, noise, max_norm, num_steps: int, num_grid: int) -> None:
   check_positive(max_norm, "max_norm")
+  check_nonnegative(max_norm, "max_norm", finite=True)
   check_steps(num_steps, "num_steps")
   check_steps(num_grid, "num_grid", minimum=1)
   check_images(x)
@@ -114,6 +115,9 @@ def eps_star(norms) -> float:
     raise ValueError("norms must not be empty.")
   if np.isnan(norms).any():
     raise ValueError("norms must not contain NaN.")
+  if (norms < 0).any():
+    raise ValueError(f"norms must be >= 0 (l2 norms, inf where nothing flipped the label), "
+                     f"got a minimum of {norms.min():.4g}.")
   return float(np.median(norms))
 
 
