@@ -22,17 +22,22 @@ corruption accuracy (Calian et al. 2022, Table 1).
 """
 
 import json
+import math
 import os
 import time
 
 from absl import app, flags, logging
 
+from adacorr.core.radius import parse_radius
 from adacorr.evaluation import comparison
 from adacorr.run import ensure_trained
 from adacorr.run import report as report_lib
 from experiments.configs import fashion_mnist_ada, fashion_mnist_ada_nominal
+from experiments.configs import schema
 
-flags.DEFINE_string("workdir", "runs/demo", "Where the two runs and the comparison go.")
+DEFAULT_WORKDIR = "runs/demo"
+if "workdir" not in flags.FLAGS:  # shared with experiments/train.py in one (test) process
+  flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Where the two runs and the comparison go.")
 flags.DEFINE_integer("num_examples", 1000, "Test images for clean and corruption accuracy "
                      "(the generated Fashion-MNIST-C: 75 sets of them).")
 flags.DEFINE_integer("lp_num_examples", 100, "Test images attacked (l_inf).")
@@ -50,13 +55,56 @@ FLAGS = flags.FLAGS
 RUNS = (("nominal", fashion_mnist_ada_nominal), ("ada_edsr", fashion_mnist_ada))
 
 
+def check_args(*, workdir, num_examples, lp_num_examples, linf_eps, figure_examples,
+               aa_steps, square_queries) -> list[float]:
+  """The flags' values, before anything is trained: --workdir (a non-empty path),
+  --num_examples and --lp_num_examples (>= 0; 0: all test images / no attacks),
+  --figure_examples, --aa_steps and --square_queries (>= 1), and --linf_eps (radii like
+  '2/255' or '0.01', each finite and in (0, 1]); returns the radii as floats.
+
+  Raises:
+    app.UsageError: naming the flag, the value given and what is expected.
+  """
+  schema.check_workdir(workdir)
+  for flag, value, zero in (("num_examples", num_examples, "all test images"),
+                            ("lp_num_examples", lp_num_examples, "no l_inf attacks")):
+    if value is None or value < 0:
+      raise app.UsageError(f"--{flag}={value} must be >= 0 (0: {zero}).")
+  for flag, value in (("figure_examples", figure_examples), ("aa_steps", aa_steps),
+                      ("square_queries", square_queries)):
+    if value is None or value < 1:
+      raise app.UsageError(f"--{flag}={value} must be >= 1.")
+  if not linf_eps:
+    raise app.UsageError("--linf_eps is empty: give l_inf radii such as 1/255,2/255.")
+  radii = []
+  for text in linf_eps:
+    try:
+      eps = parse_radius(text, "--linf_eps")
+    except ValueError as e:
+      raise app.UsageError(str(e)) from e
+    if not (math.isfinite(eps) and 0 < eps <= 1):
+      raise app.UsageError(f"--linf_eps={text!r} must be a radius in (0, 1] (images are in "
+                           "[0, 1]), e.g. 2/255.")
+    radii.append(eps)
+  return radii
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
   start = time.time()
-  workdir = FLAGS.workdir
+  workdir = FLAGS.workdir if FLAGS.workdir is not None else DEFAULT_WORKDIR
+  check_args(workdir=workdir, num_examples=FLAGS.num_examples,
+             lp_num_examples=FLAGS.lp_num_examples, linf_eps=FLAGS.linf_eps,
+             figure_examples=FLAGS.figure_examples, aa_steps=FLAGS.aa_steps,
+             square_queries=FLAGS.square_queries)
+  for name, module in RUNS:
+    try:
+      schema.check_classifier_config(module.get_config())
+    except ValueError as e:
+      raise app.UsageError(f"{module.__name__} (run {name!r}): {e}") from e
   options = dict(corruptions="generated", extra=False, num_examples=FLAGS.num_examples,
                  corrupted_dir=os.path.join(workdir, f"fashion_mnist-C-{FLAGS.num_examples}"),
                  linf_eps=list(FLAGS.linf_eps), l2_eps=[],

@@ -25,11 +25,14 @@ from adacorr.run import corruption_nets
 from adacorr.run import reproduce
 from experiments.configs import suites
 
+from experiments.configs import schema
+
 flags.DEFINE_enum("suite", "fashion_mnist", sorted(suites.SUITES), "The suite.")
 flags.DEFINE_bool("quick", False, "Only the suite's quick subset, 1 seed (unless --seeds).")
 flags.DEFINE_integer("seeds", None, "Seeds 0..N-1 (default 3; 1 with --quick).")
 flags.DEFINE_list("methods", None, "Only these runs (and the baseline).")
-flags.DEFINE_string("workdir", None, "Default: runs/reproduce/<suite>[_quick].")
+if "workdir" not in flags.FLAGS:  # shared with experiments/train.py in one (test) process
+  flags.DEFINE_string("workdir", None, "Default: runs/reproduce/<suite>[_quick].")
 flags.DEFINE_integer("jobs", 1, "Runs trained in parallel processes.")
 flags.DEFINE_bool("dry_run", False, "Resolve every config and print the plan; train nothing.")
 flags.DEFINE_bool("table_only", False, "Write the table and plots from the runs finished so "
@@ -38,10 +41,51 @@ flags.DEFINE_string("member", None, "Internal (--jobs): run only NAME:SEED.")
 FLAGS = flags.FLAGS
 
 
+def check_args(*, seeds, jobs, workdir, member, methods) -> None:
+  """The flags' values, before any config is built: --seeds (None or >= 1), --jobs
+  (>= 1), --workdir (None or a non-empty path), --member ('NAME:SEED', SEED an int >= 0),
+  --methods (no empty name).
+
+  Raises:
+    app.UsageError: naming the flag, the value given and what is expected.
+  """
+  if seeds is not None and seeds < 1:
+    raise app.UsageError(f"--seeds={seeds} must be >= 1 (seeds 0..N-1; leave it out for "
+                         "the default: 3, or 1 with --quick).")
+  if jobs is None or jobs < 1:
+    raise app.UsageError(f"--jobs={jobs} must be >= 1 (runs trained in parallel).")
+  schema.check_workdir(workdir, required=False)
+  if methods is not None and (not methods or any(not m.strip() for m in methods)):
+    raise app.UsageError(f"--methods={','.join(methods)!r} has an empty run name; give a "
+                         "comma-separated list of the suite's runs.")
+  if member is not None:
+    name, sep, seed = member.rpartition(":")
+    if not sep or not name or not seed.isdigit():
+      raise app.UsageError(f"--member={member!r} must be NAME:SEED, e.g. 'rlat:0' (an "
+                           "internal flag of --jobs).")
+
+
+def check_suite_configs(suite_name: str, configs) -> None:
+  """Every run's config against the schema (`schema.check_classifier_config`), before
+  anything is trained.
+
+  Raises:
+    app.UsageError: naming the run, the key and what is wrong.
+  """
+  for name, config in configs.items():
+    try:
+      schema.check_classifier_config(config)
+    except ValueError as e:
+      raise app.UsageError(f"suite {suite_name!r}, run {name!r}: {e}") from e
+
+
 def _plan():
+  check_args(seeds=FLAGS.seeds, jobs=FLAGS.jobs, workdir=FLAGS.workdir, member=FLAGS.member,
+             methods=FLAGS.methods)
   suite = suites.get_suite(FLAGS.suite, quick=FLAGS.quick, methods=FLAGS.methods)
+  check_suite_configs(FLAGS.suite, suite["configs"])
   num_seeds = FLAGS.seeds or (1 if FLAGS.quick else 3)
-  workdir = FLAGS.workdir or os.path.join(
+  workdir = FLAGS.workdir if FLAGS.workdir is not None else os.path.join(
       "runs", "reproduce", FLAGS.suite + ("_quick" if FLAGS.quick else ""))
   return suite, list(range(num_seeds)), workdir
 
@@ -90,6 +134,9 @@ def main(argv):
     reproduce.enable_compilation_cache(workdir)
   if FLAGS.member:
     name, seed = FLAGS.member.rsplit(":", 1)
+    if name not in configs:
+      raise app.UsageError(f"--member={FLAGS.member!r}: {name!r} is not a run of suite "
+                           f"{FLAGS.suite!r} (runs: {sorted(configs)}).")
     _prepare(configs[name])  # done already by the parent; only checks
     r = reproduce.run_member(name, configs[name], int(seed), workdir, suite["report"],
                              baseline=baseline)

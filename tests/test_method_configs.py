@@ -32,6 +32,28 @@ def test_config_names_a_registered_method_and_model(name):
   assert config.model in models.MODELS
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_passes_the_schema(name):
+  """Every key is a key of configs/default.py (or inside a free-form dict) and every value
+  is one the training takes (`experiments.configs.schema`), AdA's pretraining configs
+  included."""
+  from experiments.configs import schema
+  schema.check_classifier_config(_config(name))
+
+
+CORRUPTION_NET_CONFIGS = sorted(
+    os.path.basename(p)[:-3]
+    for p in glob.glob(os.path.join(CONFIG_DIR, "corruption_nets", "*.py"))
+    if not os.path.basename(p).startswith("_"))
+
+
+@pytest.mark.parametrize("name", CORRUPTION_NET_CONFIGS)
+def test_corruption_net_config_passes_the_schema(name):
+  from experiments.configs import schema
+  config = importlib.import_module(f"experiments.configs.corruption_nets.{name}").get_config()
+  schema.check_corruption_net_config(config)
+
+
 def test_every_method_has_a_quickstart():
   methods_ = {_config(c).method for c in QUICKSTARTS}
   assert set(methods.FACTORIES) <= methods_ | {"nominal"}, set(methods.FACTORIES) - methods_

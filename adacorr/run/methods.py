@@ -10,6 +10,7 @@ method) and calls the factory. `train_and_evaluate(config, workdir)` trains with
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import logging
@@ -82,28 +83,49 @@ def accepted_keywords(factory: Callable) -> tuple[str, ...]:
   return tuple(p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
+# Per method: keywords its resolver consumes that the factory itself does not take.
+RESOLVER_KEYWORDS: dict[str, tuple[str, ...]] = {"pat": ("lpips_model",)}
+
+
+def check_method_kwargs(config: ml_collections.ConfigDict) -> tuple[str, dict[str, Any]]:
+  """`(config.method, config.method_kwargs as a dict)`, checked: the method is a key of
+  `adacorr.methods.FACTORIES`, and every method_kwargs key is a keyword of its factory (or
+  of its resolver, `RESOLVER_KEYWORDS`). Reads nothing from disk.
+
+  Raises:
+    ValueError: for an unknown method, or a method_kwargs key the factory does not take
+      (naming the key, the closest accepted one and the accepted ones).
+  """
+  name = config.get("method", "nominal")
+  if name not in methods.FACTORIES:
+    matches = difflib.get_close_matches(str(name), list(methods.FACTORIES), n=1)
+    hint = f"; did you mean {matches[0]!r}?" if matches else ""
+    raise ValueError(f"config.method={name!r} is not one of {sorted(methods.FACTORIES)}{hint}")
+  kwargs = method_kwargs(config)
+  accepted = sorted(set(accepted_keywords(methods.FACTORIES[name]))
+                    | set(RESOLVER_KEYWORDS.get(name, ())))
+  unknown = sorted(set(kwargs) - set(accepted))
+  if unknown:
+    hints = "".join(
+        f" {k!r}: did you mean {m[0]!r}?"
+        for k in unknown for m in [difflib.get_close_matches(k, accepted, n=1)] if m)
+    raise ValueError(
+        f"config.method_kwargs has keys {unknown} that method {name!r} does not take;"
+        f"{hints} it accepts {accepted}.")
+  return name, kwargs
+
+
 def make_method(model, config: ml_collections.ConfigDict) -> LossFn | StatefulLoss:
   """The training method of `config.method` with `config.method_kwargs`.
 
   Raises:
     ValueError: for an unknown method, or a method_kwargs key the factory does not take
-      (naming the key and the accepted ones).
+      (naming the key and the accepted ones; `check_method_kwargs`).
   """
-  name = config.get("method", "nominal")
-  if name not in methods.FACTORIES:
-    raise ValueError(f"config.method={name!r} is not one of {sorted(methods.FACTORIES)}.")
-  factory = methods.FACTORIES[name]
-  kwargs = method_kwargs(config)
-  accepted = accepted_keywords(factory)
-  extra = {"pat": ("lpips_model",)}.get(name, ())
-  unknown = sorted(set(kwargs) - set(accepted) - set(extra))
-  if unknown:
-    raise ValueError(
-        f"config.method_kwargs has keys {unknown} that method {name!r} does not take; "
-        f"it accepts {sorted(set(accepted) | set(extra))}.")
+  name, kwargs = check_method_kwargs(config)
   if name in RESOLVERS:
     kwargs = RESOLVERS[name](kwargs, config)
-  return factory(model, **kwargs)
+  return methods.FACTORIES[name](model, **kwargs)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,

@@ -53,6 +53,7 @@ from adacorr import data as data_lib
 from adacorr.core.types import LossFn
 from adacorr.data import augment as augment_lib
 from adacorr.models import corruption
+from adacorr.train import config_checks
 from adacorr.train import loop
 from adacorr.train import optim
 from adacorr.train.state import TrainState
@@ -365,6 +366,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.schedule={config.schedule!r} is not one of {optim.SCHEDULES}.")
   if not config.learning_rate > 0:
     raise ValueError(f"config.learning_rate={config.learning_rate!r} must be positive.")
+  # Batch, steps, epochs, learning rate, warm-up, schedule, ...: named errors, before any
+  # data is read.
+  config_checks.check_training_values(config)
+  config_checks.check_kwargs(config.get("net_kwargs") or {},
+                             corruption.CORRUPTION_NETS[config.net], key="net_kwargs",
+                             owner=f"net {config.net!r}")
+  config_checks.check_int(config, "num_eval_examples")
+  config_checks.check_augment(config)
 
 
 def config_to_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:

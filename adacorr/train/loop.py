@@ -38,6 +38,7 @@ from adacorr import parallel
 from adacorr.core.types import StatefulLoss
 from adacorr.data import augment as augment_lib
 from adacorr.data import deepaugment as deepaugment_data
+from adacorr.train import config_checks
 from adacorr.train import optim
 from adacorr.train import preemption
 from adacorr.train import step as step_lib
@@ -372,9 +373,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     hooks: called as `hook(step, state, metrics)` after every step (metrics on device).
 
   Raises:
-    ValueError: for an unknown dataset, or a method without `make_loss_fn`.
+    ValueError: for a bad config value (`config_checks.check_classifier_config`: an
+      unknown dataset, model or method, a non-positive learning rate, ...; before any
+      data is read), or a method without `make_loss_fn`.
     NonFiniteLossError: if the loss or gradients become NaN/inf.
   """
+  config_checks.check_classifier_config(config)
   if make_loss_fn is None:
     if config.method != "nominal":
       raise ValueError(

@@ -1,9 +1,28 @@
-"""Defaults shared by every experiment config (ml_collections).
+"""Defaults shared by every experiment config (ml_collections), and its schema.
 
 Every field can be overridden on the command line, e.g. `--config.num_epochs=10`.
+
+The schema: the keys of `get_config()` are the keys an experiment config may have
+(`experiments/configs/schema.py` checks every config that `experiments/train.py`,
+`experiments/reproduce.py` and `experiments/demo.py` run, before anything is trained: a
+misspelt key such as `config.learnng_rate = 0.01` is an error naming the key, the
+closest known key and the known ones). A config may add keys only inside the free-form
+dicts, `FREE_FORM`, whose keys are another object's keywords and are checked there:
+
+  model_kwargs    attributes of the model class of `config.model` (`adacorr.models.MODELS`)
+  augment_kwargs  keywords of the augmentation `config.augment` (`adacorr.data.augment`)
+  method_kwargs   keywords of the method factory of `config.method` (`adacorr.methods`;
+                  AdA's `backbones` specs hold pretraining configs, checked against
+                  `experiments/configs/corruption_nets/__init__.py`'s schema)
+
+Values are checked too (`adacorr.train.config_checks.check_classifier_config`): e.g. a
+learning rate must be finite and > 0, num_steps >= 1 or -1 (then num_epochs > 0).
 """
 
 import ml_collections
+
+# The dicts of `get_config()` whose keys are free (see the module doc).
+FREE_FORM = ("model_kwargs", "augment_kwargs", "method_kwargs")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -48,6 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.log_every_steps = 50
   config.eval_every_steps = -1          # <= 0: once per epoch
+  config.eval_batch_size = -1           # <= 0: global_batch_size
   config.checkpoint_every_steps = 1000  # <= 0: only at the end
   config.keep_checkpoints = 3
   config.tensorboard = True

@@ -14,6 +14,7 @@ A suite is a dict:
   notes      a paragraph under the table: the budget and the evaluation, in words
 """
 
+import difflib
 import importlib
 
 import ml_collections
@@ -186,7 +187,9 @@ def get_suite(name: str, *, quick: bool = False, methods=None) -> dict:
   if methods:
     unknown = sorted(set(methods) - set(spec["runs"]))
     if unknown:
-      raise ValueError(f"methods {unknown} are not runs of suite {name!r}: "
+      hints = "".join(f" {u!r}: did you mean {m[0]!r}?" for u in unknown
+                      for m in [difflib.get_close_matches(u, list(spec["runs"]), n=1)] if m)
+      raise ValueError(f"methods {unknown} are not runs of suite {name!r};{hints} runs: "
                        f"{sorted(spec['runs'])}.")
     runs = {k: spec["runs"][k] for k in spec["runs"] if k in methods or k == spec["baseline"]}
   configs = {k: importlib.import_module(f"experiments.configs.{v}").get_config()

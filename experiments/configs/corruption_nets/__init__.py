@@ -11,9 +11,20 @@ Each module has `get_config()`; every field can be overridden on the command lin
   cifar10_vqvae, cifar10_unet   the paper's nets and hyperparameters (App. E.6)
   cifar10_edsr, cifar10_cae     the full nets (the paper uses DeepAugment's released
                                 weights; these configs train them ourselves)
+
+The schema: the keys of `get_base_config()` are the keys a corruption-net config may have
+(`experiments/configs/schema.py` checks every config `experiments/train_corruption_net.py`
+runs, and the `pretrain` configs of AdA's backbone specs, before anything is trained; a
+misspelt key is an error with a "did you mean"). A config may add keys only inside the
+free-form dicts, `FREE_FORM`: `net_kwargs` (attributes of the net class of `config.net`,
+`adacorr.models.corruption.CORRUPTION_NETS`) and `augment_kwargs` (keywords of the
+augmentation `config.augment`), each checked against its class or function.
 """
 
 import ml_collections
+
+# The dicts of `get_base_config()` whose keys are free (see the module doc).
+FREE_FORM = ("net_kwargs", "augment_kwargs")
 
 CONFIGS = ("fashion_mnist_edsr_tiny", "fashion_mnist_edsr", "fashion_mnist_cae",
            "fashion_mnist_vqvae", "fashion_mnist_unet", "cifar10_vqvae", "cifar10_unet",
