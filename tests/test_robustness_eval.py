@@ -290,3 +290,9 @@ def test_sources_and_the_registry_evaluators_are_evaluate(mlp, tmp_path):
     evaluation.evaluate(logits_fn, u8, y, threat_models={"linf": ["8/255"]}, **QUIET)
   with pytest.raises(ValueError, match="log='print' must be a callable"):
     evaluation.evaluate(logits_fn, u8, y, threat_models=None, progress=False, log="print")
+
+
+def test_calibration_warns_on_probabilities():
+  probs = np.full((6, 3), 1 / 3, np.float32)
+  with pytest.warns(UserWarning, match="look like probabilities, not logits"):
+    evaluation.calibration(probs, np.arange(6) % 3)

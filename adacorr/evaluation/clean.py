@@ -159,6 +159,7 @@ def calibration(logits: np.ndarray, labels: np.ndarray, *, num_bins: int = 15) -
     half) and 'reliability' (the bins of all examples, as lists). ECEs are in [0, 1].
   """
   logits, labels = np.asarray(logits), np.asarray(labels)
+  checks.warn_if_probabilities(logits, "logits")  # softmax(probabilities) is a wrong ECE
   if logits.ndim != 2 or labels.shape != logits.shape[:1] or len(labels) < 2:
     raise ValueError(f"logits (N, K) and labels (N,) with N >= 2 are needed, got shapes "
                      f"{logits.shape} and {labels.shape}.")
