@@ -35,8 +35,8 @@ class StatefulLoss:
     init: `init(key, image_shape) -> method_state`, a pytree of arrays; `image_shape`
       is (H, W, C) of one training image.
     epoch_start: optional `epoch_start(params, batch_stats, method_state, key) ->
-      method_state`, run (jitted) by the loop before the first step of every epoch
-      e >= 1 (e.g. ANT saves its generator into the replay buffer and starts a new one).
+      method_state`, run (jitted) by the loop before the first step of every epoch, the
+      first included (e.g. ANT starts a new generator, pretrained on the extra batches).
     epoch_start_step: optional `epoch_start_step(params, batch_stats, method_state,
       batch, key) -> (method_state, metrics)`, run (jitted) after `epoch_start` on each
       of `epoch_start_steps` extra batches (augmented like the training batches): the

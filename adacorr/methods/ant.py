@@ -37,12 +37,14 @@ per-batch steps then start a NEW Adam (lr `generator_lr`): no moments carry over
 the pretraining.
 
 How this maps onto the loop (`adacorr.train.loop`), which runs `epoch_start` and
-`epoch_start_step` (on `restart_steps` extra batches) only before epochs e >= 1:
-`epoch_start` draws the new generator and marks it 'pending_save'; the first training
-step after it saves it into the replay buffer and resets Adam. For epoch 0 that first
-training step also does the pretraining itself (a `lax.cond`, taken once): `restart_steps`
-Adam steps on ITS batch, each with fresh noise, since a loss function sees no other
-batch; the loop's extra batches of later epochs are distinct batches.
+`epoch_start_step` (on `restart_steps` extra batches) before every epoch, epoch 0
+included: `epoch_start` draws the new generator and marks it 'pending_save', and
+`epoch_start_step` pretrains it on `restart_steps` DISTINCT batches (the reference's
+retraining loop over its training loader, up to 1001 batches); the first training step
+after it saves it into the replay buffer and resets Adam. Used without the loop (a
+loss function sees no other batch), the first training step of a never-pretrained
+generator does the pretraining itself (a `lax.cond`, taken once): `restart_steps` Adam
+steps on ITS batch, each with fresh noise: our earlier epoch 0 under the loop too.
 
 The reference training code (bethgelab/game-of-noise `main.py` + `utils.py`; defaults eps
 135, generator lr 1e-4, retrain lr 5e-4, p_clean 0.5, p_current 0.3, p_history 0.1;

@@ -8,9 +8,9 @@ and the PRNG key of step `s` depend only on the seed and `s`, so a run killed at
 point and resumed ends with the same parameters as an unbroken run.
 
 A method may be a `StatefulLoss` (e.g. ANT): its state is part of the checkpointed
-`TrainState`, and before the first step of every epoch e >= 1 the loop runs its
-`epoch_start` hook, then `epoch_start_step` on `epoch_start_steps` extra batches: those
-of global steps `e * steps_per_epoch + i`, a pure function of the seed and e.
+`TrainState`, and before the first step of every epoch, the first included, the loop runs
+its `epoch_start` hook, then `epoch_start_step` on `epoch_start_steps` extra batches:
+those of global steps `e * steps_per_epoch + i`, a pure function of the seed and e.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def run(task: Task, config: ml_collections.ConfigDict, workdir: str, *,
                                      seed=config.seed, mesh=mesh, start_step=start_step,
                                      prefetch=config.get("prefetch", 2))
     for step in range(start_step + 1, num_steps + 1):
-      if epoch_begin is not None and step > 1 and (step - 1) % steps_per_epoch == 0:
+      if epoch_begin is not None and (step - 1) % steps_per_epoch == 0:
         state = run_epoch_start(state, (step - 1) // steps_per_epoch)
       state, metrics = train_step(state, next(batches))
       pending.append(metrics)
