@@ -207,7 +207,7 @@ def _batches(n: int, batch_size: int, mesh):
     yield start, min(start + bs, n), bs
 
 
-def _threat_models(threat_models) -> list[tuple[str, str, float]]:
+def _threat_models(threat_models, image_shape=None) -> list[tuple[str, str, float]]:
   """[(norm, eps text, eps)] from {norm: [radius, ...]} or [(norm, radius), ...]."""
   if threat_models is None:
     return []
@@ -223,13 +223,9 @@ def _threat_models(threat_models) -> list[tuple[str, str, float]]:
                        "{'linf': ['8/255'], 'l2': ['0.5']}.")
     norm, text = pair
     checks.check_norm(norm, "threat_models norm")
-    eps = parse_radius(text)
-    if not np.isfinite(eps) or eps <= 0:
-      raise ValueError(f"threat_models: {norm} radius {text!r} must be a finite number > 0 "
-                       "(a radius of 0 measures clean accuracy, not robustness).")
-    if norm == "linf" and eps > 1:
-      raise ValueError(f"threat_models: linf radius {text!r} is above 1, which allows every "
-                       "image in [0, 1]; radii are in [0, 1] units (8/255, not 8).")
+    # The checks every evaluation entry point shares: finite, > 0, l_inf <= 1, l2 < sqrt(D).
+    eps = checks.check_radius_for_evaluation(text, norm, f"threat_models[{norm!r}]",
+                                             image_shape=image_shape)
     text = text if isinstance(text, str) else f"{eps:g}"
     out.append((norm, text, eps))
   return out
@@ -644,7 +640,8 @@ def evaluate(logits_fn: Callable[[jax.Array], jax.Array], images, labels=None, *
     checks.check_labels(y, n)
   checks.check_choice(autoattack, AUTOATTACK_VERSIONS, "autoattack")
   checks.check_steps(batch_size, "batch_size", minimum=1)
-  tms = _threat_models(threat_models) if autoattack != "none" else []
+  tms = (_threat_models(threat_models, tuple(images.image_shape) if is_source else x.shape)
+         if autoattack != "none" else [])
   if autoattack == "custom" and not aa_components:
     raise ValueError("autoattack='custom' needs aa_components=[...] from "
                      f"{attacks.COMPONENTS}.")
