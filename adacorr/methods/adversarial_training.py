@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adacorr.core.radius import as_radius
 from adacorr.attacks import ascent
 from adacorr.methods.common import (
     TINY, accuracy, check_attack_args, check_fraction, check_norm, cross_entropy,
@@ -167,7 +168,7 @@ def make_adversarial_training(model: nn.Module, *, norm: str = "linf",
   the input perturbation over the perturbed examples) and 'perturbation_linf' (max abs).
   """
   check_norm(norm)
-  eps, num_steps = float(eps), int(num_steps)
+  eps, num_steps = float(as_radius(eps)), int(num_steps)
   random_init, fraction = bool(random_init), float(fraction)
   if step_size is None:
     step_size = eps if norm == "linf" else 0.5

@@ -83,6 +83,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from adacorr.core.radius import as_radius
 from adacorr.augment.noise_generator import (
     KERNELS, NoiseGenerator, clip_aware_rescale, init_generator, sample_noise)
 from adacorr.core.checks import check_images
@@ -267,7 +268,7 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
   kernel = kw["generator"]
   if kernel not in KERNELS:
     raise ValueError(f"generator={kernel!r} is not one of {KERNELS}.")
-  eps = None if kw["eps"] is None else float(kw["eps"])
+  eps = None if kw["eps"] is None else float(as_radius(kw["eps"]))
   if eps is not None:
     check_nonnegative(eps, "eps")
   clean_fraction = float(kw["clean_fraction"])

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adacorr.core.radius import as_radius
 from adacorr.augment.augmix import augmix, jsd_consistency
 from adacorr.methods.common import (
     accuracy, check_attack_args, check_nonnegative, cross_entropy, train_apply)
@@ -223,7 +224,7 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
   kw = dict(eps=eps, num_steps=num_steps, step_size=step_size, random_init=random_init,
             jsd_weight=jsd_weight, severity=severity, width=width, depth=depth, alpha=alpha,
             all_ops=all_ops)
-  eps, num_steps = float(kw.pop("eps")), int(kw.pop("num_steps"))
+  eps, num_steps = float(as_radius(kw.pop("eps"))), int(kw.pop("num_steps"))
   step_size = kw.pop("step_size")
   step_size = 2.5 * eps / num_steps if step_size is None else float(step_size)
   random_init = bool(kw.pop("random_init"))

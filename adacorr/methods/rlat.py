@@ -38,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from adacorr.core.radius import as_radius
 from adacorr.methods import augmix as augmix_lib
 from adacorr.methods.common import (
     TINY, accuracy, check_fraction, check_nonnegative, check_norm, cross_entropy, per_example_l2,
@@ -176,7 +177,7 @@ def make_rlat(model: nn.Module, *, eps: float = 0.08, norm: str = "l2",
   input is not perturbed), and 'jsd' with AugMix + JSD.
   """
   kw = dict(eps=eps, norm=norm, layers=layers, fraction=fraction, augmix=augmix)
-  eps, norm, fraction = float(kw["eps"]), kw["norm"], float(kw["fraction"])
+  eps, norm, fraction = float(as_radius(kw["eps"])), kw["norm"], float(kw["fraction"])
   _check(eps, norm, fraction)
   layers = check_layers(model, kw["layers"])
   augmix = augmix_lib.check_augmix_kwargs(kw["augmix"])
