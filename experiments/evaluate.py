@@ -25,6 +25,7 @@ Noise robustness (Rusak et al. 2020): eps*_GN, the median smallest l2 norm of Ga
 noise that flips the label, on `--noise_num_examples`.
 """
 
+import dataclasses
 import os
 
 from absl import app, flags, logging
@@ -37,63 +38,34 @@ from adacorr.run import report as report_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Training workdir (config.json + checkpoints/).")
-flags.DEFINE_enum("corruptions", "generated", ["generated", "published", "none"],
-                  "Corrupted test sets: generated with adacorr.corruptions, the published "
-                  "tfds cifar10_corrupted, or none.")
-flags.DEFINE_bool("extra", True, "Also evaluate the 4 extra corruptions (not in the mCE).")
-flags.DEFINE_list("corruption_names", None, "Evaluate only these corruptions (default: the 15 "
-                  "benchmark ones, plus the extras with --extra); the mCE needs all 15.")
-flags.DEFINE_string("corrupted_dir", None, "Cache of the generated <dataset>-C "
-                    "(default: WORKDIR/<dataset>-C).")
 flags.DEFINE_integer("step", None, "The checkpoint evaluated (default: the latest).")
 flags.DEFINE_string("output_dir", None, "Where the report goes (default: WORKDIR/report, "
                     "WORKDIR/report_step<N> with --step).")
-flags.DEFINE_integer("num_examples", 0, "Evaluate on the first N test examples (0: all).")
-flags.DEFINE_integer("batch_size", 500, "Evaluation batch size (global).")
-flags.DEFINE_integer("seed", 0, "Seed of the generated corruptions.")
-flags.DEFINE_list("linf_eps", None, "l_inf radii (fractions ok; default: the dataset's "
-                  "standard radii, e.g. CIFAR-10 1/255,2/255,8/255; empty: none).")
-flags.DEFINE_list("l2_eps", None, "l2 radii (default: the dataset's, e.g. CIFAR-10 0.1,0.5).")
-flags.DEFINE_enum("attacks", "standard", ["standard", "fast", "none"],
-                  "AutoAttack version beside PGD/APGD: standard (APGD-CE, APGD-T, FAB-T, "
-                  "Square; the RobustBench number), fast (APGD-CE + APGD-T, a quick look) "
-                  "or none.")
-flags.DEFINE_integer("masking_steps", 100, "Steps of the PGD run compared with PGD-"
-                     "--pgd_steps in the gradient-masking check (0: skip).")
-flags.DEFINE_integer("aa_steps", 100, "AutoAttack's APGD and FAB iterations (reference 100).")
-flags.DEFINE_integer("square_queries", 5000, "Square's queries (reference 5000).")
-flags.DEFINE_integer("aa_targets", 9, "AutoAttack's APGD-T and FAB-T target classes "
-                     "(reference 9).")
-flags.DEFINE_integer("lp_num_examples", 1000, "Test examples attacked (0: none, skip l_p).")
-flags.DEFINE_integer("pgd_steps", 20, "PGD steps (step size 2.5 eps / steps, random start).")
-flags.DEFINE_integer("apgd_steps", 50, "APGD steps (CE and DLR losses; 0: skip them).")
-flags.DEFINE_integer("noise_num_examples", None, "Test examples for the Gaussian-noise "
-                     "robustness eps* (Rusak et al. 2020; default: --lp_num_examples; 0: skip).")
-flags.DEFINE_integer("an_steps", 200, "Adam steps of eps*_AN's noise generator (0: skip "
-                     "eps*_AN).")
-flags.DEFINE_integer("an_batch_size", 128, "Batch of eps*_AN's generator training.")
-flags.DEFINE_list("lpips_bounds", ["0.25", "0.5", "1.0"],
-                  "LPIPS bounds for LPA (fractions ok; empty: skip the perceptual section).")
-flags.DEFINE_string("lpips_model", "self", "LPIPS network: 'self' (the evaluated classifier's "
-                    "own LPIPS layers) or a training workdir of another run (e.g. a "
-                    "cifar_alexnet run) whose layers bound the attack.")
-flags.DEFINE_integer("lpa_num_examples", None, "Test examples attacked by LPA (default: half "
-                     "of --lp_num_examples, rounded up; 0: skip the perceptual section).")
-flags.DEFINE_integer("lpa_steps", 40, "LPA steps per lambda round (the paper evaluates with 40).")
-flags.DEFINE_integer("lpa_lambda_steps", 5, "LPA lambda rounds (the paper's S = 5).")
-flags.DEFINE_enum("lpa_projection", "newton", ["newton", "bisection"],
-                  "LPA's final projection onto the LPIPS ball.")
 flags.DEFINE_bool("download", False, "Let tfds download missing data (needs internet); "
                   "default: fail at once with where the data was looked for.")
 flags.mark_flags_as_required(["workdir"])
 
 
-OPTIONS = ("corruptions", "extra", "corruption_names", "corrupted_dir", "num_examples",
-           "batch_size", "seed", "linf_eps", "l2_eps", "lp_num_examples", "pgd_steps",
-           "apgd_steps", "masking_steps", "aa_steps", "square_queries", "aa_targets",
-           "noise_num_examples", "an_steps", "an_batch_size",
-           "lpips_bounds", "lpips_model",
-           "lpa_num_examples", "lpa_steps", "lpa_lambda_steps", "lpa_projection", "download")
+def define_option_flags() -> dict[str, str]:
+  """One flag per `report.ReportOptions` field (its default, help and kind; the flag is
+  named by the field's `flag` metadata where it differs): the options are spelled once,
+  there. Returns {flag name: option name}."""
+  names = {}
+  for field in dataclasses.fields(report_lib.ReportOptions):
+    meta = field.metadata
+    flag = meta.get("flag", field.name)
+    default = field.default
+    if meta["kind"] == "enum":
+      flags.DEFINE_enum(flag, default, list(meta["choices"]), meta["help"])
+    elif meta["kind"] == "list":
+      flags.DEFINE_list(flag, None if default is None else list(default), meta["help"])
+    else:
+      getattr(flags, f"DEFINE_{meta['kind']}")(flag, default, meta["help"])
+    names[flag] = field.name
+  return names
+
+
+OPTION_FLAGS = define_option_flags()
 
 
 def main(argv):
@@ -111,8 +83,8 @@ def main(argv):
         raise app.UsageError(f"--{norm}_eps: {e}") from e
   try:
     report, names = report_lib.robustness_report(
-        FLAGS.workdir, step=FLAGS.step, autoattack=FLAGS.attacks,
-        **{name: FLAGS[name].value for name in OPTIONS})
+        FLAGS.workdir, {option: FLAGS[flag].value for flag, option in OPTION_FLAGS.items()},
+        step=FLAGS.step, download=FLAGS.download)
   except ValueError as e:  # a bad flag or workdir: the message names it
     raise app.UsageError(str(e)) from e
   output_dir = FLAGS.output_dir or os.path.join(

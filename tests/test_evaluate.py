@@ -254,3 +254,27 @@ def test_two_processes_evaluate_clean_and_corruptions_as_one(trained_workdir, tm
                              f"--output_dir={tmp_path / 'three'}")
   for rc, _, err in outs:
     assert rc != 0 and "not multi-process yet" in err and "--lp_num_examples=0" in err, err
+
+
+def test_report_options_are_spelled_once():
+  # experiments/evaluate.py's flags are ReportOptions' fields (same defaults), the suites'
+  # report dicts are checked against them, and a typo names the closest option.
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from absl import flags  # pylint: disable=import-outside-toplevel
+  from adacorr.run import report as report_lib  # pylint: disable=import-outside-toplevel
+  from experiments import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
+  from experiments.configs import suites  # pylint: disable=import-outside-toplevel
+  fields = dataclasses.fields(report_lib.ReportOptions)
+  assert sorted(evaluate_cli.OPTION_FLAGS.values()) == sorted(f.name for f in fields)
+  for flag, option in evaluate_cli.OPTION_FLAGS.items():
+    default = getattr(report_lib.ReportOptions(), option)
+    flag_default = flags.FLAGS[flag].default
+    assert (tuple(flag_default) if isinstance(flag_default, list) else flag_default) == default
+  assert evaluate_cli.OPTION_FLAGS["attacks"] == "autoattack"
+  for name in suites.SUITES:
+    suites.get_suite(name)
+  with pytest.raises(ValueError, match="did you mean 'lp_num_examples'"):
+    report_lib.make_report_options({"lp_num_exampels": 3})
+  options = report_lib.make_report_options({"linf_eps": ["8/255"]}, seed=3)
+  assert options.linf_eps == ("8/255",) and options.seed == 3
+  assert options.to_dict()["linf_eps"] == ["8/255"]

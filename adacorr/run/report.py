@@ -13,7 +13,8 @@ unperturbed backbone included); the CLI is `python -m experiments.ada_ssim_histo
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+import difflib
 import json
 import os
 import time
@@ -69,39 +70,130 @@ def lpips_network(lpips_model: str, config, info, model):
           f"{net_config.model} ({', '.join(layers)})", layers)
 
 
-def robustness_report(
-    workdir: str, *, step: int | None = None, corruptions: str = "generated", extra: bool = True,
-    corruption_names: Sequence[str] | None = None, corrupted_dir: str | None = None,
-    num_examples: int = 0, batch_size: int = 500, seed: int = 0,
-    linf_eps: Sequence[str] | None = None, l2_eps: Sequence[str] | None = None,
-    lp_num_examples: int = 1000, pgd_steps: int = 20, apgd_steps: int = 50,
-    autoattack: str = "standard", masking_steps: int = 100, aa_steps: int = 100,
-    square_queries: int = 5000, aa_targets: int = NUM_TARGETS,
-    noise_num_examples: int | None = None, an_steps: int = 200, an_batch_size: int = 128,
-    lpips_bounds: Sequence[str] = ("0.25", "0.5", "1.0"),
-    lpips_model: str = "self", lpa_num_examples: int | None = None, lpa_steps: int = 40,
-    lpa_lambda_steps: int = 5, lpa_projection: str = "newton",
-    download: bool = False) -> tuple[dict[str, Any], list[str]]:
+def _option(default, help_text: str, kind: str, **extra):
+  """A `ReportOptions` field: its default, its help (the CLI flag's) and its flag kind."""
+  return dataclasses.field(default=default, metadata={"help": help_text, "kind": kind, **extra})
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportOptions:
+  """The options of a run's robustness report, spelled once: `robustness_report` takes
+  them, `python -m experiments.evaluate` derives its flags from these fields (`flag`
+  metadata where the flag's name differs, e.g. `--attacks`), and the suites' `report`
+  dicts and `make demo` are checked against them (`make_report_options`). Sequences are
+  tuples (a frozen, comparable record); a written report keeps them as lists in
+  'options'.
+  """
+  corruptions: str = _option(
+      "generated", "Corrupted test sets: generated with adacorr.corruptions (cached), the "
+      "published tfds cifar10_corrupted, or none.", "enum",
+      choices=("generated", "published", "none"))
+  extra: bool = _option(True, "Also evaluate the 4 extra corruptions (not in the mCE).",
+                        "bool")
+  corruption_names: tuple | None = _option(
+      None, "Evaluate only these corruptions (default: the 15 benchmark ones, plus the "
+      "extras with --extra); the mCE needs all 15.", "list")
+  corrupted_dir: str | None = _option(
+      None, "Cache of the generated <dataset>-C (default: WORKDIR/<dataset>-C).", "string")
+  num_examples: int = _option(0, "Evaluate on the first N test examples (0: all).", "integer")
+  batch_size: int = _option(500, "Evaluation batch size (global).", "integer")
+  seed: int = _option(0, "Seed of the generated corruptions (and eps*_AN).", "integer")
+  linf_eps: tuple | None = _option(
+      None, "l_inf radii (fractions ok; default: the dataset's standard radii, e.g. "
+      "CIFAR-10 1/255,2/255,8/255; empty: none).", "list")
+  l2_eps: tuple | None = _option(
+      None, "l2 radii (default: the dataset's, e.g. CIFAR-10 0.1,0.5; empty: none).", "list")
+  lp_num_examples: int = _option(1000, "Test examples attacked (0: none, skip l_p).",
+                                 "integer")
+  pgd_steps: int = _option(20, "PGD steps (step size 2.5 eps / steps, random start).",
+                           "integer")
+  apgd_steps: int = _option(50, "APGD steps (CE and DLR losses; 0: skip them).", "integer")
+  autoattack: str = _option(
+      "standard", "AutoAttack version beside PGD/APGD: standard (APGD-CE, APGD-T, FAB-T, "
+      "Square; the RobustBench number), fast (APGD-CE + APGD-T, a quick look) or none.",
+      "enum", choices=("standard", "fast", "none"), flag="attacks")
+  masking_steps: int = _option(
+      100, "Steps of the PGD run compared with PGD---pgd_steps in the gradient-masking "
+      "check (0: skip).", "integer")
+  aa_steps: int = _option(100, "AutoAttack's APGD and FAB iterations (reference 100).",
+                          "integer")
+  square_queries: int = _option(5000, "Square's queries (reference 5000).", "integer")
+  aa_targets: int = _option(NUM_TARGETS, "AutoAttack's APGD-T and FAB-T target classes "
+                            "(reference 9).", "integer")
+  noise_num_examples: int | None = _option(
+      None, "Test examples for the Gaussian-noise robustness eps* (Rusak et al. 2020; "
+      "default: --lp_num_examples; 0: skip).", "integer")
+  an_steps: int = _option(200, "Adam steps of eps*_AN's noise generator (0: skip eps*_AN).",
+                          "integer")
+  an_batch_size: int = _option(128, "Batch of eps*_AN's generator training.", "integer")
+  lpips_bounds: tuple = _option(
+      ("0.25", "0.5", "1.0"), "LPIPS bounds for LPA (fractions ok; empty: skip the "
+      "perceptual section).", "list")
+  lpips_model: str = _option(
+      "self", "LPIPS network: 'self' (the evaluated classifier's own LPIPS layers) or a "
+      "training workdir of another run (e.g. a cifar_alexnet run) whose layers bound the "
+      "attack.", "string")
+  lpa_num_examples: int | None = _option(
+      None, "Test examples attacked by LPA (default: half of --lp_num_examples, rounded "
+      "up; 0: skip the perceptual section).", "integer")
+  lpa_steps: int = _option(40, "LPA steps per lambda round (the paper evaluates with 40).",
+                           "integer")
+  lpa_lambda_steps: int = _option(5, "LPA lambda rounds (the paper's S = 5).", "integer")
+  lpa_projection: str = _option("newton", "LPA's final projection onto the LPIPS ball.",
+                                "enum", choices=("newton", "bisection"))
+
+  def to_dict(self) -> dict[str, Any]:
+    """The record a report keeps in 'options' (sequences as lists)."""
+    return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in dataclasses.fields(self)}
+
+
+def make_report_options(options: ReportOptions | Mapping[str, Any] | None = None,
+                        **overrides: Any) -> ReportOptions:
+  """`ReportOptions` from an instance or a mapping (e.g. a suite's `report` dict), with
+  `overrides`; sequences become tuples.
+
+  Raises:
+    ValueError: for an option that does not exist (with the closest known name).
+  """
+  base = options if isinstance(options, ReportOptions) else ReportOptions()
+  given = dict(options or {}) if not isinstance(options, ReportOptions) else {}
+  given.update(overrides)
+  known = [f.name for f in dataclasses.fields(ReportOptions)]
+  unknown = sorted(set(given) - set(known))
+  if unknown:
+    hints = []
+    for k in unknown:
+      close = difflib.get_close_matches(k, known, n=1)
+      hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ValueError(f"unknown report options {', '.join(hints)}; known: {known}.")
+  given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+  return dataclasses.replace(base, **given)
+
+
+def robustness_report(workdir: str, options: ReportOptions | Mapping[str, Any] | None = None,
+                      *, step: int | None = None, download: bool = False,
+                      **overrides: Any) -> tuple[dict[str, Any], list[str]]:
   """The robustness report of the latest checkpoint in `workdir`.
 
-  Args (the options of `python -m experiments.evaluate`, same names):
+  Args:
+    workdir: a training run.
+    options, overrides: the report's options (`ReportOptions`, or a mapping of its
+      fields, and keyword overrides; the options of `python -m experiments.evaluate`,
+      same names):
+      corruptions: 'generated' (our corruptions of the test set, cached in
+        `corrupted_dir`, default `workdir/<dataset>-C`), 'published' (tfds
+        cifar10_corrupted) or 'none'; extra, corruption_names: which corruptions
+        (`evaluation.corruption_names`).
+      num_examples: the first N test examples (0: all); the l_p, noise and LPA sections
+        use the first `lp_num_examples`, `noise_num_examples` (default `lp_num_examples`)
+        and `lpa_num_examples` (default half of `lp_num_examples`, rounded up); 0 skips.
+      linf_eps, l2_eps: radii ('8/255' or '0.5'; None: the dataset's
+        `evaluation.standard_radii`); pgd_steps, apgd_steps, autoattack, masking_steps,
+        aa_steps, square_queries, aa_targets: the l_p section (`evaluation.lp_robustness`).
+      an_steps, an_batch_size: eps*_AN's generator training (`evaluation.evaluate_noise`).
+      lpips_bounds, lpips_model, lpa_*: the LPA section (`evaluation.evaluate_lpips`).
     step: the checkpoint evaluated (default: the latest).
-    corruptions: 'generated' (our corruptions of the test set, cached in `corrupted_dir`,
-      default `workdir/<dataset>-C`), 'published' (tfds cifar10_corrupted) or 'none'.
-    extra, corruption_names: which corruptions (`evaluation.corruption_names`).
-    num_examples: the first N test examples (0: all); the l_p, noise and LPA sections
-      use the first `lp_num_examples`, `noise_num_examples` (default `lp_num_examples`)
-      and `lpa_num_examples` (default half of `lp_num_examples`, rounded up); 0 skips.
-    linf_eps, l2_eps: radii ('8/255' or '0.5'; None: the dataset's
-      `evaluation.standard_radii`, e.g. CIFAR-10 l_inf 1/255, 2/255, 8/255 and l2 0.1,
-      0.5); pgd_steps, apgd_steps: the attacks' steps (apgd_steps=0: no separate
-      APGD-CE/DLR); autoattack: 'standard', 'fast' or 'none'; masking_steps: the PGD
-      steps of the masking check (0: skip); aa_steps, square_queries, aa_targets:
-      AutoAttack's iterations, Square's queries and APGD-T/FAB-T's targets
-      (`evaluation.lp_robustness`).
-    an_steps, an_batch_size: eps*_AN's generator training (`evaluation.evaluate_noise`;
-      an_steps=0 skips eps*_AN).
-    lpips_bounds, lpips_model, lpa_*: the LPA section (`evaluation.evaluate_lpips`).
     download: let tfds download missing data.
 
   Returns:
@@ -111,8 +203,22 @@ def robustness_report(
   Raises:
     ValueError: naming the option, for a bad option or a workdir that is not a run.
   """
-  options = report_options(**{k: v for k, v in locals().items()
-                              if k not in ("workdir", "download", "step")})
+  o = make_report_options(options, **overrides)
+  options = o.to_dict()
+  # The options as locals (read-only).
+  corruptions, extra, corruption_names = o.corruptions, o.extra, o.corruption_names
+  corrupted_dir, num_examples, batch_size, seed = (o.corrupted_dir, o.num_examples,
+                                                   o.batch_size, o.seed)
+  linf_eps, l2_eps, lp_num_examples = o.linf_eps, o.l2_eps, o.lp_num_examples
+  pgd_steps, apgd_steps, autoattack, masking_steps = (o.pgd_steps, o.apgd_steps,
+                                                      o.autoattack, o.masking_steps)
+  aa_steps, square_queries, aa_targets = o.aa_steps, o.square_queries, o.aa_targets
+  noise_num_examples, an_steps, an_batch_size = (o.noise_num_examples, o.an_steps,
+                                                 o.an_batch_size)
+  lpips_bounds, lpips_model, lpa_num_examples = (o.lpips_bounds, o.lpips_model,
+                                                 o.lpa_num_examples)
+  lpa_steps, lpa_lambda_steps, lpa_projection = (o.lpa_steps, o.lpa_lambda_steps,
+                                                 o.lpa_projection)
   config, info, model, variables, step = load_run(workdir, step=step)
   if corruptions == "published" and config.dataset != "cifar10":  # fail before the attacks
     raise ValueError(f"corruptions='published' exists only for cifar10, not "
@@ -256,21 +362,13 @@ def ensure_report(workdir: str, output_dir: str | None = None, **options: Any
 
 
 def report_options(**options: Any) -> dict[str, Any]:
-  """The record of `robustness_report`'s options (all but `workdir`, `step` (the report
-  keeps it apart) and `download`, with their defaults filled in, sequences as lists) that
-  a report keeps in 'options'.
+  """The record of a report's options (`ReportOptions` with `options` applied, defaults
+  filled in, sequences as lists) that a report keeps in 'options'.
 
   Raises:
-    ValueError: for an option `robustness_report` does not take.
+    ValueError: for an option `ReportOptions` does not have.
   """
-  params = inspect.signature(robustness_report).parameters
-  apart = ("workdir", "download", "step")
-  unknown = sorted(set(options) - set(params) | (set(apart) & set(options)))
-  if unknown:
-    raise ValueError(f"unknown report options {unknown}; known: "
-                     f"{sorted(k for k in params if k not in apart)}.")
-  merged = {k: options.get(k, p.default) for k, p in params.items() if k not in apart}
-  return {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in merged.items()}
+  return make_report_options(**options).to_dict()
 
 
 def ada_ssim_figure(workdir: str, output: str, *, specs: Sequence[Mapping[str, Any]] | None = None,

@@ -7,7 +7,7 @@ A suite is a dict:
              gets (`adacorr.run.reproduce.equal_budget`)
   baseline   the run others are compared with (relative mCE; LPA's LPIPS network)
   quick      the `--quick` subset (fashion_mnist)
-  report     `robustness_report` options, the same for every run ('@baseline': the
+  report     `run.report.ReportOptions` fields, the same for every run ('@baseline': the
              baseline's seed-0 workdir)
   claims     the orderings the papers claim, checked on the table
   reference  run -> the papers' numbers (paper-scale suites), printed under our row
@@ -197,6 +197,11 @@ def get_suite(name: str, *, quick: bool = False, methods=None) -> dict:
   if spec["base"] is not None:
     from adacorr.run import reproduce  # pylint: disable=import-outside-toplevel
     configs = reproduce.equal_budget(configs, spec["base"]())
+  from adacorr.run import report as report_lib  # pylint: disable=import-outside-toplevel
+  try:  # the report options are `ReportOptions` fields (a typo fails here, not after training)
+    report_lib.make_report_options(spec["report"])
+  except ValueError as e:
+    raise ValueError(f"suite {name!r} report: {e}") from e
   return {"configs": {k: ml_collections.ConfigDict(v) for k, v in configs.items()},
           "baseline": spec["baseline"], "report": dict(spec["report"]),
           "claims": spec["claims"], "reference": spec["reference"],
