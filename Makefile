@@ -33,9 +33,12 @@ demo: venv data
 
 # PyTorch (CPU) only for the weight-converter tests, and the authors' AutoAttack
 # (pyautoattack, which declares no dependencies: it needs only torch and numpy) for the
-# AutoAttack parity test; those tests skip if these cannot be installed.
+# AutoAttack parity test; the PAT authors' perceptual-advex and Zhang et al.'s lpips (its
+# learned linear weights ship in the wheel) for the perceptual parity test, without their
+# declared dependencies (torchvision, robustness, advex-uar, ...: the test stubs the
+# imports it does not use). Those tests skip if these cannot be installed.
 $(VENV)/.torch: $(VENV)/.installed
-	-$(PY) -m pip install -q torch==2.13.0 && $(PY) -m pip install -q --no-deps pyautoattack==0.2.0 && touch $@
+	-$(PY) -m pip install -q torch==2.13.0 && $(PY) -m pip install -q --no-deps pyautoattack==0.2.0 perceptual-advex==0.2.6 lpips==0.1.4 && touch $@
 
 test: venv $(VENV)/.torch data
 	$(PY) -m pytest -q -n 2 tests
