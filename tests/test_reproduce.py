@@ -3,12 +3,14 @@ its table and plots, resuming reuses finished runs, orderings, and the paper-sca
 configs resolve and one train step of each lowers on CPU."""
 
 import json
+import math
 import os
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 
 from adacorr.evaluation import comparison
@@ -42,13 +44,39 @@ def test_ordering_by_hand():
   assert table["a"]["c_mean"]["mean"] == pytest.approx(0.82)
   assert table["a"]["c_mean"]["std"] == pytest.approx(0.02 * 2 ** 0.5)  # ddof 1
   r = comparison.ordering(table, "a", "b", "c_mean")
-  assert r["held"] and r["difference"] == pytest.approx(0.12)
+  assert r["difference"] == pytest.approx(0.12)
   assert r["sigma"] == pytest.approx(0.12 / (0.02 * 2 ** 0.5))
-  r = comparison.ordering(table, "a", "b", "mce")  # lower is better
-  assert r["held"] and r["difference"] == pytest.approx(12.0)
-  assert not comparison.ordering(table, "b", "a", "c_mean")["held"]
-  assert comparison.ordering(table, "b", "a", "c_mean", margin=0.2)["held"]
+  # Welch: se = sqrt(0.0008 / 2 + 0) = 0.02, t = 6, df = 1 (b has no spread): Student's t
+  # with 1 degree of freedom is Cauchy, P(T >= 6) = 1/2 - atan(6) / pi = 0.0526 > 0.05.
+  assert r["t"] == pytest.approx(6.0) and r["df"] == pytest.approx(1.0)
+  assert r["p"] == pytest.approx(0.5 - math.atan(6.0) / math.pi)
+  assert r["outcome"] == "not shown" and r["held"] is False  # the right sign is not enough
+  r = comparison.ordering(table, "a", "b", "mce")  # lower is better: +12, t = 12 / 2 = 6
+  assert r["difference"] == pytest.approx(12.0) and r["outcome"] == "not shown"
+  assert comparison.ordering(table, "b", "a", "c_mean")["outcome"] == "not shown"
   assert comparison.ordering(table, "a", "missing", "c_mean")["held"] is None
+
+
+@pytest.mark.parametrize("diffs,margin,expected", [
+    ([0.03, 0.04, 0.05], 0.0, "held"),           # t = 0.04 / (0.01 / sqrt 3) = 6.93
+    ([-0.03, -0.04, -0.05], 0.0, "reversed"),
+    ([0.05, -0.04, 0.02], 0.0, "not shown"),     # the mean is > 0, the test is not
+    ([-0.01, -0.005, -0.015], 0.02, "held"),     # within 2 points: -1 + 2 > 0 at every seed
+    ([-0.03, -0.025, -0.035], 0.02, "reversed"),  # 3 points behind: outside the margin
+    ([0.02], 0.0, "not shown"),                  # one seed: no test
+])
+def test_paired_outcomes_by_hand(diffs, margin, expected):
+  better = {s: {"clean": 0.8 + d} for s, d in enumerate(diffs)}
+  worse = {s: {"clean": 0.8} for s in range(len(diffs))}
+  p = comparison.paired_ordering(better, worse, "clean", margin=margin)
+  assert p["outcome"] == expected
+  if len(diffs) > 1:
+    d = np.asarray(diffs) + margin
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(d.size))
+    assert p["t"] == pytest.approx(t) and p["df"] == d.size - 1
+    if d.size == 3:  # Student's t with 2 df: P(T >= t) = 1/2 - t / (2 sqrt(2 + t^2))
+      assert p["p"] == pytest.approx(0.5 - t / (2 * math.sqrt(2 + t * t)))
+      assert p["p"] + p["p_reversed"] == pytest.approx(1.0)
 
 
 def test_paired_ordering_by_hand():
@@ -64,6 +92,8 @@ def test_paired_ordering_by_hand():
   assert p["mean"] == pytest.approx(0.08 / 3)
   assert p["std"] == pytest.approx((0.0013 / 3) ** 0.5)
   assert p["sigma"] == pytest.approx((0.08 / 3) / (0.0013 / 3) ** 0.5)
+  # t = d_z * sqrt(3) = 2.22, P(T_2 >= 2.22) = 0.078: positive at every seed, not shown.
+  assert p["outcome"] == "not shown" and 0.05 < p["p"] < 0.1
   unpaired = comparison.ordering({"a": comparison.aggregate(list(a.values())),
                                   "b": comparison.aggregate(list(b.values())[:3])},
                                  "a", "b", "c_mean")
@@ -86,7 +116,9 @@ def test_suite_orderings_are_paired_by_seed():
   assert r["sigma"] == pytest.approx(0.2)
   assert r["paired"]["seeds"] == [0, 2] and r["paired"]["sigma"] == float("inf")
   line = reproduce.format_orderings([r]).splitlines()[-1]
-  assert line.endswith("| +2.00 ± 0.00 | n/a (no spread) | 2 of 2 |")
+  # Two seeds, the same +2 points at both: zero spread, t = inf, held by the paired test.
+  assert line.endswith("| +2.00 ± 0.00 | n/a (no spread) | < 0.001 | 2 of 2 |")
+  assert r["outcome"] == "held" and r["test"] == "paired t"
   seeds["b"] = [0, 1]  # b's second row is seed 1 now: only seed 0 pairs
   (r,) = reproduce.check_orderings(table, claims, rows=rows, seeds=seeds)
   assert r["paired"]["seeds"] == [0] and r["paired"]["held_seeds"] == 1
@@ -206,13 +238,13 @@ def test_a_parallel_member_reports_what_its_process_reused(tmp_path):
 
 def test_orderings_show_the_raw_difference_and_the_margin():
   from adacorr.run import reproduce  # pylint: disable=import-outside-toplevel
-  table = {"ada": {"clean": {"mean": 0.758, "std": 0.0}},
-           "nominal": {"clean": {"mean": 0.780, "std": 0.0}}}
+  table = {"ada": {"clean": {"mean": 0.758, "std": 0.0, "n": 3}},
+           "nominal": {"clean": {"mean": 0.780, "std": 0.0, "n": 3}}}
   claims = [dict(better="ada", worse="nominal", key="clean", margin=0.02, claim="within 2")]
   (r,) = reproduce.check_orderings(table, claims)
-  assert r["held"] is False  # 2.2 points behind: not within 2
+  assert r["held"] is False and r["outcome"] == "reversed"  # 2.2 behind: not within 2
   row = reproduce.format_orderings([r]).splitlines()[-1]
-  assert "| not held | -2.20 (held if > -2.00) |" in row and "n/a (no spread" in row
+  assert "| reversed (Welch t) | -2.20 (held if > -2.00) |" in row and "n/a (no spread" in row
   table["ada"]["clean"]["mean"] = 0.765
   (r,) = reproduce.check_orderings(table, claims)
   assert r["held"] is True and "-1.50 (held if > -2.00)" in reproduce.format_orderings([r])

@@ -163,46 +163,98 @@ def format_aggregate(table: Mapping[str, Mapping[str, Mapping[str, float]]], *,
   return "\n".join(lines)
 
 
-def ordering(table: Mapping[str, Mapping[str, Mapping[str, float]]], better: str, worse: str,
-             key: str, *, margin: float = 0.0) -> dict[str, Any]:
-  """Whether run `better` beats run `worse` on `key` in `table` (`aggregate`d rows), and by
-  how many standard deviations.
+ALPHA = 0.05  # the level of the one-sided tests below
+OUTCOMES = ("held", "not shown", "reversed")
 
-  Higher is better except for `LOWER_IS_BETTER` keys. `margin` (in the key's units, e.g.
-  -0.02 for "within 2 points") is added to `better`'s side. Returns {'held', 'difference'
-  (better - worse, signed so that > 0 means better), 'sigma' (difference over the pooled
-  standard deviation sqrt(s_a^2 + s_b^2), inf for zero spread), 'key', 'better',
-  'worse'}, or with a missing run or key {'held': None, ...}.
+
+def one_sided_p(t: float, df: float) -> tuple[float, float]:
+  """`(P(T >= t), P(T <= t))` for Student's t with `df` degrees of freedom: the p-values
+  of the one-sided tests 'the difference is > 0' and '< 0' (`scipy.stats.t`; t = +-inf
+  gives 0 and 1)."""
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  return float(stats.t.sf(t, df)), float(stats.t.cdf(t, df))
+
+
+def outcome(p_better: float | None, p_worse: float | None, *, alpha: float = ALPHA) -> str:
+  """'held' (significant in the claimed direction: p_better < alpha), 'reversed'
+  (significant against it: p_worse < alpha) or 'not shown' (neither, or no test)."""
+  if p_better is not None and p_better < alpha:
+    return "held"
+  if p_worse is not None and p_worse < alpha:
+    return "reversed"
+  return "not shown"
+
+
+def _tested(diff: float, se: float, df: float | None, alpha: float) -> dict[str, Any]:
+  """t, df, the two one-sided p-values and the outcome of a difference with standard
+  error `se` (df None: no test possible, 'not shown')."""
+  if df is None or not df > 0:
+    return {"t": None, "df": None, "p": None, "p_reversed": None, "outcome": "not shown"}
+  t = diff / se if se > 0 else (float("inf") if diff > 0 else float("-inf") if diff < 0
+                                else 0.0)
+  p_better, p_worse = one_sided_p(t, df)
+  return {"t": float(t), "df": float(df), "p": p_better, "p_reversed": p_worse,
+          "outcome": outcome(p_better, p_worse, alpha=alpha)}
+
+
+def ordering(table: Mapping[str, Mapping[str, Mapping[str, float]]], better: str, worse: str,
+             key: str, *, margin: float = 0.0, alpha: float = ALPHA) -> dict[str, Any]:
+  """Whether run `better` beats run `worse` on `key` in `table` (`aggregate`d rows: mean,
+  std, n over seeds), by Welch's one-sided t test (unpaired).
+
+  Higher is better except for `LOWER_IS_BETTER` keys. `margin` (in the key's units) is
+  added to `better`'s side: +0.02 for "better is within 2 points of worse" (better >=
+  worse - 0.02). Returns {'outcome': 'held' (the difference is > 0 at level `alpha`),
+  'reversed' (< 0 at that level) or 'not shown' (inconclusive, or fewer than 2 seeds on
+  a side), 'held' (outcome == 'held'; None with a missing run or key), 'difference'
+  (better - worse + margin, > 0 favours better), 'sigma' (the effect size: difference
+  over the pooled standard deviation sqrt(s_a^2 + s_b^2), +-inf for zero spread), 't',
+  'df' (Welch-Satterthwaite), 'p' (one-sided, for the claim), 'p_reversed', 'key',
+  'better', 'worse'}.
   """
   a, b = table.get(better, {}).get(key), table.get(worse, {}).get(key)
   out = {"key": key, "better": better, "worse": worse}
   if a is None or b is None:
-    return {**out, "held": None, "difference": None, "sigma": None}
+    return {**out, "held": None, "outcome": None, "difference": None, "sigma": None,
+            "t": None, "df": None, "p": None, "p_reversed": None}
   sign = -1.0 if key in LOWER_IS_BETTER else 1.0
   diff = sign * (a["mean"] - b["mean"]) + margin
   spread = float(np.hypot(a["std"], b["std"]))
   sigma = diff / spread if spread > 0 else (float("inf") if diff > 0 else
                                             float("-inf") if diff < 0 else 0.0)
-  return {**out, "held": bool(diff > 0), "difference": float(diff), "sigma": float(sigma)}
+  na, nb = int(a.get("n", 1)), int(b.get("n", 1))
+  df = None
+  va, vb = a["std"] ** 2 / na, b["std"] ** 2 / nb
+  if na > 1 and nb > 1:
+    denom = (va ** 2 / (na - 1) if va else 0.0) + (vb ** 2 / (nb - 1) if vb else 0.0)
+    df = (va + vb) ** 2 / denom if denom > 0 else float(na + nb - 2)
+  test = _tested(diff, float(np.sqrt(va + vb)), df, alpha)
+  return {**out, "held": test["outcome"] == "held", "difference": float(diff),
+          "sigma": float(sigma), **test}
 
 
 def paired_ordering(better_rows: Mapping[int, Mapping[str, float | None]],
                     worse_rows: Mapping[int, Mapping[str, float | None]], key: str, *,
-                    margin: float = 0.0) -> dict[str, Any]:
+                    margin: float = 0.0, alpha: float = ALPHA) -> dict[str, Any]:
   """`ordering` paired by seed: runs trained at the same seed share their data order and
-  initial weights, so seed-to-seed swings common to both cancel in the per-seed difference.
+  initial weights, so seed-to-seed swings common to both cancel in the per-seed
+  difference; decided by the one-sided paired t test (t = mean / (std / sqrt(n)), n - 1
+  degrees of freedom).
 
   `better_rows`, `worse_rows`: seed -> `comparison_row`. Returns {'seeds' (those where
   both have `key`), 'differences' (better - worse per seed, signed so that > 0 means
-  better, plus `margin`), 'mean', 'std' (ddof 1; 0 for one seed), 'sigma' (mean / std: how
-  many standard deviations of the per-seed difference; +-inf for zero spread), 'held_seeds'
-  (how many differences are > 0)}; with no common seed, mean, std and sigma are None.
+  better, plus `margin`), 'mean', 'std' (ddof 1; 0 for one seed), 'sigma' (the effect
+  size d_z = mean / std; +-inf for zero spread), 't', 'df', 'p' (one-sided, for the
+  claim), 'p_reversed', 'outcome' ('held' / 'not shown' / 'reversed' at level `alpha`;
+  'not shown' below 2 seeds), 'held_seeds' (how many differences are > 0)}; with no
+  common seed, mean, std, sigma, t and p are None.
   """
   seeds = sorted(s for s in better_rows if s in worse_rows
                  and better_rows[s].get(key) is not None and worse_rows[s].get(key) is not None)
   if not seeds:
     return {"seeds": [], "differences": [], "mean": None, "std": None, "sigma": None,
-            "held_seeds": 0}
+            "held_seeds": 0, "t": None, "df": None, "p": None, "p_reversed": None,
+            "outcome": "not shown"}
   sign = -1.0 if key in LOWER_IS_BETTER else 1.0
   d = np.asarray([sign * (better_rows[s][key] - worse_rows[s][key]) + margin for s in seeds],
                  np.float64)
@@ -210,8 +262,9 @@ def paired_ordering(better_rows: Mapping[int, Mapping[str, float | None]],
   std = float(d.std(ddof=1)) if d.size > 1 else 0.0
   sigma = mean / std if std > 0 else (float("inf") if mean > 0 else
                                       float("-inf") if mean < 0 else 0.0)
+  test = _tested(mean, std / np.sqrt(d.size), d.size - 1 if d.size > 1 else None, alpha)
   return {"seeds": seeds, "differences": d.tolist(), "mean": mean, "std": std,
-          "sigma": float(sigma), "held_seeds": int((d > 0).sum())}
+          "sigma": float(sigma), "held_seeds": int((d > 0).sum()), **test}
 
 
 def _label(key: str) -> str:

@@ -269,21 +269,27 @@ def table_keys(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def check_orderings(table, claims: Sequence[Mapping[str, Any]], *,
                     rows: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
                     seeds: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, Any]]:
-  """`comparison.ordering` for each claim {'better', 'worse', 'key', 'margin' (optional),
-  'claim' (the paper's words)}; missing runs give held None. With `rows` and `seeds`
-  (`suite_results`' per-seed rows and their seeds), each result also has 'paired':
-  `comparison.paired_ordering` over the seeds both runs finished."""
+  """`comparison.ordering` (Welch's one-sided t over the seeds' means) for each claim
+  {'better', 'worse', 'key', 'margin' (optional), 'claim' (the paper's words)}; missing
+  runs give outcome None. With `rows` and `seeds` (`suite_results`' per-seed rows and
+  their seeds), each result also has 'paired': `comparison.paired_ordering` (the one-sided
+  paired t test) over the seeds both runs finished, and the claim's 'outcome' (and
+  'held') is the paired test's when at least 2 seeds pair ('test': 'paired t'), else
+  Welch's ('test': 'Welch t')."""
   out = []
   for c in claims:
     margin = float(c.get("margin", 0.0))
     r = comparison.ordering(table, c["better"], c["worse"], c["key"], margin=margin)
     r = {**r, "claim": c.get("claim", f"{c['better']} > {c['worse']} on {c['key']}"),
-         "margin": margin}
+         "margin": margin, "test": "Welch t"}
     if rows is not None and seeds is not None:
       by_seed = {n: dict(zip(seeds.get(n, ()), rows.get(n, ()))) for n in (c["better"],
                                                                           c["worse"])}
       r["paired"] = comparison.paired_ordering(by_seed[c["better"]], by_seed[c["worse"]],
                                                c["key"], margin=margin)
+      if r["outcome"] is not None and len(r["paired"]["seeds"]) >= 2:
+        r["outcome"], r["test"] = r["paired"]["outcome"], "paired t"
+        r["held"] = r["outcome"] == "held"
     out.append(r)
   return out
 
@@ -294,31 +300,42 @@ def _sigma(value: float | None) -> str:
   return f"{value:+.1f}" if np.isfinite(value) else "n/a (no spread)"
 
 
+def _p(value: float | None) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.3f}" if value >= 0.001 else "< 0.001"
+
+
 def format_orderings(results: Sequence[Mapping[str, Any]]) -> str:
-  """The orderings as a markdown table: the raw difference (better - worse, signed so that
-  > 0 favours `better`; with a margin, the threshold it is held at) and how many pooled
-  standard deviations the margin-adjusted difference is; where the results are paired
-  (`check_orderings` with rows), also the per-seed difference's mean ± std, how many of
-  its standard deviations the mean is, and at how many seeds the ordering held."""
+  """The orderings as a markdown table: the outcome ('held': significant in the claimed
+  direction, one-sided p < 0.05; 'not shown': inconclusive; 'reversed': significant
+  against it) and the test that decided it; the raw difference (better - worse, signed so
+  that > 0 favours `better`; with a margin, the threshold it is held at), the effect size
+  in pooled standard deviations and Welch's one-sided p; where the results are paired
+  (`check_orderings` with rows), also the per-seed difference's mean ± std, its effect
+  size d_z, the paired t test's one-sided p and at how many seeds the difference was > 0."""
   paired = any("paired" in r for r in results)
-  lines = ["| claim (paper) | metric | held here | difference | in std devs |"
-           + (" paired by seed | in paired std devs | held at seeds |" if paired else ""),
-           "|---|---|---|---:|---:|" + ("---:|---:|---:|" if paired else "")]
+  lines = ["| claim (paper) | metric | outcome (test) | difference | effect (std devs) | p (Welch) |"
+           + (" paired by seed | effect d_z | p (paired t) | > 0 at seeds |" if paired else ""),
+           "|---|---|---|---:|---:|---:|" + ("---:|---:|---:|---:|" if paired else "")]
   for r in results:
-    held = "n/a (not run)" if r["held"] is None else ("held" if r["held"] else "not held")
+    outcome = ("n/a (not run)" if r.get("outcome") is None
+               else f"{r['outcome']} ({r.get('test', 'Welch t')})")
     scale = 1.0 if r["key"] in comparison.IN_PERCENT + comparison.UNITLESS else 100.0
     margin = float(r.get("margin", 0.0))
     diff = "-" if r["difference"] is None else f"{scale * (r['difference'] - margin):+.2f}"
     if margin and r["difference"] is not None:
       diff += f" (held if > {-scale * margin:+.2f})"
-    line = f"| {r['claim']} | {r['key']} | {held} | {diff} | {_sigma(r['sigma'])} |"
+    line = (f"| {r['claim']} | {r['key']} | {outcome} | {diff} | {_sigma(r['sigma'])} |"
+            f" {_p(r.get('p'))} |")
     if paired:
       p = r.get("paired") or {"seeds": []}
       if p["seeds"]:
         line += (f" {scale * (p['mean'] - margin):+.2f} ± {scale * p['std']:.2f} |"
-                 f" {_sigma(p['sigma'])} | {p['held_seeds']} of {len(p['seeds'])} |")
+                 f" {_sigma(p['sigma'])} | {_p(p.get('p'))} |"
+                 f" {p['held_seeds']} of {len(p['seeds'])} |")
       else:
-        line += " - | - | - |"
+        line += " - | - | - | - |"
     lines.append(line)
   return "\n".join(lines)
 
