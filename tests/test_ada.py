@@ -187,6 +187,7 @@ def test_nano_batches_equal_whole_batch(setup, chunk_size, chunk_loop):
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:nu=0.3 is a relative weight perturbation")
 @pytest.mark.parametrize("blocks", ["layer", "tensor"])
 def test_attack_raises_ce_over_random_init_only(setup, blocks):
   apply_c, phi, logits_fn, x, y = setup

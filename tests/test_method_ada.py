@@ -49,6 +49,7 @@ def test_ada_all_gives_each_backbone_its_share():
   assert set(metrics) == {"ssim", "ssim_before_line_search"}
 
 
+@pytest.mark.filterwarnings("ignore:nu=0.5 is a relative weight perturbation")
 @pytest.mark.parametrize("strict", [False, True])
 def test_stage_line_search_keeps_ssim_above_threshold(strict):
   model, variables = _clf()
@@ -71,6 +72,7 @@ def test_stage_line_search_keeps_ssim_above_threshold(strict):
   assert np.all(np.asarray(attacks.ssim(x, out)) >= 0.6 - slack)
 
 
+@pytest.mark.filterwarnings("ignore:nu=0.9 is a relative weight perturbation")
 def test_per_backbone_overrides_reach_the_attack():
   model, variables = _clf()
   x = jax.random.uniform(jax.random.key(5), (4, 8, 8, 3), minval=0.2, maxval=0.6)

@@ -30,11 +30,33 @@ convolutions (no Python loop over examples). `chunk_size` splits the batch into
 Conventions: images NHWC float32 in [0, 1]; `logits_fn(x) -> (B, K)` is the classifier in
 evaluation mode (frozen BatchNorm statistics), so that an example's logits do not depend
 on the rest of the batch; `corruption_apply(params, x) -> x'` maps a batch (b, H, W, C)
-to images of the same shape in [0, 1] (e.g. `lambda p, x: net.apply({'params': p}, x)`).
+to images of the same shape (e.g. `lambda p, x: net.apply({'params': p}, x)`).
+
+The corrupted images are clipped to [0, 1]. The paper defines the corruption network as
+a map of the image space to itself ("let c_phi : X -> X be a corruption network", Sec. 3)
+but says nothing about what happens when a perturbed net leaves [0, 1]; there is no
+public AdA code to decide it (`../shared/reference/methods.md`). We take the conservative
+reading: `perturbed_corruption` clips `c_{phi + delta}(x)` to [0, 1], both where the
+ascent evaluates the classifier's loss (so the attack maximises the loss of the images
+the classifier is trained on) and in the result (so `ada` always returns valid images).
+Our own nets (EDSR, CAE, VQ-VAE, U-Net in `adacorr.models.corruption`) end with a clip
+to [0, 1] already, so for them the clip changes no value; it matters for a user's net
+whose output is unbounded (e.g. a bare `nn.Conv`), which without it returned images in
+about [-1, 1].
+
+The relative radius `nu` must be a finite number in (0, 1) (`check_nu`): nu >= 1 admits
+`delta_i = -phi_i`, which zeroes a whole layer (the paper's own example of a perturbation
+that leaves "fully zero, uninformative outputs", Sec. 3), and an infinite nu makes the
+random start infinite (all-NaN images). The paper uses nu = 0.0075 .. 0.0375 (Fig. 2;
+0.015 by default, Table 7 sweeps 0.0075 .. 0.0225); above `NU_WARN` = 0.1 (more than 2.5x
+the largest) `check_nu` warns.
 """
 
 from __future__ import annotations
 
+import inspect
+import os
+import warnings
 from typing import Any, Callable
 
 import dm_pix as pix
@@ -45,10 +67,9 @@ import optax
 
 from adacorr.attacks import ascent
 from adacorr.attacks import memory
-from adacorr.attacks.lp import check_attack_inputs
 from adacorr.core.checks import (
-    check_choice, check_images, check_key, check_nonnegative, check_positive,
-    check_same_shape, check_steps)
+    check_choice, check_images, check_key, check_labels, check_logits_fn,
+    check_same_shape, check_steps, nonfinite_summary)
 from adacorr.core.keys import per_example_keys
 from adacorr.core.tree import TINY, is_concrete
 
@@ -59,14 +80,178 @@ LogitsFn = Callable[[Array], Array]
 
 CHUNK_LOOPS = ("map", "unroll")
 LINE_SEARCH_GAMMAS = 9
+# The relative radii of the paper (Fig. 2: 0.0075 .. 0.0375; 0.015 by default).
+NU_PAPER = (0.0075, 0.0375)
+NU_WARN = 0.1   # above: a UserWarning (more than 2.5x the paper's largest radius)
+NU_MAX = 1.0    # from here on: an error (the ball holds delta_i = -phi_i)
+ARGUMENTS = "ada(corruption_apply, corruption_params, logits_fn, x, y, key, *, nu, num_steps)"
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def check_nu(nu) -> None:
-  """ValueError unless nu (the relative radius ||delta_i|| / ||phi_i||) is > 0."""
-  check_positive(nu, "nu")
+def _user_stacklevel() -> int:
+  """The `stacklevel` of the first frame outside adacorr and jax, for a `warnings.warn`
+  made by the function that calls this one (the warning then points at the user's line,
+  also when the check runs while `jax.jit` traces the user's function)."""
+  # adacorr's frames, and jax's (a check that runs while jax traces a function).
+  skip = (os.path.dirname(os.path.abspath(jax.__file__)) + os.sep,
+          os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep)
+  frame, level = inspect.currentframe().f_back, 1
+  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
+def real_scalar(value, name: str, what: str, *, allow_none: bool = False):
+  """`value` as a Python float, or None when it is traced (or None with `allow_none`).
+
+  ValueError unless `value` is one real number: a Python / numpy number or a 0-d array
+  of an integer or floating dtype (concrete or traced). Strings, bools, None, complex
+  numbers and arrays with more than one entry are rejected, naming `name` and `what`
+  it should be (numpy's own errors for them name neither).
+  """
+  if value is None:
+    if allow_none:
+      return None
+    raise ValueError(f"{name} is required: {what}.")
+  if isinstance(value, (str, bytes)):
+    raise ValueError(f"{name}={value!r} is a string; it must be {what} (a number, e.g. "
+                     f"float({value!r}) if the string came from a config or flag).")
+  if isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name}={value!r} is a bool; it must be {what}.")
+  try:
+    dtype, shape = jnp.result_type(value), jnp.shape(value)
+  except Exception as e:  # pylint: disable=broad-except  (lists of lists, objects, ...)
+    raise ValueError(f"{name}={value!r} must be {what}, got {type(value).__name__}.") from e
+  if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)) or (
+      dtype == jnp.bool_):
+    raise ValueError(f"{name}={value!r} must be {what}, got dtype {dtype}.")
+  if shape != ():
+    raise ValueError(f"{name} must be one number ({what}), got an array of shape {shape}.")
+  return float(np.asarray(value)) if is_concrete(value) else None
+
+
+def check_nu(nu, name: str = "nu", *, warn: bool = True) -> None:
+  """ValueError unless `nu` (the relative radius ||delta_i|| / ||phi_i||) is one real
+  number, finite, in (0, 1) (values when concrete; a traced nu passes); with `warn`, a
+  UserWarning above `NU_WARN` = 0.1.
+
+  The bounds. nu <= 0 or NaN is no radius. An infinite nu puts no bound on the weights
+  (the random start is inf * direction: all-NaN images). nu >= 1 lets every layer be
+  perturbed by at least its own norm, so the ball holds `delta_i = -phi_i`: the zeroed
+  layer the paper gives as the example of an "exceedingly corrupted" image that the
+  radius is there to exclude (Sec. 3). The paper's radii are 0.0075 .. 0.0375 (0.015 by
+  default); above 0.1, a relative weight change of more than 10%, we warn.
+  """
+  what = (f"the relative radius ||delta_i|| / ||phi_i|| in (0, 1), e.g. 0.015 (the "
+          f"paper's default)")
+  value = real_scalar(nu, name, what)
+  if value is None:
+    return
+  if np.isnan(value) or value <= 0:
+    raise ValueError(f"{name}={nu!r} must be > 0 (and not NaN): {what}.")
+  if not np.isfinite(value):
+    raise ValueError(f"{name}={nu!r} must be finite: an infinite radius puts no bound on "
+                     f"the weight perturbation (its random start is infinite, the images "
+                     f"NaN); use {what}.")
+  if value >= NU_MAX:
+    raise ValueError(
+        f"{name}={value:g} allows a relative weight perturbation of {100 * value:g}%: with "
+        f"nu >= 1 the ball holds delta_i = -phi_i, which zeroes a whole layer (the paper's "
+        f"example of a perturbation that destroys the image, Sec. 3). The paper uses nu = "
+        f"{NU_PAPER[0]:g} .. {NU_PAPER[1]:g} (0.015 by default); nu is a fraction in (0, 1), "
+        f"not a percent.")
+  if warn and value > NU_WARN:
+    warnings.warn(
+        f"{name}={value:g} is a relative weight perturbation of {100 * value:g}%, more than "
+        f"2.5x the largest radius of the paper ({NU_PAPER[1]:g}; 0.015 by default, "
+        f"Fig. 2): expect heavily corrupted images (the SSIM line search may pull most of "
+        f"them back).", UserWarning, stacklevel=_user_stacklevel())
+
+
+def check_step_size(step_size, name: str = "step_size") -> None:
+  """ValueError unless `step_size` is None (the default step) or one real number,
+  finite and >= 0 (values when concrete). An infinite step makes the projection compute
+  inf * 0: NaN weights and images."""
+  value = real_scalar(step_size, name, "the ascent step, a finite number >= 0 (None: "
+                      "1/4 of the median block radius times 10/num_steps)", allow_none=True)
+  if value is not None and not (np.isfinite(value) and value >= 0):
+    raise ValueError(f"{name}={step_size!r} must be a finite number >= 0 (an infinite or "
+                     f"NaN step makes the perturbed weights NaN).")
+
+
+def check_memory_budget(memory_budget, name: str = "memory_budget") -> None:
+  """ValueError unless `memory_budget` is None or a finite number of bytes > 0."""
+  value = real_scalar(memory_budget, name, "a number of bytes per device > 0 (None: half "
+                      "the accelerator's memory)", allow_none=True)
+  if memory_budget is not None and value is not None and not (
+      np.isfinite(value) and value > 0):
+    raise ValueError(f"{name}={memory_budget!r} must be a finite number of bytes > 0.")
+
+
+def check_chunk_size(chunk_size) -> None:
+  """ValueError unless `chunk_size` is None, 'auto' or a positive Python int."""
+  if chunk_size is not None and chunk_size != "auto" and (
+      isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
+      or chunk_size < 1):
+    raise ValueError(f"chunk_size={chunk_size!r} must be None, 'auto' or a positive int.")
+
+
+def check_flag(value, name: str) -> None:
+  """ValueError unless `value` is a bool (a flag given as 'no' would be truthy)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"{name}={value!r} must be a bool (True or False).")
+
+
+def _accepts_positional(fn, count: int) -> bool:
+  """Whether `fn` can be called with `count` positional arguments (True when its
+  signature cannot be read, e.g. some builtins)."""
+  try:
+    signature = inspect.signature(fn)
+  except (TypeError, ValueError):
+    return True
+  try:
+    signature.bind(*([None] * count))
+  except TypeError:
+    return False
+  return True
+
+
+def check_functions(corruption_apply, corruption_params, logits_fn) -> None:
+  """ValueError unless `corruption_apply` is a function of (params, images) and
+  `logits_fn` one of (images): the messages name the arguments and their order, since
+  passing them swapped (both are functions) otherwise ends in a lambda's TypeError."""
+  swapped = (" (did you swap corruption_apply and logits_fn? The order is "
+             f"{ARGUMENTS})")
+  if callable(corruption_params) and not callable(corruption_apply):
+    raise ValueError(
+        f"corruption_params is a function and corruption_apply is a "
+        f"{type(corruption_apply).__name__}: the order is {ARGUMENTS}, i.e. the function "
+        f"(params, images) -> images first, then its params.")
+  for fn, name, count, signature in (
+      (corruption_apply, "corruption_apply", 2, "(params, images (b, H, W, C)) -> images"),
+      (logits_fn, "logits_fn", 1, "(images (B, H, W, C)) -> logits (B, K)")):
+    if not callable(fn):
+      raise ValueError(f"{name} must be a function {signature}, got "
+                       f"{type(fn).__name__}; the order is {ARGUMENTS}.")
+    if not _accepts_positional(fn, count):
+      try:
+        shown = f"{getattr(fn, '__name__', type(fn).__name__)}{inspect.signature(fn)}"
+      except (TypeError, ValueError):
+        shown = repr(fn)
+      raise ValueError(f"{name} must take {count} positional argument"
+                       f"{'s' if count > 1 else ''}, {signature}, but it is {shown}"
+                       f"{swapped}.")
+
+
+def check_nhwc(x, name: str = "x") -> None:
+  """ValueError for a batch that looks NCHW: (B, 1 or 3, H, W) with W not 1 or 3."""
+  shape = jnp.shape(x)
+  if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3, 4):
+    raise ValueError(
+        f"{name} has shape {shape}, which looks like NCHW (channels second); adacorr takes "
+        f"NHWC images (B, H, W, C): pass {name}.transpose(0, 2, 3, 1).")
 
 
 def check_num_steps(num_steps) -> None:
@@ -75,13 +260,32 @@ def check_num_steps(num_steps) -> None:
 
 
 def check_corruption_params(params: PyTree, name: str = "corruption_params") -> None:
+  """ValueError unless `params` is a non-empty pytree of floating point arrays, finite
+  (values when concrete: a NaN weight makes every image NaN, and its block's radius)."""
+  if callable(params) and not hasattr(params, "shape"):
+    raise ValueError(f"{name} is a function ({getattr(params, '__name__', params)!r}); it "
+                     f"must be the corruption net's params pytree (the order is "
+                     f"{ARGUMENTS}).")
   leaves = jax.tree.leaves(params)
   if not leaves:
     raise ValueError(f"{name} has no arrays; pass the corruption net's params pytree.")
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
-      raise ValueError(f"{name}{jax.tree_util.keystr(path)} has dtype "
-                       f"{jnp.result_type(leaf)}; every block must be floating point.")
+    where = f"{name}{jax.tree_util.keystr(path)}"
+    try:
+      dtype = jnp.result_type(leaf)
+    except Exception as e:  # pylint: disable=broad-except  (strings, objects)
+      raise ValueError(f"{where} is a {type(leaf).__name__}, not an array; every leaf of "
+                       f"{name} must be a floating point array.") from e
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(f"{where} has dtype {dtype}; every block must be floating point.")
+    # On the host (jnp ops on constants would be staged under jit); arrays spread over
+    # several processes are not read.
+    if is_concrete(leaf) and getattr(leaf, "is_fully_addressable", True):
+      v = np.asarray(leaf)
+      if not np.isfinite(v).all():
+        raise ValueError(f"{where} contains NaN or inf values ({int(np.isnan(v).sum())} NaN "
+                         f"and {int(np.isinf(v).sum())} inf of {v.size} entries); the "
+                         f"corruption net's weights must be finite.")
 
 
 def check_same_structure(deltas: PyTree, params: PyTree, *, batched: bool,
@@ -183,13 +387,14 @@ def project_deltas(deltas: PyTree, params: PyTree, nu, blocks: str = "layer") ->
     deltas: per-example perturbations, the structure of `params` with a leading batch
       axis (B, *phi_i.shape) on every leaf.
     params: the corruption net's parameters phi.
-    nu: relative radius (> 0).
+    nu: relative radius in (0, 1) (`check_nu`).
     blocks: 'layer' or 'tensor' (see the module docstring).
 
   Raises:
-    ValueError: if the structures or shapes do not match, nu <= 0 or blocks is unknown.
+    ValueError: if the structures or shapes do not match, nu is not in (0, 1) or blocks
+      is unknown.
   """
-  check_nu(nu)
+  check_nu(nu, warn=False)
   check_same_structure(deltas, params, batched=True)
   ids = block_ids(params, blocks)
   return _project(deltas, [nu * n for n in _block_norms(params, ids)], ids)
@@ -223,17 +428,23 @@ def relative_norms(deltas: PyTree, params: PyTree, blocks: str = "layer") -> PyT
 
 def perturbed_corruption(corruption_apply: CorruptionApply, params: PyTree,
                          deltas: PyTree, x: Array) -> Array:
-  """`c_{phi + delta_b}(x_b)` for every example b: vmapped per-example weights.
+  """`clip(c_{phi + delta_b}(x_b), 0, 1)` for every example b: vmapped per-example
+  weights.
+
+  The clip keeps the images valid whatever the perturbed net outputs (the paper's
+  c_phi : X -> X; see the module docstring); for a net that clips itself it changes no
+  value. Its gradient is 0 where the net's output is outside [0, 1], as for the
+  classifier that sees the clipped image.
 
   Args:
     deltas: per-example perturbations (leading batch axis B on every leaf).
     x: (B, H, W, C) images.
   Returns:
-    (B, H, W, C) corrupted images.
+    (B, H, W, C) corrupted images in [0, 1] (NaN stays NaN).
   """
   def one(delta, xb):
     return corruption_apply(jax.tree.map(jnp.add, params, delta), xb[None])[0]
-  return jax.vmap(one)(deltas, x)
+  return jnp.clip(jax.vmap(one)(deltas, x), 0.0, 1.0)
 
 
 # --------------------------------------------------------------------------- attack
@@ -266,15 +477,18 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
   """AdA: per-example adversarial weight perturbations of a corruption network.
 
   Args:
-    corruption_apply: `(params, images (b, H, W, C)) -> images (b, H, W, C)` in [0, 1].
-    corruption_params: the pretrained parameters phi (a pytree of float arrays; every
-      leaf is a block).
+    corruption_apply: `(params, images (b, H, W, C)) -> images (b, H, W, C)`, ideally
+      in [0, 1] (the result is clipped to [0, 1] either way).
+    corruption_params: the pretrained parameters phi (a pytree of finite float arrays;
+      the leaves of one module form a block, see `blocks`).
     logits_fn: `(images (b, H, W, C)) -> logits (b, K)`, the classifier in eval mode.
     x: (B, H, W, C) clean images in [0, 1].
     y: (B,) int labels.
     key: one key, or one key per example (shape (B,) typed / (B, 2) raw). With
       per-example keys, example b's result depends only on x[b], y[b] and key[b].
-    nu: relative radius (> 0): `||delta_i|| <= nu * ||phi_i||` for every block i.
+    nu: relative radius, a finite number in (0, 1): `||delta_i|| <= nu * ||phi_i||`
+      for every block i (the paper: 0.015; a warning above 0.1, see `check_nu`). May be
+      traced (then unchecked).
     blocks: 'layer' (default, the paper's: a module's kernel and bias together) or
       'tensor' (every leaf its own block); see the module docstring.
     num_steps: signed-gradient ascent steps (>= 0; 0 = random perturbation only).
@@ -295,42 +509,60 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
     return_deltas: also return the per-example perturbations.
 
   Returns:
-    x_adv (B, H, W, C) in [0, 1]; with `return_deltas`, `(x_adv, deltas)` where
-    `deltas` has the structure of `corruption_params` with a leading batch axis.
+    x_adv (B, H, W, C) in [0, 1] (the perturbed net's output clipped to [0, 1], see the
+    module docstring); with `return_deltas`, `(x_adv, deltas)` where `deltas` has the
+    structure of `corruption_params` with a leading batch axis.
 
   Raises:
-    ValueError: for nu <= 0 or NaN, num_steps < 0, a bad chunk_size / chunk_loop,
-      images not float, rank 4 and in [0, 1], labels of the wrong shape or (when
-      concrete) outside [0, K), a `logits_fn` not returning (B, K), key=None, params
-      that are not a pytree of float arrays, or a `corruption_apply` whose output shape
-      differs from its input.
+    ValueError: for nu not a finite number in (0, 1) (a string, NaN, inf, <= 0, >= 1),
+      num_steps not an int >= 0, a step_size that is not a finite number >= 0, a bad
+      chunk_size / chunk_loop / memory_budget / blocks, a return_deltas that is not a
+      bool, corruption_apply / logits_fn that are not functions of (params, images) /
+      (images) (e.g. swapped), images that are not a non-empty rank-4 NHWC float batch in
+      [0, 1] (NCHW is named), labels of the wrong shape or (when concrete) outside
+      [0, K), a `logits_fn` not returning (B, K), a missing key or one of the wrong
+      shape, params that are not a pytree of finite float arrays, a `corruption_apply`
+      that fails on the params or whose output shape differs from its input, or (when
+      concrete) a result with NaN or inf (the corruption net's output was not finite).
+  Warns:
+    UserWarning: for nu > 0.1 (more than 2.5x the largest radius of the paper).
+
+  All checks are on static shapes and dtypes or (when concrete) on values, before
+  anything is traced; under `jax.jit` they run once, at tracing.
   """
-  check_attack_inputs(logits_fn, x, y)
+  check_functions(corruption_apply, corruption_params, logits_fn)
+  check_images(x, allow_empty=False)
+  check_nhwc(x)
+  try:
+    num_classes = check_logits_fn(logits_fn, x)
+  except ValueError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (the user's model failing)
+    raise ValueError(f"logits_fn failed on x of shape {jnp.shape(x)} "
+                     f"({jnp.result_type(x)}): {type(e).__name__}: {e}") from e
+  check_labels(y, jnp.shape(x)[0], num_classes)
   check_nu(nu)
   check_steps(num_steps)
+  check_step_size(step_size)
   check_corruption_params(corruption_params)
   check_key(key, reason="AdA draws a random initial perturbation")
-  if chunk_size is not None and chunk_size != "auto" and (
-      isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
-      or chunk_size < 1):
-    raise ValueError(f"chunk_size={chunk_size!r} must be None, 'auto' or a positive int.")
-  if memory_budget is not None:
-    check_positive(memory_budget, "memory_budget")
+  check_chunk_size(chunk_size)
+  check_memory_budget(memory_budget)
   check_choice(chunk_loop, CHUNK_LOOPS, "chunk_loop")
   check_blocks(blocks)
+  check_flag(return_deltas, "return_deltas")
   try:
     out = jax.eval_shape(corruption_apply, corruption_params,
                          jax.ShapeDtypeStruct((1,) + x.shape[1:], x.dtype))
   except Exception as e:  # e.g. flax's ScopeParamShapeError for params of another net
     raise ValueError(
-        f"corruption_apply failed on corruption_params (do the params belong to this "
-        f"corruption net, with this many input channels?): {type(e).__name__}: {e}") from e
+        f"corruption_apply failed on corruption_params and images of shape "
+        f"{(1,) + x.shape[1:]} (do the params belong to this corruption net, with this "
+        f"many input channels?): {type(e).__name__}: {e}") from e
   if getattr(out, "shape", None) != (1,) + x.shape[1:]:
     raise ValueError(
         f"corruption_apply must map images of shape {(1,) + x.shape[1:]} to the same "
         f"shape; it returned {getattr(out, 'shape', type(out))}.")
-  if step_size is not None:
-    check_nonnegative(step_size, "step_size")
 
   batch = x.shape[0]
   keys = per_example_keys(key, batch)
@@ -355,6 +587,15 @@ def ada(corruption_apply: CorruptionApply, corruption_params: PyTree, logits_fn:
     x_adv, deltas = run(x, y, keys)
   else:
     x_adv, deltas = _chunked(run, x, y, keys, chunk_size, chunk_loop)
+  # Eager calls only (traced: None, no cost); not for arrays spread over processes.
+  bad = (nonfinite_summary(x_adv)
+         if is_concrete(x_adv) and getattr(x_adv, "is_fully_addressable", True) else None)
+  if bad is not None:
+    raise ValueError(
+        f"AdA produced NaN or inf images ({bad}) from finite images and weights: the "
+        f"corruption net's output is not finite for the perturbed weights (nu={nu!r}); "
+        f"check that corruption_apply is numerically stable (e.g. no division by a "
+        f"perturbed quantity) or use a smaller nu.")
   return (x_adv, deltas) if return_deltas else x_adv
 
 
@@ -478,6 +719,21 @@ def min_ssim(threshold, reading: str = "similarity"):
   return threshold if reading == "similarity" else 1.0 - threshold
 
 
+def check_ssim_threshold(threshold, reading: str = "similarity",
+                         name: str = "threshold") -> None:
+  """ValueError unless `threshold` is one real number (values when concrete) in
+  [-1, 1] ('similarity', an SSIM) or [0, 2] ('distance', 1 - SSIM), and `reading` one of
+  `SSIM_READINGS`."""
+  check_choice(reading, SSIM_READINGS, "reading")
+  lo, hi = (-1.0, 1.0) if reading == "similarity" else (0.0, 2.0)
+  kind = "value" if reading == "similarity" else "distance"
+  value = real_scalar(threshold, name, f"an SSIM {kind} in [{lo:g}, {hi:g}] (the paper: 0.3 "
+                      f"on CIFAR-10, 0.7 on ImageNet)")
+  if value is not None and not lo <= value <= hi:
+    raise ValueError(f"{name}={threshold!r} must be an SSIM {kind} in [{lo:g}, {hi:g}] "
+                     f"(reading={reading!r}); SSIM is not a percent.")
+
+
 def ssim_line_search(x: Array, x_adv: Array, *, threshold, strict: bool = False,
                      reading: str = "similarity", return_gamma: bool = False):
   """Approximate SSIM line search (App. F): pulls too-corrupted images towards `x`.
@@ -521,13 +777,7 @@ def ssim_line_search(x: Array, x_adv: Array, *, threshold, strict: bool = False,
   check_images(x)
   check_images(x_adv, "x_adv")
   check_same_shape(x, x_adv, ("x", "x_adv"))
-  check_choice(reading, SSIM_READINGS, "reading")
-  lo, hi = (-1.0, 1.0) if reading == "similarity" else (0.0, 2.0)
-  if threshold is None or (is_concrete(threshold) and
-                           not lo <= float(np.asarray(threshold)) <= hi):
-    raise ValueError(f"threshold={threshold!r} must be an SSIM "
-                     f"{'value' if reading == 'similarity' else 'distance'} in [{lo:g}, {hi:g}] "
-                     f"(reading={reading!r}).")
+  check_ssim_threshold(threshold, reading)
   threshold = min_ssim(threshold, reading)
 
   gammas = np.linspace(0.0, 1.0, LINE_SEARCH_GAMMAS)

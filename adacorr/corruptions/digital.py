@@ -237,7 +237,7 @@ def elastic_transform(image: jax.Array, key: jax.Array, p: ElasticParams) -> jax
   scipy 'reflect' borders (`map_coordinates(order=1, mode='reflect')`).
 
   'cifar10' (make_cifar_c.py) first applies the random affine warp: the three points
-  centre + (s, s), centre + (s, -s), centre - s (s = min(H, W) // 3) each moved by
+  centre + (s, s), centre + (s, -s), centre - s (s = min(H, W) // 3, at least 1) each moved by
   U(-affine, affine), `cv2.warpAffine` with BORDER_REFLECT_101; the noise is U(-1, 1).
   'imagenet' (imagecorruptions) has no affine; the noise is U(-0.005 H, 0.005 H) and
   sigma = 0.01 (H, W).
@@ -248,7 +248,10 @@ def elastic_transform(image: jax.Array, key: jax.Array, p: ElasticParams) -> jax
     size = min(height, width)
     alpha, sigma, affine = p.alpha * size, p.sigma * size, p.affine * size
     centre = np.float32([height, width]) // 2  # as the reference: (H//2, W//2) as (x, y)
-    square = min(height, width) // 3
+    # The reference's min(H, W) // 3 is 0 for images of side <= 2: three equal points, a
+    # singular affine fit and NaN images. At least 1 px keeps the fit regular (the same
+    # for every side >= 3).
+    square = max(min(height, width) // 3, 1)
     pts1 = np.float32([centre + square, [centre[0] + square, centre[1] - square],
                        centre - square])
     pts2 = pts1 + jax.random.uniform(k_affine, (3, 2), minval=-affine, maxval=affine)

@@ -237,7 +237,10 @@ def plasma_fractal(key: jax.Array, mapsize: int, wibbledecay: float) -> jax.Arra
   """(mapsize, mapsize) diamond-square height map in [0, 1], as the references'
   `plasma_fractal` (wibble starts at 100, noise wibble * U(-wibble, wibble), wibble /=
   wibbledecay per level), with the uniform draws from `key`. `mapsize`: a power of 2."""
-  assert mapsize & (mapsize - 1) == 0 and mapsize >= 2, mapsize
+  if isinstance(mapsize, bool) or not isinstance(mapsize, (int, np.integer)) or (
+      mapsize < 2 or mapsize & (mapsize - 1)):
+    raise ValueError(f"mapsize={mapsize!r} must be a power of 2 >= 2 (the diamond-square "
+                     f"grid's side).")
   arr = jnp.zeros((mapsize, mapsize), jnp.float32)
   step = mapsize
   wibble = 100.0
@@ -279,8 +282,9 @@ class FogParams(NamedTuple):
 
 def fog_mapsize(height: int, width: int, table: str) -> int:
   """32 for 'cifar10' (make_cifar_c.py; larger images get the next power of 2 covering
-  them, an extension), the next power of 2 >= max(H, W) for 'imagenet' (imagecorruptions)."""
-  need = 1 << (max(height, width) - 1).bit_length()
+  them, an extension), the next power of 2 >= max(H, W) for 'imagenet' (imagecorruptions),
+  at least 2 (the smallest diamond-square grid; a 1 x 1 image would otherwise get 1)."""
+  need = max(2, 1 << (max(height, width) - 1).bit_length())
   return max(32, need) if table == "cifar10" else need
 
 

@@ -36,10 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.attacks import adversarial_augment as ada_attack
-from adacorr.core.checks import check_choice
+from adacorr.core.checks import check_choice, check_steps
 from adacorr.methods import augmix as augmix_lib
-from adacorr.methods.common import (
-    accuracy, check_nonnegative, cross_entropy, train_apply)
+from adacorr.methods.common import accuracy, cross_entropy, train_apply
 
 PyTree = Any
 PostAugment = Callable[[jax.Array, jax.Array], jax.Array]
@@ -51,7 +50,8 @@ class Backbone:
 
   Attributes:
     name: what to call it in metrics and tables (e.g. 'edsr').
-    apply: `(params, images (b, H, W, C)) -> images` in [0, 1].
+    apply: `(params, images (b, H, W, C)) -> images`, ideally in [0, 1] (AdA clips its
+      output to [0, 1] either way, see `adacorr.attacks.adversarial_augment`).
     params: the pretrained parameters phi (the blocks AdA perturbs).
     nu, num_steps, step_size: per-backbone overrides (None: the method's values).
   """
@@ -61,6 +61,28 @@ class Backbone:
   nu: float | None = None
   num_steps: int | None = None
   step_size: float | None = None
+
+
+def check_backbone(backbone, name: str = "backbone") -> None:
+  """ValueError (TypeError for a non-`Backbone`) unless `backbone` is a `Backbone` with
+  a callable `apply`, params that are a pytree of finite float arrays, and per-backbone
+  overrides that are valid (`nu` in (0, 1), `num_steps` an int >= 0, `step_size` a
+  finite number >= 0) or None. Static checks: nothing is traced."""
+  if not isinstance(backbone, Backbone):
+    raise TypeError(
+        f"{name} is a {type(backbone).__name__}, not a Backbone; build it with "
+        "backbone_from_net(name, net, variables) or, from a config spec, "
+        "adacorr.run.corruption_nets.load_backbone(spec).")
+  label = f"{name} ({backbone.name!r})"
+  if not callable(backbone.apply):
+    raise ValueError(f"{label}.apply must be a function (params, images) -> images, got "
+                     f"{type(backbone.apply).__name__}.")
+  ada_attack.check_corruption_params(backbone.params, f"{label}.params")
+  if backbone.nu is not None:
+    ada_attack.check_nu(backbone.nu, f"{label}.nu")
+  if backbone.num_steps is not None:
+    check_steps(backbone.num_steps, f"{label}.num_steps")
+  ada_attack.check_step_size(backbone.step_size, f"{label}.step_size")
 
 
 def backbone_from_net(name: str, net: nn.Module, variables: Mapping[str, Any],
@@ -108,6 +130,10 @@ def resolve_chunk_size(chunk_size: int | str | None) -> int | str | None:
     if per_device:
       return int(text.split("/")[0]) * jax.device_count()
     chunk_size = int(text)
+  if chunk_size is not None and (isinstance(chunk_size, (bool, np.bool_)) or not isinstance(
+      chunk_size, (int, np.integer)) or chunk_size < 1):
+    raise ValueError(f"chunk_size={chunk_size!r} must be 'auto', 'none', 'N/device' or a "
+                     "positive int.")
   return None if chunk_size is None else int(chunk_size)
 
 
@@ -123,18 +149,23 @@ def ada_stage(backbones: Sequence[Backbone], *, nu: float = 0.015, num_steps: in
   search. Metrics: mean SSIM(x, .) before and after the line search, and the fraction
   of images the line search pulled back.
   """
-  if not backbones:
-    raise ValueError("backbones must name at least one corruption net.")
+  if isinstance(backbones, (Backbone, str, Mapping)) or not backbones:
+    raise ValueError(f"backbones must be a non-empty sequence of Backbones (one per "
+                     f"corruption net), got {backbones!r:.80}.")
   chunk_size = resolve_chunk_size(chunk_size)
   ada_attack.check_blocks(blocks)
   check_choice(ssim_reading, ada_attack.SSIM_READINGS, "ssim_reading")
+  if ssim_threshold is not None:
+    ada_attack.check_ssim_threshold(ssim_threshold, ssim_reading, "ssim_threshold")
+  ada_attack.check_flag(ssim_strict, "ssim_strict")
   ada_attack.check_nu(nu)
   ada_attack.check_num_steps(num_steps)
-  for b in backbones:
-    if b.nu is not None:
-      ada_attack.check_nu(b.nu)
-    if b.num_steps is not None:
-      ada_attack.check_num_steps(b.num_steps)
+  ada_attack.check_step_size(step_size)
+  ada_attack.check_memory_budget(memory_budget)
+  ada_attack.check_chunk_size(chunk_size)
+  check_choice(chunk_loop, ada_attack.CHUNK_LOOPS, "chunk_loop")
+  for i, b in enumerate(backbones):
+    check_backbone(b, f"backbones[{i}]")
 
   def stage(logits_fn, x, y, key):
     sizes = split_sizes(x.shape[0], len(backbones))
@@ -206,18 +237,31 @@ def make_ada(model: nn.Module, *, backbones: Sequence[Backbone] = (),
 
   Raises:
     TypeError: if a backbone is not a `Backbone` (a spec dict must be resolved first).
+    ValueError: for an argument of the wrong type or range, named: nu not a finite
+      number in (0, 1), num_steps not an int >= 0, a negative / infinite / text
+      step_size, an ssim_threshold outside [-1, 1] ([0, 2] for the 'distance' reading),
+      a bad backbone (`check_backbone`), chunk_size, chunk_loop or memory_budget.
+  Warns:
+    UserWarning: for nu > 0.1 (`adacorr.attacks.adversarial_augment.check_nu`).
   """
   augmix = augmix_lib.check_augmix_kwargs(augmix)
   if augmix is not None and post_augment is not None:
     raise ValueError("give either augmix or post_augment, not both.")
+  if post_augment is not None and not callable(post_augment):
+    raise ValueError(f"post_augment must be None or a function (images, key) -> images, "
+                     f"got {type(post_augment).__name__}.")
+  if isinstance(backbones, (Backbone, str, Mapping)):
+    raise ValueError(f"backbones must be a sequence of Backbones, got {backbones!r:.80} "
+                     f"(wrap one backbone in a list).")
   for i, b in enumerate(backbones):
-    if not isinstance(b, Backbone):
-      raise TypeError(
-          f"backbones[{i}] is a {type(b).__name__}, not a Backbone; build it with "
-          "backbone_from_net(name, net, variables) or, from a config spec, "
-          "adacorr.run.corruption_nets.load_backbone(spec).")
-  if step_size is not None:
-    check_nonnegative(float(step_size), "step_size")
+    check_backbone(b, f"backbones[{i}]")
+  # Checked before the conversions below (float('abc'), int(2.7) = 2 would hide them).
+  ada_attack.check_nu(nu)
+  check_steps(num_steps)
+  ada_attack.check_step_size(step_size)
+  if ssim_threshold is not None:
+    ada_attack.check_ssim_threshold(ssim_threshold, ssim_reading, "ssim_threshold")
+  ada_attack.check_memory_budget(memory_budget)
   stage = ada_stage(
       tuple(backbones), nu=float(nu), num_steps=int(num_steps),
       step_size=None if step_size is None else float(step_size),

@@ -12,6 +12,7 @@ Typical use (the AdA quickstart)::
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -20,10 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
 from adacorr import data as data_lib
+from adacorr.attacks import adversarial_augment as ada_attack
+from adacorr.core.checks import check_steps
 from adacorr.methods.ada import Backbone, backbone_from_net
 from adacorr.models import corruption
 from adacorr.models.corruption import convert_torch
@@ -119,6 +123,78 @@ def ensure_pretrained(config: ml_collections.ConfigDict, workdir: str
   return load_corruption_net(workdir)
 
 
+SPEC_KEYS = ("net", "name", "net_kwargs", "workdir", "pretrain", "torch_weights", "init",
+             "nu", "num_steps", "step_size")
+WEIGHT_SOURCES = ("workdir", "torch_weights", "init")
+
+
+def check_backbone_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+  """The spec as a dict, checked before anything is loaded or built.
+
+  Raises:
+    ValueError: for a spec that is not a mapping, a key not in `SPEC_KEYS` (a typo such
+      as 'num_step' would otherwise be ignored; the closest key is suggested), a missing
+      or unknown 'net', no or several weight sources (`WEIGHT_SOURCES`), init other than
+      'random', net_kwargs that are not a mapping, or overrides out of range (nu not a
+      finite number in (0, 1), num_steps not an int >= 0, step_size not a finite
+      number >= 0).
+  """
+  if hasattr(spec, "to_dict"):
+    spec = spec.to_dict()
+  if not isinstance(spec, Mapping):
+    raise ValueError(f"a backbone spec must be a dict such as {{'net': 'edsr', 'workdir': "
+                     f"...}} (see load_backbone), got {type(spec).__name__} {spec!r:.80}.")
+  spec = dict(spec)
+  unknown = sorted(k for k in spec if k not in SPEC_KEYS)
+  if unknown:
+    hints = "".join(f" {k!r}: did you mean {m[0]!r}?" for k in unknown
+                    for m in [difflib.get_close_matches(str(k), SPEC_KEYS, n=1)] if m)
+    raise ValueError(f"backbone spec has keys {unknown} that load_backbone does not read;"
+                     f"{hints} it reads {list(SPEC_KEYS)}.")
+  if spec.get("net") not in corruption.CORRUPTION_NETS:
+    what = "must name its 'net'" if spec.get("net") is None else (
+        f"has net={spec['net']!r}, not a known corruption net;")
+    raise ValueError(f"backbone spec {spec} {what} (one of "
+                     f"{sorted(corruption.CORRUPTION_NETS)}).")
+  sources = [k for k in WEIGHT_SOURCES if spec.get(k)]
+  if len(sources) > 1:
+    raise ValueError(f"backbone spec names several weight sources {sources}; give exactly "
+                     f"one of 'workdir', 'torch_weights' or init='random'.")
+  if spec.get("init") and spec["init"] != "random":
+    raise ValueError(f"backbone spec has init={spec['init']!r}; the only init is 'random' "
+                     f"(untrained weights, for tests and benchmarks).")
+  if spec.get("pretrain") is not None and not spec.get("workdir"):
+    raise ValueError("backbone spec has a 'pretrain' config but no 'workdir' to train it in.")
+  if spec.get("net_kwargs") is not None and not isinstance(
+      spec["net_kwargs"], Mapping) and not hasattr(spec["net_kwargs"], "to_dict"):
+    raise ValueError(f"backbone spec net_kwargs={spec['net_kwargs']!r} must be a dict of "
+                     f"the net's constructor arguments.")
+  label = f"backbone spec {spec.get('name') or spec['net']!r}"
+  if spec.get("nu") is not None:
+    ada_attack.check_nu(spec["nu"], f"{label}: nu")
+  if spec.get("num_steps") is not None:
+    check_steps(spec["num_steps"], f"{label}: num_steps")
+  ada_attack.check_step_size(spec.get("step_size"), f"{label}: step_size")
+  return spec
+
+
+def _check_image_shape(image_shape) -> tuple[int, int, int]:
+  """`image_shape` as (H, W, C); ValueError unless it is three positive ints, NHWC."""
+  try:
+    shape = tuple(int(d) for d in image_shape)
+    ok = all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+             for d in image_shape) and len(shape) == 3 and min(shape) >= 1
+  except (TypeError, ValueError):
+    ok, shape = False, image_shape
+  if not ok:
+    raise ValueError(f"image_shape={image_shape!r} must be (H, W, C), three positive ints "
+                     f"(one image, no batch axis), e.g. (32, 32, 3).")
+  if shape[0] in (1, 3) and shape[2] not in (1, 3, 4):
+    raise ValueError(f"image_shape={image_shape!r} looks like (C, H, W); adacorr's images "
+                     f"are NHWC, so pass (H, W, C) = {(shape[1], shape[2], shape[0])}.")
+  return shape
+
+
 def load_backbone(spec: Mapping[str, Any], *, image_shape: Sequence[int] | None = None,
                   seed: int = 0) -> Backbone:
   """Builds an AdA `Backbone` from a config spec (see `adacorr.methods.ada`).
@@ -130,13 +206,13 @@ def load_backbone(spec: Mapping[str, Any], *, image_shape: Sequence[int] | None 
     seed: seed of the random init.
 
   Raises:
-    ValueError: for an unknown net or a spec that names no weights.
-    FileNotFoundError: for a `workdir` with no finished run and no `pretrain` config.
+    ValueError: for a bad spec (`check_backbone_spec`: unknown keys, unknown net, no or
+      several weight sources, bad overrides), a bad image_shape, or net_kwargs the net
+      does not take.
+    FileNotFoundError: for a `workdir` with no finished run and no `pretrain` config,
+      or missing `torch_weights`.
   """
-  spec = dict(spec.to_dict() if hasattr(spec, "to_dict") else spec)
-  if "net" not in spec:
-    raise ValueError(f"backbone spec {spec} must name its 'net' "
-                     f"(one of {sorted(corruption.CORRUPTION_NETS)}).")
+  spec = check_backbone_spec(spec)
   name = spec.get("name") or spec["net"]
   overrides = {k: spec[k] for k in ("nu", "num_steps", "step_size") if spec.get(k) is not None}
   net_kwargs = dict(spec.get("net_kwargs") or {})
@@ -152,25 +228,45 @@ def load_backbone(spec: Mapping[str, Any], *, image_shape: Sequence[int] | None 
       raise ValueError(f"backbone {name!r}: {spec['workdir']} holds a "
                        f"{type(net).__name__}, not a {spec['net']!r} net.")
   elif spec.get("torch_weights"):
-    state_dict = convert_torch.load_torch_state_dict(os.path.expanduser(spec["torch_weights"]))
+    path = os.path.expanduser(spec["torch_weights"])
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"backbone {name!r}: torch_weights={spec['torch_weights']!r} "
+                              f"does not exist (DeepAugment's published EDSR / CAE weights "
+                              f"must be downloaded by hand).")
+    if spec["net"] not in ("edsr", "cae"):
+      raise ValueError(f"torch_weights are supported for 'edsr' and 'cae' (DeepAugment's "
+                       f"published nets), not {spec['net']!r}.")
+    state_dict = convert_torch.load_torch_state_dict(path)
     if spec["net"] == "edsr":
       net_kwargs.setdefault("scale", 4)
       params = convert_torch.edsr_params_from_torch(state_dict, scale=net_kwargs["scale"])
-    elif spec["net"] == "cae":
-      params = convert_torch.cae_params_from_torch(state_dict)
     else:
-      raise ValueError(f"torch_weights are supported for 'edsr' and 'cae' (DeepAugment's "
-                       f"published nets), not {spec['net']!r}.")
-    net = corruption.get_corruption_net(spec["net"], **net_kwargs)
+      params = convert_torch.cae_params_from_torch(state_dict)
+    net = _build_net(spec["net"], net_kwargs, name)
     variables = {"params": params}
   elif spec.get("init") == "random":
     if image_shape is None:
-      raise ValueError("init='random' needs the image_shape.")
-    net = corruption.get_corruption_net(spec["net"], **net_kwargs)
-    variables = dict(jax.jit(net.init)(jax.random.PRNGKey(seed),
-                                       jnp.zeros((1,) + tuple(image_shape), jnp.float32)))
+      raise ValueError("init='random' needs the image_shape (H, W, C).")
+    image_shape = _check_image_shape(image_shape)
+    net = _build_net(spec["net"], net_kwargs, name)
+    try:
+      variables = dict(jax.jit(net.init)(jax.random.PRNGKey(seed),
+                                         jnp.zeros((1,) + image_shape, jnp.float32)))
+    except ValueError as e:
+      raise ValueError(f"backbone {name!r}: the {spec['net']!r} net cannot take images of "
+                       f"shape {image_shape}: {e}") from e
   else:
     raise ValueError(f"backbone spec {spec} names no weights: give 'workdir' (a pretrained "
                      "run, optionally with a 'pretrain' config), 'torch_weights', or "
                      "init='random'.")
   return backbone_from_net(name, net, variables, **overrides)
+
+
+def _build_net(net: str, net_kwargs: dict[str, Any], name: str) -> nn.Module:
+  try:
+    return corruption.get_corruption_net(net, **net_kwargs)
+  except TypeError as e:  # an unknown constructor argument
+    fields = sorted(getattr(corruption.CORRUPTION_NETS[net], "__dataclass_fields__", {}))
+    fields = [f for f in fields if f not in ("parent", "name")]
+    raise ValueError(f"backbone {name!r}: net_kwargs={net_kwargs!r} do not fit the "
+                     f"{net!r} net ({e}); its arguments are {fields}.") from e
