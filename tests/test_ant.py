@@ -480,7 +480,15 @@ class _TinyPoints(nn.Module):
     return nn.Dense(10)(nn.relu(x).mean(axis=(1, 2)))
 
 
-def test_ant_rlat_trains_with_rlat_on_the_ant_batch():
+def test_ant_rlat_trains_with_rlat_on_the_ant_batch(monkeypatch):
+  seen = {}
+  real_apply = ant_lib.rlat_lib.rlat_apply
+
+  def spy(*args, **kwargs):
+    seen.update(kwargs)
+    return real_apply(*args, **kwargs)
+
+  monkeypatch.setattr(ant_lib.rlat_lib, "rlat_apply", spy)
   model = _TinyPoints()
   variables = jax.jit(functools.partial(model.init, train=False))(
       jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))
@@ -495,6 +503,22 @@ def test_ant_rlat_trains_with_rlat_on_the_ant_batch():
   assert np.isfinite(float(loss)) and "ant_clean_loss" in aux["metrics"]
   # The RLAT pass is perturbed: its loss differs from the unperturbed pass on the ANT batch.
   assert float(loss) != pytest.approx(float(aux["metrics"]["ant_clean_loss"]), abs=1e-7)
+  # RLAT's defaults apply (`make_rlat`'s: the attack pass updates the BatchNorm
+  # statistics as the reference's do, linf clamped to the global eps); the rlat dict
+  # overrides them. Traced only (`eval_shape`), with `rlat_apply` spied on.
+  assert seen == dict(eps=0.02, norm="l2", layers=("input", "stem"), fraction=1.0,
+                      linf_bound="global", attack_bn_stats="update")
+  seen.clear()
+  discard = ant_lib.make_ant(model, generator="3x3", restart_steps=0,
+                             rlat=dict(eps=0.02, attack_bn_stats="discard", norm="linf",
+                                       linf_bound="layer"))
+  jax.eval_shape(discard.loss_fn, variables["params"], variables["batch_stats"], batch,
+                 jax.random.PRNGKey(1), state)
+  assert seen["attack_bn_stats"] == "discard" and seen["linf_bound"] == "layer"
+  for bad, name in [(dict(linf_bound="none"), "linf_bound"),
+                    (dict(attack_bn_stats="keep"), "attack_bn_stats")]:
+    with pytest.raises(ValueError, match=name):
+      ant_lib.make_ant(model, rlat=bad)
 
 
 # --- eps*: the minimal noise norm ------------------------------------------------------

@@ -216,13 +216,13 @@ def _ram_attack(model, variables, **kw):
       dropout_key=jax.random.key(9), **RAM_ATTACK, **kw))
 
 
-def _eval_mode_attack(model, variables, x, y, key, random_start):
+def _eval_mode_attack(model, variables, x, y, key, random_start, order="project_clip"):
   """The attack written out with BatchNorm on the running statistics (`train=False`)."""
   def logits_fn(images):
     return model.apply(variables, images, train=False)
   return jax.jit(lambda x, y, key: methods.input_attack(
       logits_fn, x, y, key, norm="l2", random_init=True, random_start=random_start,
-      **RAM_ATTACK))(x, y, key)
+      random_radius="example", order=order, **RAM_ATTACK))(x, y, key)
 
 
 def test_robust_augmix_attack_runs_batchnorm_in_eval_mode_by_default(cnn, batch):
@@ -281,9 +281,11 @@ def test_robust_augmix_loss_uses_the_eval_mode_attack_and_keeps_the_old_one_as_o
     return methods.adversarial_training.train_apply(
         model, variables["params"], variables["batch_stats"], images, attack_dropout)[0]
   x_old = jax.jit(lambda x, y, key: methods.input_attack(
-      train_logits, x, y, key, norm="l2", random_init=True, **RAM_ATTACK))(x, y, attack_key)
+      train_logits, x, y, key, norm="l2", random_init=True, random_radius="example",
+      **RAM_ATTACK))(x, y, attack_key)
   old_loss, old_stats = expected(x_old)
-  loss, stats = run(attack_bn_mode="train", random_start="ball", bn_views="pooled")
+  loss, stats = run(attack_bn_mode="train", random_start="ball", bn_views="pooled",
+                    attack_order="clip_project")
   np.testing.assert_allclose(loss, old_loss, rtol=1e-4)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                stats, old_stats)
@@ -344,12 +346,13 @@ def _start(norm, eps, shape=(8, 16, 16, 3), **kw):
 @pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 8 / 255)])
 def test_input_attack_sphere_start_lies_on_the_eps_sphere_and_ball_start_inside(norm, eps):
   np.testing.assert_allclose(_start(norm, eps, random_start="sphere"), eps, rtol=1e-5)
-  ball = _start(norm, eps, random_start="ball")
+  ball = _start(norm, eps, random_start="ball", random_radius="example")
   assert np.all(ball <= eps * (1 + 1e-5))
-  if norm == "l2":  # radius U(0, eps): spread inside the ball
+  if norm == "l2":  # radius U(0, eps) per example: spread inside the ball
     assert ball.min() < 0.7 * eps and ball.std() > 0.05 * eps
-  # `random_start` is additive: l_p AT's calls (without it) keep the ball start.
-  np.testing.assert_array_equal(_start(norm, eps), ball)
+  # `random_start` is additive: l_p AT's calls (without it) keep the ball start (with
+  # the reference's one radius per batch for l2).
+  np.testing.assert_array_equal(_start(norm, eps), _start(norm, eps, random_start="ball"))
 
 
 def test_robust_augmix_pgd_starts_on_the_eps_sphere_by_default(cnn, batch, fake_augmix):
@@ -370,12 +373,60 @@ def test_robust_augmix_pgd_starts_on_the_eps_sphere_by_default(cnn, batch, fake_
   assert float(metrics["perturbation_norm"]) < 0.4
 
 
+def _author_pgd_l2(logits_fn, x, y, key, *, eps, step_size, num_steps):
+  """martinez-hub/robustaugmix `attacks/pgd.py::pgd_l2_attack`, transcribed: a Gaussian
+  start projected onto the l2 eps-ball (here drawn as `input_attack`'s 'sphere' start),
+  clipped; each step `adv + step * g / ||g||` (g w.r.t. the image), projection of
+  `adv - x` onto the ball (`clamp_min(1e-12)`, factor `min(eps / ||.||, 1)`), then clip."""
+  def l2(v):
+    return jnp.sqrt(jnp.sum(v ** 2, axis=(1, 2, 3), keepdims=True))
+
+  d = jax.random.normal(jax.random.split(key)[0], x.shape, x.dtype)
+  d = d * eps / jnp.maximum(l2(d), 1e-12)
+  adv = jnp.clip(x + d, 0.0, 1.0)
+
+  def ce(a):
+    logp = jax.nn.log_softmax(logits_fn(a))
+    return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1))
+
+  for _ in range(num_steps):
+    g = jax.grad(ce)(adv)
+    adv = adv + step_size * g / jnp.maximum(l2(g), 1e-12)
+    delta = adv - x
+    delta = delta * jnp.minimum(eps / jnp.maximum(l2(delta), 1e-12), 1.0)
+    adv = jnp.clip(x + delta, 0.0, 1.0)
+  return adv
+
+
+def test_robust_augmix_pgd_projects_then_clips_like_the_author_by_default(cnn, batch):
+  """The author's `pgd_l2_attack` projects onto the eps-ball and THEN clips to [0, 1],
+  stepping from the clipped start with the gradient w.r.t. the image: the default
+  (`attack_order='project_clip'`). 'clip_project' (l_p AT's order, ours before) ends
+  elsewhere where pixels clip (eps 0.5 over 768 pixels of uniform images)."""
+  model, variables = cnn
+  x, y, key = batch["image"], batch["label"], jax.random.key(4)
+
+  def logits_fn(images):
+    return model.apply(variables, images, train=False)
+
+  expected = jax.jit(lambda x, y, key: _author_pgd_l2(logits_fn, x, y, key, **RAM_ATTACK))(
+      x, y, key)
+  default = np.asarray(_ram_attack(model, variables)(x, y, key))
+  np.testing.assert_allclose(default, np.asarray(expected), atol=2e-6)
+  old = np.asarray(_ram_attack(model, variables, attack_order="clip_project")(x, y, key))
+  assert np.max(np.abs(old - default)) > 1e-3
+  norms = np.sqrt(np.sum(np.square(default - np.asarray(x)), axis=(1, 2, 3)))
+  assert np.all(norms <= 0.5 + 1e-5) and default.min() >= 0.0 and default.max() <= 1.0
+
+
 def test_robust_augmix_bad_attack_options_raise_named_errors(cnn):
   model, _ = cnn
   with pytest.raises(ValueError, match="random_start"):
     methods.make_robust_augmix(model, random_start="uniform")
   with pytest.raises(ValueError, match="attack_bn_mode"):
     methods.make_robust_augmix(model, attack_bn_mode="test")
+  with pytest.raises(ValueError, match="attack_order"):
+    methods.make_robust_augmix(model, attack_order="clip")
   with pytest.raises(ValueError, match="random_start"):
     methods.input_attack(lambda im: im, jnp.zeros((1, 2, 2, 1)), jnp.zeros(1, jnp.int32),
                          jax.random.key(0), norm="l2", eps=0.5, step_size=0.1,

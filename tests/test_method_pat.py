@@ -17,6 +17,7 @@ from adacorr.run import load_classifier
 from adacorr.train import checkpoint, create_train_state, loop
 
 KEY = jax.random.key(5)
+FD = "finite_difference"  # make_pat's default derivative (paper Alg. 3 and the reference)
 
 
 def _ce(model, params, batch_stats, x, y):
@@ -58,7 +59,7 @@ def test_pat_loss_and_gradient_are_train_mode_cross_entropy_on_the_attacked_batc
   attack_key, _ = jax.random.split(KEY)
   fl = perceptual.features_and_logits_fn(model, variables)
   x_adv = jax.jit(lambda a: attacks.fast_lpa(fl, None, a, y, attack_key, bound=0.5,
-                                             num_steps=2))(x)
+                                             num_steps=2, derivative=FD))(x)
   correct = jnp.argmax(model.apply(variables, x, train=False), -1) == y
   x_train = jnp.where(correct[:, None, None, None], x_adv, x)
   stats = variables["batch_stats"]
@@ -82,7 +83,8 @@ def test_pat_passes_the_schedule_convention_to_fast_lpa(self_bounded):
   attack_key, _ = jax.random.split(KEY)
   fl = perceptual.features_and_logits_fn(model, variables)
   x_adv = jax.jit(lambda a: attacks.fast_lpa(fl, None, a, y, attack_key, bound=0.5,
-                                             num_steps=2, convention="reference"))(x)
+                                             num_steps=2, convention="reference",
+                                             derivative=FD))(x)
   correct = jnp.argmax(model.apply(variables, x, train=False), -1) == y
   x_train = jnp.where(correct[:, None, None, None], x_adv, x)
   expected = _ce(model, variables["params"], variables["batch_stats"], x_train, y)
@@ -90,6 +92,27 @@ def test_pat_passes_the_schedule_convention_to_fast_lpa(self_bounded):
   assert abs(float(loss) - float(s["loss"])) > 1e-3
   with pytest.raises(ValueError, match="convention"):
     methods.make_pat(model, convention="code")
+
+
+def test_pat_step_length_is_the_finite_difference_by_default_and_jvp_an_option(
+    self_bounded):
+  """Fast-LPA's m = d(x_adv, x_adv + h Delta) / h with h = 0.1 (the paper's Algorithm 3,
+  the reference's `FastLagrangePerceptualAttack`) by default; `derivative='jvp'` (ours
+  before) is the exact ||J Delta|| and gives another attack, hence another loss."""
+  s = self_bounded
+  model, variables, x, y = s["model"], s["variables"], s["x"], s["y"]
+  loss_fn = methods.make_pat(model, bound=0.5, num_steps=2, derivative="jvp")
+  loss, _ = jax.jit(loss_fn)(variables["params"], variables["batch_stats"],
+                             {"image": x, "label": y}, KEY)
+  attack_key, _ = jax.random.split(KEY)
+  fl = perceptual.features_and_logits_fn(model, variables)
+  x_adv = jax.jit(lambda a: attacks.fast_lpa(fl, None, a, y, attack_key, bound=0.5,
+                                             num_steps=2, derivative="jvp"))(x)
+  correct = jnp.argmax(model.apply(variables, x, train=False), -1) == y
+  x_train = jnp.where(correct[:, None, None, None], x_adv, x)
+  expected = _ce(model, variables["params"], variables["batch_stats"], x_train, y)
+  np.testing.assert_allclose(float(loss), float(expected), rtol=1e-4)
+  assert abs(float(loss) - float(s["loss"])) > 1e-3  # 1.2695 (jvp) vs 1.2561 (default)
 
 
 def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
@@ -125,7 +148,7 @@ def test_pat_externally_bounded_by_a_trained_workdir(tmp_path):
   attack_key, _ = jax.random.split(KEY)
   dist = jax.jit(lambda a: perceptual.lpips_distance(feats, a, attacks.fast_lpa(
       perceptual.model_logits_fn(model, variables), feats, a, jnp.arange(4), attack_key,
-      bound=1.0, num_steps=2)))(x)
+      bound=1.0, num_steps=2, derivative=FD)))(x)
   np.testing.assert_allclose(float(aux["metrics"]["lpips"]), float(jnp.mean(dist)), rtol=1e-3)
 
 

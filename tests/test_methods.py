@@ -129,16 +129,26 @@ def test_rlat_imagenet_multipliers_match_the_reference_formula():
     rlat.rlat_eps_multipliers(PreActResNet18(stem="vit"), (32, 32, 3))
 
 
-@pytest.mark.parametrize("norm", ["l2", "linf"])
-def test_rlat_delta_norms_equal_eps_l(resnet, batch, norm):
+@pytest.mark.parametrize("norm,linf_bound,layers", [
+    ("l2", "global", None), ("linf", "layer", None), ("linf", "layer", ("stem", "stage1")),
+    ("linf", "global", ("stem", "stage1"))])
+def test_rlat_delta_norms_equal_eps_l(resnet, batch, norm, linf_bound, layers):
+  """l2: ||delta_l|| = eps_l. linf: |delta_l| = eps_l per entry ('layer', ours before), or
+  min(eps_l, eps) ('global', the default: the reference clamps every layer to the global
+  [-eps, eps] after its eps_l * sign(g) step). With the layers (stem, stage1) of the
+  width-4 test net on 16x16x3 inputs, eps_l / eps = (1024 / 768) / 1 = 4/3 (capped by
+  'global') and (1024 / 768) / 2 = 2/3 (not capped)."""
   model, params, stats = resnet
   eps = 0.08
-  deltas, clean = _jit(rlat.rlat_deltas, eps=eps, norm=norm)(
-      model, params, stats, batch, jax.random.PRNGKey(2))
-  mults = rlat.rlat_eps_multipliers(model, (16, 16, 3))
-  assert set(deltas) == set(model.FEATURE_POINTS)
+  deltas, clean = _jit(rlat.rlat_deltas, eps=eps, norm=norm, linf_bound=linf_bound,
+                       layers=layers)(model, params, stats, batch, jax.random.PRNGKey(2))
+  names = layers or model.FEATURE_POINTS
+  mults = rlat.rlat_eps_multipliers(model, (16, 16, 3), layers)
+  if layers:
+    np.testing.assert_allclose(mults, [4 / 3, 2 / 3], rtol=1e-12)
+  assert set(deltas) == set(names)
   shapes = rlat.perturbation_shapes(model, batch["image"].shape)
-  for mult, name in zip(mults, model.FEATURE_POINTS):
+  for mult, name in zip(mults, names):
     d = np.asarray(deltas[name])
     assert d.shape == shapes[name].shape
     if norm == "l2":
@@ -147,7 +157,8 @@ def test_rlat_delta_norms_equal_eps_l(resnet, batch, norm):
     else:
       nonzero = d != 0
       assert nonzero.mean() > 0.5
-      np.testing.assert_allclose(np.abs(d[nonzero]), eps * mult, rtol=1e-6)
+      bound = eps * mult if linf_bound == "layer" else min(eps * mult, eps)
+      np.testing.assert_allclose(np.abs(d[nonzero]), bound, rtol=1e-6)
   assert np.isfinite(float(clean["loss"]))
 
 
@@ -183,19 +194,32 @@ def test_rlat_param_gradient_holds_deltas_constant(resnet, batch):
                grads, expected)
 
 
-def test_rlat_batch_stats_from_perturbed_pass(resnet, batch, rlat_loss):
+def test_rlat_batch_stats_chain_the_attack_and_the_perturbed_pass(resnet, batch, rlat_loss):
+  """Default `attack_bn_stats='update'` (the reference's PyTorch passes both update the
+  running statistics): the perturbed pass starts from the statistics the attack's clean
+  train-mode pass left. 'discard' (ours before): from the incoming statistics."""
   model, params, stats = resnet
   key = jax.random.PRNGKey(5)
   _, aux = rlat_loss(params, stats, batch, key)
   deltas, _ = _jit(rlat.rlat_deltas)(model, params, stats, batch, key)
-  _, expected, _ = _jit(rlat.perturbed_apply)(model, params, stats, batch["image"], deltas,
-                                              key)
   _, clean_stats = _jit(at.train_apply)(model, params, stats, batch["image"], key)
+  _, chained, _ = _jit(rlat.perturbed_apply)(model, params, clean_stats, batch["image"],
+                                             deltas, key)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               aux["batch_stats"], expected)
+               aux["batch_stats"], chained)
+  _, aux_discard = jax.jit(rlat.make_rlat(model, attack_bn_stats="discard"))(
+      params, stats, batch, key)
+  _, single, _ = _jit(rlat.perturbed_apply)(model, params, stats, batch["image"], deltas,
+                                            key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               aux_discard["batch_stats"], single)
   diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), aux["batch_stats"],
-                      clean_stats)
-  assert max(jax.tree.leaves(diff)) > 0  # stats of the perturbed, not the clean, pass
+                      aux_discard["batch_stats"])
+  assert max(jax.tree.leaves(diff)) > 1e-4
+  with pytest.raises(ValueError, match="attack_bn_stats"):
+    rlat.make_rlat(model, attack_bn_stats="keep")
+  with pytest.raises(ValueError, match="linf_bound"):
+    rlat.make_rlat(model, linf_bound="none")
 
 
 def test_rlat_layer_subset(resnet, batch):
@@ -296,10 +320,10 @@ def test_at_fraction_half(cnn, batch):
   assert changed[:16].all() and not changed[16:].any()
 
 
-def test_at_batch_stats_only_from_training_pass(cnn, batch):
+def test_at_batch_stats_discard_keeps_only_the_training_pass(cnn, batch):
   model, params, stats = cnn
   key = jax.random.PRNGKey(2)
-  loss_fn = at.make_linf_at(model, eps=8 / 255)
+  loss_fn = at.make_linf_at(model, eps=8 / 255, attack_bn_stats="discard")
   loss, aux = jax.jit(loss_fn)(params, stats, batch, key)
   attack_key, dropout_key = jax.random.split(key)
   x_adv = _jit(at.adversarial_batch, norm="linf", eps=8 / 255, step_size=8 / 255)(
@@ -308,11 +332,67 @@ def test_at_batch_stats_only_from_training_pass(cnn, batch):
   np.testing.assert_allclose(float(loss), float(_ce(logits, batch["label"])), rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
                aux["batch_stats"], expected)
-  # Not a double update (attack pass + training pass, as PyTorch's running stats would be).
-  _, after_clean = _jit(at.train_apply)(model, params, stats, batch["image"], dropout_key)
-  _, double = _jit(at.train_apply)(model, params, after_clean, x_adv, dropout_key)
-  diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), aux["batch_stats"], double)
+
+
+def test_at_batch_stats_default_chains_every_attack_pass(cnn, batch):
+  """Default `attack_bn_stats='update'`: as in the reference (PyTorch, `model.train()`),
+  each of the attack's train-mode passes updates the running statistics, in order, and the
+  training pass starts from them. PGD-2: pass 1 at x, pass 2 at the first iterate (= the
+  1-step attack's result), then the training pass at the final images."""
+  model, params, stats = cnn
+  key = jax.random.PRNGKey(2)
+  eps, step = 8 / 255, 4 / 255
+  loss, aux = jax.jit(at.make_linf_at(model, eps=eps, step_size=step, num_steps=2))(
+      params, stats, batch, key)
+  attack_key, dropout_key = jax.random.split(key)
+  inner_dropout = jax.random.split(attack_key)[1]        # adversarial_batch's split
+  x1 = _jit(at.adversarial_batch, norm="linf", eps=eps, step_size=step)(
+      model, params, stats, batch, attack_key)
+  x2 = _jit(at.adversarial_batch, norm="linf", eps=eps, step_size=step, num_steps=2)(
+      model, params, stats, batch, attack_key)
+  _, s1 = _jit(at.train_apply)(model, params, stats, batch["image"], inner_dropout)
+  _, s2 = _jit(at.train_apply)(model, params, s1, x1, inner_dropout)
+  logits, expected = _jit(at.train_apply)(model, params, s2, x2, dropout_key)
+  np.testing.assert_allclose(float(loss), float(_ce(logits, batch["label"])), rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               aux["batch_stats"], expected)
+  # adversarial_batch(return_batch_stats=True) returns the same images and s2.
+  x_ret, s_ret = _jit(at.adversarial_batch, norm="linf", eps=eps, step_size=step,
+                      num_steps=2, return_batch_stats=True)(
+      model, params, stats, batch, attack_key)
+  np.testing.assert_allclose(np.asarray(x_ret), np.asarray(x2), atol=1e-7)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), s_ret, s2)
+  # ... and differs from the training pass alone ('discard', ours before).
+  _, single = _jit(at.train_apply)(model, params, stats, x2, dropout_key)
+  diff = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), aux["batch_stats"], single)
   assert max(jax.tree.leaves(diff)) > 1e-4
+  with pytest.raises(ValueError, match="attack_bn_stats"):
+    at.make_l2_at(model, attack_bn_stats="both")
+
+
+def _l2_start_norms(**kw):
+  """Per-example l2 norms of `input_attack`'s random start (step size 0; x = 0.5 keeps
+  clipping and the eps-ball projection out of it)."""
+  x = jnp.full((8, 4, 4, 3), 0.5)
+  y = jnp.zeros(8, jnp.int32)
+  x_adv = at.input_attack(lambda im: im.reshape(8, -1)[:, :3], x, y, jax.random.PRNGKey(4),
+                          norm="l2", eps=0.5, step_size=0.0, random_init=True, **kw)
+  return np.sqrt(np.sum(np.square(np.asarray(x_adv - x, np.float64)).reshape(8, -1), 1))
+
+
+def test_at_l2_random_start_radius_is_one_per_batch_by_default():
+  """The reference's l2 random start (`utils.attack_pgd_training`, `rs=True`): a Gaussian
+  direction per example, ONE radius `np.random.uniform(0, eps)` for the batch; ours
+  before ('example'): a radius per example."""
+  batch_norms = _l2_start_norms()
+  assert 0.0 < batch_norms[0] <= 0.5
+  np.testing.assert_allclose(batch_norms, batch_norms[0], rtol=1e-5)
+  example = _l2_start_norms(random_radius="example")
+  assert np.all(example <= 0.5 + 1e-6) and example.std() > 0.02
+  with pytest.raises(ValueError, match="random_radius"):
+    _l2_start_norms(random_radius="pixel")
+  with pytest.raises(ValueError, match="order"):
+    _l2_start_norms(order="clip")
 
 
 def test_at_no_param_gradient_through_attack(cnn, batch):

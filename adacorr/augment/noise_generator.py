@@ -18,6 +18,15 @@
   segment, and one division gives s there: exact, vectorised, no iteration.
 
 Images are NHWC float32 in [0, 1].
+
+Checked against the reference code (bethgelab/game-of-noise `Networks/generators.py`,
+`evaluation_utils.fix_perturbation_size`): the 1x1 / 3x3 architectures (3x3: z at
+(H+2) x (W+2), the second conv 3x3 valid, residual the centre crop), the custom init
+(N(0, 0.01) weights, zero biases), a fresh z per call; the rescaling's exact
+piecewise-linear solve, its fully clipped result where eps is unreachable (the largest
+breakpoint), the final clip to [0, 1] and its gradient through eta. Same; the reference
+floors delta^2 at 1e-20 where we treat delta^2 <= 1e-30 as a pixel that never moves
+(the same point). Nothing changed.
 """
 
 from __future__ import annotations

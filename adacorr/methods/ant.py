@@ -66,6 +66,36 @@ sigma 0.1 (Kireev et al.) gives ~5.36 (unclipped 0.1 * sqrt(3072) = 5.54); Fashi
 with sigma 0.1: 2.32 (unclipped 2.8). `eps=None` (no data at hand) uses the unclipped
 `default_eps` = 0.1 * sqrt(H * W * C), an upper bound of the rule.
 
+Checked against the reference code (bethgelab/game-of-noise `main.py`, `utils.py`
+(`train_noise_generator`, `train_classifier`, `retrain_ng_and_evaluate`,
+`generate_noisy_data`), `evaluation_utils.py` (`fix_perturbation_size`),
+`Networks/generators.py`, `datasets.py`) for choices the paper does not state:
+  - BatchNorm: the classifier is in EVAL mode for every generator step (per batch and
+    pretraining, `model.eval()`) and in train mode for its own step. Same.
+  - Generator step: on the whole clean batch with a fresh z, Adam (torch defaults, no
+    weight decay), loss = -CE (mean); the generator has no BatchNorm/dropout, so its
+    train/eval switch is a no-op. Same.
+  - Training noise: a new z after the generator step, `.detach()`-ed; clipping-aware
+    rescaling to exactly eps, eps unreachable -> the fully clipped point; gradient
+    through eta in the generator step. Same.
+  - Batch layout: current | replay | clean (first 30% | next 20% | last 50%), rounded
+    with `np.round` (ours: halves up; the same for the usual batch sizes); epoch 0
+    noises the whole 50% with the current generator. Same (and see the bug above).
+  - Replay: every saved generator (the current epoch's included) shuffled, the first
+    `(1 - p_clean - p_current) / p_history` = 2 taken, 10% of the batch each; saved
+    generators are the freshly pretrained ones, before any per-batch step. Same (ours:
+    a ring of `replay_size`).
+  - Restart: every epoch, the first included, a fresh generator and a fresh Adam (lr
+    5e-4) on up to 1001 batches of a separately shuffled loader (`batch_idx > 1000`
+    stops); ours `restart_steps=1000`, the paper's number; then a fresh Adam (1e-4)
+    for the per-batch steps. Same.
+  - Generator init: weights N(0, 0.01), biases 0 (`custom_init_ng`). Same.
+  Nothing changed here. Classifier optimisation of the reference (ImageNet, reported; the
+  configs are CIFAR-10 / Fashion-MNIST, trained from scratch with the RLAT settings):
+  fine-tuning a torchvision-pretrained ResNet-50 with SGD lr 1e-3, momentum 0.9, no
+  weight decay, no Nesterov, StepLR /10 every 60 epochs, 120 (+1) epochs, batch 70,
+  RandomResizedCrop(224) + flip.
+
 Method state (`TrainState.method_state`): 'generator' (params), 'opt_state' (Adam
 moments of the pretraining, then of the per-batch steps), 'replay' (the saved
 generators' params stacked along a leading axis of `replay_size`), 'num_saved' (int32,
@@ -96,7 +126,7 @@ from adacorr.core.types import StatefulLoss
 PAPER_EPS = 135.0                 # on 224x224x3 ImageNet images in [0, 1]
 PAPER_DIM = 224 * 224 * 3
 GAUSSIAN_SIGMA = 0.1              # the best CIFAR-10 Gaussian noise (Kireev et al. 2022)
-RLAT_KEYS = ("eps", "norm", "layers", "fraction")
+RLAT_KEYS = ("eps", "norm", "layers", "fraction", "linf_bound", "attack_bn_stats")
 ADAM = optax.scale_by_adam()      # torch.optim.Adam's defaults (b1 0.9, b2 0.999, eps 1e-8)
 
 
@@ -248,8 +278,9 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
       generator starts untrained.
     replay_size: slots of the replay buffer (a ring: the oldest is overwritten).
     features: width of the generator's hidden convs (20).
-    rlat: None, or RLAT keywords (eps, norm, layers, fraction; see `make_rlat`) to
-      train with RLAT on the ANT batch (ANT + RLAT, Kireev et al. 2022).
+    rlat: None, or RLAT keywords (eps, norm, layers, fraction, linf_bound,
+      attack_bn_stats; see `make_rlat`, whose defaults apply) to train with RLAT on the
+      ANT batch (ANT + RLAT, Kireev et al. 2022).
 
   Returns:
     A `StatefulLoss`. Metrics: 'accuracy' (trained-on batch), 'clean_accuracy' /
@@ -295,12 +326,17 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
     bad = sorted(set(rlat_kw) - set(RLAT_KEYS))
     if bad:
       raise ValueError(f"rlat has unknown keys {bad}; expected some of {RLAT_KEYS}.")
-    rlat_kw = {"eps": 0.08, "norm": "l2", "layers": None, "fraction": 1.0, **rlat_kw}
+    rlat_kw = {"eps": 0.08, "norm": "l2", "layers": None, "fraction": 1.0,
+               "linf_bound": "global", "attack_bn_stats": "update", **rlat_kw}
     rlat_kw["eps"], rlat_kw["fraction"] = float(rlat_kw["eps"]), float(rlat_kw["fraction"])
     check_norm(rlat_kw["norm"], "rlat norm")
     check_nonnegative(rlat_kw["eps"], "rlat eps")
     check_fraction(rlat_kw["fraction"], "rlat fraction")
     rlat_kw["layers"] = rlat_lib.check_layers(model, rlat_kw["layers"])
+    if rlat_kw["linf_bound"] not in rlat_lib.LINF_BOUNDS:
+      raise ValueError(f"rlat linf_bound must be one of {rlat_lib.LINF_BOUNDS}, got "
+                       f"{rlat_kw['linf_bound']!r}.")
+    rlat_lib.check_attack_bn_stats(rlat_kw["attack_bn_stats"])
 
   gen = NoiseGenerator(kernel=kernel, features=features)
 
@@ -368,11 +404,9 @@ def make_ant(model: nn.Module, *, generator: str = "1x1",
     if rlat_kw is None:
       logits, new_stats = train_apply(model, params, batch_stats, x_train, dropout_key)
     else:
-      deltas, clean = rlat_lib.rlat_deltas(model, params, batch_stats,
-                                           {"image": x_train, "label": y}, dropout_key,
-                                           **rlat_kw)
-      logits, new_stats, _ = rlat_lib.perturbed_apply(model, params, batch_stats, x_train,
-                                                      deltas, dropout_key)
+      logits, new_stats, _, clean = rlat_lib.rlat_apply(
+          model, params, batch_stats, {"image": x_train, "label": y}, dropout_key,
+          **rlat_kw)
       metrics["ant_clean_loss"] = clean["loss"]
     loss = cross_entropy(logits, y)
     noisy_mask = (jnp.arange(b) < n_noisy).astype(jnp.float32)

@@ -20,6 +20,46 @@ RobustAugMix (Martinez et al. 2022), as `LossFn` factories.
   random_start='ball'` is our earlier attack (train-mode BatchNorm whose updates are
   discarded, radius U(0, eps), like our l_p AT).
 
+  The author's PGD steps on the image: `x_adv + step * g / ||g||`, projection of
+  `x_adv - x` onto the eps-ball, THEN the clip to [0, 1], from `clip(x + delta_0)`
+  (`attack_order='project_clip'`, the default); `'clip_project'` is l_p AT's reference
+  order (clip, then project; an unclipped start), our earlier attack.
+
+Checked against the reference code for choices the papers do not state.
+  AugMix (google-research/augmix `cifar.py`, `augmentations.py`): the clean view and two
+  AugMix views in ONE `torch.cat` train-mode pass (`views_apply(bn_views='pooled')`);
+  loss CE(clean) + 12 * mean_i KL(p_i || M), M clamped to [1e-7, 1]; views made from the
+  flipped + cropped image; per-example Dirichlet / Beta draws; depth U{1, 2, 3} per chain.
+  Same; nothing changed here. (The op-level details, e.g. PIL's uint8 rounding between
+  ops and integer rotate / translate / posterize / solarize levels, are
+  `adacorr.augment.augmix`'s.) Optimisation of `cifar.py` (reported; our AugMix configs
+  use Kireev et al.'s PreActResNet-18 settings instead): WRN-40-2 (dropout 0), SGD
+  Nesterov, momentum 0.9, weight decay 5e-4 on every parameter, lr cosine per iteration
+  from 0.1 to 1e-6, batch 128, 100 epochs, inputs normalised with mean = std = 0.5.
+  RobustAugMix (martinez-hub/robustaugmix `training/trainer.py`, `attacks/pgd.py`,
+  `training/losses.py`, `experiments/train.py`, `experiments/configs/*.yaml`):
+  - BatchNorm during the attack: eval mode (`model.eval()` around `pgd_l2_attack`). Same
+    (changed earlier; 'train' is an option).
+  - Views: three train-mode passes, clean, AugMix, adversarial, in that order. Same
+    (`bn_views='separate'`, changed earlier; 'pooled' is an option).
+  - PGD start: a Gaussian direction projected onto the l2 ball (norm >> eps, so on the
+    sphere), then clipped. Same (`random_start='sphere'`).
+  - PGD step order: project, then clip; gradient w.r.t. the image. Ours before: clip,
+    then project, unclipped start. CHANGED: the author's is the default
+    (`attack_order='project_clip'`), ours `'clip_project'`.
+  - Loss: CE(clean) + 12 * JSD with the AugMix reference's clamp, cross-entropy mean.
+    Same.
+  - AugMix ops: the author's configs set `all_ops: true` (+ color, contrast, brightness,
+    sharpness); the paper says "the same augmentation scheme as presented in [AugMix]"
+    (the CIFAR scheme without those four), so `all_ops=False` (the paper) stays the
+    default and `all_ops=True` is the code's. The repository's `robustaugmix/data/`
+    (where its AugMix view is made) is excluded by its `.gitignore`, so the view's
+    pipeline could not be checked.
+  - Optimisation (reported; `cifar10_robust_augmix.py` matches except the schedule):
+    SGD Nesterov, momentum 0.9, weight decay 5e-4 on every parameter, lr 0.1, cosine
+    stepped once per EPOCH (`CosineAnnealingLR(T_max=epochs)`, eta_min 0; ours per
+    step), batch 128, 100 epochs, WRN-50-2, inputs normalised with CIFAR-10's mean/std.
+
 `augmix_kwargs(...)`/`check_augmix_kwargs` hold the AugMix hyperparameters that other
 methods accept as their `augmix` keyword (AdA + AugMix, AugMix + RLAT): a dict of
 `severity`, `width`, `depth`, `alpha`, `all_ops` and `jsd` (whether to use the
@@ -38,13 +78,16 @@ from adacorr.core.radius import as_radius
 from adacorr.augment.augmix import augmix, jsd_consistency
 from adacorr.methods.common import (
     accuracy, check_attack_args, check_nonnegative, cross_entropy, train_apply)
-from adacorr.methods.adversarial_training import RANDOM_STARTS, input_attack
+from adacorr.methods.adversarial_training import ORDERS, RANDOM_STARTS, input_attack
 
 AUGMIX_DEFAULTS = dict(severity=3, width=3, depth=-1, alpha=1.0, all_ops=False)
 JSD_WEIGHT = 12.0
 # RobustAugMix's attack: BatchNorm on running statistics ('eval', the author's code) or on
 # the attacked batch ('train', updates discarded).
 ATTACK_BN_MODES = ("eval", "train")
+# The order of the clip to [0, 1] and the eps-ball projection in the attack's steps
+# (`adversarial_training.ORDERS`): the author's 'project_clip' or l_p AT's 'clip_project'.
+ATTACK_ORDERS = ORDERS
 # How the views' train-mode passes meet BatchNorm: one pass over all views ('pooled') or one
 # pass per view ('separate'); see `views_apply`.
 BN_VIEWS = ("separate", "pooled")
@@ -167,7 +210,7 @@ def make_augmix(model: nn.Module, *, jsd: bool = True,
 def robust_augmix_attack(model: nn.Module, params, batch_stats, x: jax.Array, y: jax.Array,
                          key: jax.Array, *, eps: float, step_size: float, num_steps: int,
                          random_init: bool = True, random_start: str = "sphere",
-                         attack_bn_mode: str = "eval",
+                         attack_bn_mode: str = "eval", attack_order: str = "project_clip",
                          dropout_key: jax.Array | None = None) -> jax.Array:
   """RobustAugMix's adversarial view: l2 PGD on `x`, stop-gradient-ed, in [0, 1].
 
@@ -175,7 +218,9 @@ def robust_augmix_attack(model: nn.Module, params, batch_stats, x: jax.Array, y:
   BatchNorm's running statistics (`train=False`, no dropout), so an example's attack does
   not depend on the rest of the batch. 'train': train-mode BatchNorm on the attacked batch
   (and dropout), its statistic updates discarded. `random_start`: 'sphere' (default, the
-  author's code) or 'ball' (radius U(0, eps)); see `input_attack`. `key` draws the random
+  author's code) or 'ball' (radius U(0, eps) per example); see `input_attack`.
+  `attack_order`: 'project_clip' (default, the author's `pgd_l2_attack`) or
+  'clip_project' (l_p AT's reference order, ours before). `key` draws the random
   start, `dropout_key` (default: one split from `key`) the train-mode dropout. `batch_stats`
   is never updated here.
   """
@@ -192,14 +237,15 @@ def robust_augmix_attack(model: nn.Module, params, batch_stats, x: jax.Array, y:
     raise ValueError(f"attack_bn_mode must be one of {ATTACK_BN_MODES}, got {attack_bn_mode!r}.")
   return jax.lax.stop_gradient(input_attack(
       logits_fn, x, y, key, norm="l2", eps=eps, step_size=step_size,
-      num_steps=num_steps, random_init=random_init, random_start=random_start))
+      num_steps=num_steps, random_init=random_init, random_start=random_start,
+      random_radius="example", order=attack_order))
 
 
 def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
                        num_steps: int = 7, step_size: float | None = None,
                        random_init: bool = True, random_start: str = "sphere",
                        attack_bn_mode: str = "eval", bn_views: str = "separate",
-                       jsd_weight: float = JSD_WEIGHT,
+                       attack_order: str = "project_clip", jsd_weight: float = JSD_WEIGHT,
                        severity: float = 3, width: int = 3, depth: int = -1,
                        alpha: float = 1.0, all_ops: bool = False):
   """RobustAugMix: CE(clean) + 12 * JSD(p_clean, p_augmix, p_adversarial).
@@ -214,12 +260,15 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
   through the model as three separate train-mode passes (`bn_views='separate'`, the
   author's `trainer.py`: `model(clean)`, `model(aug)`, `model(adv)`), so each view is
   normalised with its own batch statistics; `bn_views='pooled'` (our earlier default,
-  AugMix's `torch.cat`) pools the three views in one pass. `random_init=False` starts from zero. Metrics:
+  AugMix's `torch.cat`) pools the three views in one pass. Each PGD step projects onto
+  the ball and then clips to [0, 1] (`attack_order='project_clip'`, the author's
+  `pgd_l2_attack`; 'clip_project' is l_p AT's order, ours before). `random_init=False`
+  starts from zero. Metrics:
   'accuracy' (clean), 'jsd', 'augmix_accuracy', 'adversarial_accuracy', 'perturbation_norm'.
 
   Raises:
     ValueError: for a bad `eps`, `step_size`, `num_steps`, `random_start`,
-      `attack_bn_mode` or AugMix argument (named).
+      `attack_bn_mode`, `bn_views`, `attack_order` or AugMix argument (named).
   """
   kw = dict(eps=eps, num_steps=num_steps, step_size=step_size, random_init=random_init,
             jsd_weight=jsd_weight, severity=severity, width=width, depth=depth, alpha=alpha,
@@ -235,8 +284,11 @@ def make_robust_augmix(model: nn.Module, *, eps: float = 1.0,
     raise ValueError(f"attack_bn_mode must be one of {ATTACK_BN_MODES}, got {attack_bn_mode!r}.")
   if bn_views not in BN_VIEWS:
     raise ValueError(f"bn_views must be one of {BN_VIEWS}, got {bn_views!r}.")
+  if attack_order not in ATTACK_ORDERS:
+    raise ValueError(f"attack_order must be one of {ATTACK_ORDERS}, got {attack_order!r}.")
   attack_kw = dict(eps=eps, step_size=step_size, num_steps=num_steps, random_init=random_init,
-                   random_start=random_start, attack_bn_mode=attack_bn_mode)
+                   random_start=random_start, attack_bn_mode=attack_bn_mode,
+                   attack_order=attack_order)
   aug_kw = check_augmix_kwargs(dict(kw, jsd=True))
   aug = augment_fn(aug_kw)
 

@@ -14,6 +14,17 @@ sigma) comes from its own key, `jax.random.split(key, B)[i]`, so example i's noi
 not depend on the batch size or on the other examples. GNT_mult and Speckle default to
 50% of the batch, as Rusak et al. train GNT on half clean / half noisy batches.
 Loss: mean cross-entropy over the whole (partly noisy) batch, train-mode BatchNorm.
+
+Checked against the reference code: bethgelab/game-of-noise `utils.generate_noisy_data`
+(`Gauss_single`: sigma 0.5 on the last `1 - p_clean` = 50% of the batch;
+`gaussian_noise_torch`: sigma per image from {.08, .12, .18, .26, .38};
+`speckle_noise_torch`: `x + x * N * sigma`, sigma per image from {.15, .2, .35, .45, .6};
+every one clipped to [0, 1], on the last 50%) and tml-epfl/adv-training-corruptions
+`train.py` (`--attack random_gs`: `clamp(x + eps * N, 0, 1)`, `--batch-part` f keeps the
+first `int((1 - f) B)` clean; train-mode forward). Same noise, same clipping, same
+fractions (our perturbed part is the first one: equivalent on shuffled batches), train
+mode; nothing changed. Optimisation is the configs' (see `ant` for Rusak et al.'s
+fine-tuning settings, `adversarial_training` for Kireev et al.'s).
 """
 
 from __future__ import annotations

@@ -25,7 +25,46 @@ is not the paper's bound.
 
 Fast-LPA runs on the whole batch (static shapes under `jit`) and the correctly
 classified examples are selected afterwards; the reference attacks only that subset,
-which saves the attack's work on the misclassified ones.
+which saves the attack's work on the misclassified ones (the same result: in eval mode
+an example's attack does not depend on the others).
+
+Fast-LPA's step length m = d(x_adv, x_adv + h Delta) / h is a finite difference with
+h = 0.1, as the paper's Algorithm 3 ("m ~ derivative of d(x, .) in the direction of
+Delta; h = 0.1") and the reference (`FastLagrangePerceptualAttack`, which divides by a
+literal 0.1) compute it: `derivative='finite_difference'`, the default. `'jvp'` (ours
+before) is the exact directional derivative ||J Delta||, the h -> 0 limit.
+
+Checked against the reference code (cassidylaidlaw/perceptual-advex `adv_train.py`,
+`perceptual_advex/perceptual_attacks.py` (`FastLagrangePerceptualAttack`,
+`get_lpips_model`), `distances.py` (`normalize_flatten_features`), `utilities.py`
+(`MarginLoss`), README's training commands; robustness library `data_augmentation.py`):
+  - BatchNorm during the attack: eval mode (`model.eval()` before the attack and the
+    correctness test, `model.train()` only for the training pass). Same.
+  - Which examples: `--only_attack_correct`, correctness from the eval-mode logits of the
+    clean batch; the others train clean. Same.
+  - LPIPS network: 'self' is the model being trained, in eval mode, its own features;
+    AlexNet-bounded CIFAR: the `alexnet_cifar` CifarAlexNet checkpoint (ours: a workdir
+    of our trained CifarAlexNet). Same idea; weights are ours.
+  - Fast-LPA: init x + 0.01 N, loss summed over the batch, margin loss (kappa inf),
+    gradient normalised with +1e-8, step eta / (m + 1e-4), clip to [0, 1] after every
+    step, no projection, lambda 10 * 0.1^(1 - t/T), eta = bound * 0.1^(t/T). The
+    reference's t runs 0..T-1, the paper's 1..T: the paper's stays the default
+    (`convention='paper'`, the code's 'reference'). The reference does NOT clip the
+    random start (its first forward pass sees x + 0.01 N unclipped); ours
+    (`adacorr.attacks.fast_lpa`) clips it. Not changed here (the attack is not this
+    module's); a difference of <= 0.01-ish at saturated pixels in the first step only.
+  - m: finite difference, h = 0.1. Ours before: exact JVP. CHANGED: the paper's and the
+    code's finite difference is the default (`derivative='finite_difference'`), the JVP
+    an option (`derivative='jvp'`).
+  - Training pass: CE (mean) in train mode on the batch with the attacked examples
+    replaced; gradient values clipped to 1.0 (`--clip_grad 1.0`). Same (config).
+  Optimisation (CIFAR-10; `cifar10_pat.py` matches): SGD momentum 0.9, no Nesterov,
+  weight decay 2e-4 on every parameter, lr 0.1 with a linear ramp over the first 5 epochs
+  (`(iteration + 1) / (5 * len(loader)) * lr`), /10 at epochs 75 and 90, 100 epochs,
+  batch 50 (README; the script's default is 100). Data augmentation differs: the paper
+  uses "the default data augmentation techniques from the robustness library",
+  `TRAIN_TRANSFORMS_DEFAULT(32)` = pad-4 crop, flip, ColorJitter(.25, .25, .25) and
+  RandomRotation(2); `cifar10_pat.py` uses pad-crop + flip only.
 """
 
 from __future__ import annotations
@@ -48,7 +87,7 @@ from adacorr.perceptual.lpips import embedding_distance, normalize_features
 
 def make_pat(model: nn.Module, *, bound: float = 0.5,
              num_steps: int = 10, lpips_layers: Sequence[str] | str | None = None, step_size: float | None = None,
-             lam: float = 10.0, h: float = 0.1, derivative: str = "jvp",
+             lam: float = 10.0, h: float = 0.1, derivative: str = "finite_difference",
              kappa: float = math.inf, only_attack_correct: bool = True,
              unroll: int | bool | str = "auto", convention: str = "paper",
              features_fn=None):
@@ -58,7 +97,8 @@ def make_pat(model: nn.Module, *, bound: float = 0.5,
     model: the classifier being trained.
     bound: LPIPS bound of the training attack (1.0 for AlexNet-bounded on CIFAR-10).
     num_steps, step_size, lam, h, derivative, kappa, unroll: Fast-LPA's (see
-      `adacorr.attacks.fast_lpa`).
+      `adacorr.attacks.fast_lpa`); `derivative` defaults to 'finite_difference' with
+      h = 0.1 (the paper's Algorithm 3 and the reference code), 'jvp' is exact.
     convention: Fast-LPA's schedule index, 'paper' (Algorithm 3, t = 1..T) or
       'reference' (perceptual-advex, t = 0..T-1).
     lpips_layers: the model's layers that define its own LPIPS distance (default: its

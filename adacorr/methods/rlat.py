@@ -13,20 +13,49 @@ on the perturbed pass only. Following the paper and the reference code
   constant. The gradient w.r.t. the input point is taken at `x` itself (= the
   reference's gradient through `clamp(x + 0)`).
 * l2 (default): `delta_l = eps_l * g_l / ||g_l||`, the norm per example over all
-  non-batch dims of that activation. linf: `delta_l = eps_l * sign(g_l)`. (The reference
-  linf branch additionally clamps every layer to the global `[-eps, eps]`; we use eps_l
-  per layer as the paper's per-layer budget.)
+  non-batch dims of that activation. linf (not in the paper, which defines RLAT with l2
+  bounds only): `delta_l = eps_l * sign(g_l)` then, as the reference's linf branch,
+  clamped to the GLOBAL `[-eps, eps]` (`linf_bound='global'`, the default), i.e.
+  `min(eps_l, eps) * sign(g_l)`; `linf_bound='layer'` keeps `eps_l * sign(g_l)` (ours
+  before).
 * eps_l = eps * (d_l / d_input) / (l + 1), d = per-example element count (the
   reference's "scaling" eps policy with the "descending" grow policy); `l` is the
   position of the layer among the SELECTED layers (as in the reference, which
   enumerates the chosen layer list), so with all six PreActResNet-18 points on CIFAR the
   multipliers are [1, 10.67, 7.11, 2.67, 1.07, 0.44]. d_input is always the image size.
-* BatchNorm in train mode for both passes; the returned `batch_stats` are those of the
-  perturbed (training) pass, started from the incoming statistics: the attack pass's
-  updates are discarded (the PyTorch reference updates the running statistics in both).
+* BatchNorm in train mode for both passes. As in the PyTorch reference, the attack pass
+  updates the running statistics too and the perturbed (training) pass starts from them
+  (`attack_bn_stats='update'`, the default); 'discard' keeps only the training pass's
+  update (ours before).
 * `fraction` < 1: the perturbations are applied to the FIRST `round(fraction * B)`
   examples only (the reference's `batch_part` zeroes the perturbations of the first
   `(1 - f) B`; equivalent on shuffled batches).
+
+Checked against the reference code (tml-epfl/adv-training-corruptions `train.py`: the
+`--attack rlat` branch, eps/grow/layers policies; `models.py`: `PreActResNet.forward(x,
+delta)`, `PreActResNet_Imagenet`; `utils.py`; `data.py`) for choices the paper does not
+state:
+  - BatchNorm during the attack pass: train mode (`model.train()` throughout), running
+    statistics updated by it. Ours before: train mode, its update discarded. CHANGED:
+    the reference's is the default (`attack_bn_stats='update'`), ours `'discard'`.
+  - linf variant: per-layer step clamped to the global eps. Ours before: eps_l. CHANGED:
+    the reference's is the default (`linf_bound='global'`), ours `'layer'`.
+  - Input point: `normalize(clamp(x + delta_0, 0, 1))`; the other points add to the
+    conv / stage outputs before the final BN-ReLU (ImageNet stem: after conv1, before
+    its BN). Same.
+  - Zero init, one step, all layers (`--layers-policy all`), model weights frozen
+    during the attack, l2 normalisation with `--normreg 0` (ours floors the norm at
+    1e-12), loss = CE on the perturbed pass only. Same.
+  - eps_l from the per-example element counts (`shp.numel() / shp[0]`) / 3072 (CIFAR)
+    or / (224*224*3) (ImageNet), divided by (l + 1). Same (d_input = our image size).
+  - `--batch-part`: the first `int((1 - f) B)` examples clean. Ours: the first
+    `round(f B)` perturbed. Equivalent on shuffled batches.
+  Optimisation (the configs' settings): SGD momentum 0.9, no Nesterov, weight decay 5e-4
+  on every parameter, lr 0.1 piecewise /10 at 34% and 67% (per iteration), batch 128,
+  150 epochs (README), pad-4 crop + flip; same as `cifar10_rlat.py`. ImageNet-100 in the
+  reference: the same script (SGD, no Nesterov, piecewise, batch 128) with
+  RandomResizedCrop(224) + flip; `imagenet100_rlat.py` uses our ImageNet-100 nominal
+  schedule (Nesterov, cosine, 128-px crops) instead.
 """
 
 from __future__ import annotations
@@ -40,6 +69,7 @@ import jax.numpy as jnp
 
 from adacorr.core.radius import as_radius
 from adacorr.methods import augmix as augmix_lib
+from adacorr.methods.adversarial_training import check_attack_bn_stats
 from adacorr.methods.common import (
     TINY, accuracy, check_fraction, check_nonnegative, check_norm, cross_entropy, per_example_l2,
     perturbed_mask, train_apply)
@@ -100,16 +130,25 @@ def rlat_eps_multipliers(model: nn.Module, image_shape: Sequence[int],
           for i, name in enumerate(layers)]
 
 
+LINF_BOUNDS = ("global", "layer")
+
+
 def rlat_deltas(model: nn.Module, params, batch_stats, batch, key, *, eps: float = 0.08,
                 norm: str = "l2", layers: Sequence[str] | None = None,
-                fraction: float = 1.0) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+                fraction: float = 1.0, linf_bound: str = "global"
+                ) -> tuple[dict[str, jax.Array], dict[str, Any]]:
   """The RLAT perturbations (one step from zero) and the clean pass's loss / logits.
+
+  `linf_bound` (linf only): 'global' (the reference) clamps every layer's step to
+  [-eps, eps]; 'layer' lets layer l move by its own eps_l.
 
   Returns `(deltas, clean)`: `deltas[name]` for each selected layer, shaped like that
   activation, stop-gradient-ed, zero for the unperturbed examples; `clean` holds
-  'loss' and 'logits' of the (unperturbed, train-mode) attack pass.
+  'loss' and 'logits' of the (unperturbed, train-mode) attack pass and 'batch_stats',
+  the BatchNorm statistics that pass leaves (stop-gradient-ed).
   """
   _check(eps, norm, fraction)
+  _check_linf_bound(linf_bound)
   layers = check_layers(model, layers)
   x, y = batch["image"], batch["label"]
   shapes = perturbation_shapes(model, x.shape, x.dtype)
@@ -118,11 +157,11 @@ def rlat_deltas(model: nn.Module, params, batch_stats, batch, key, *, eps: float
   frozen = jax.lax.stop_gradient(params)
 
   def loss(selected):
-    logits, _ = train_apply(model, frozen, batch_stats, x, key,
-                            perturbations={**zeros, **selected})
-    return cross_entropy(logits, y), logits
+    logits, new_stats = train_apply(model, frozen, batch_stats, x, key,
+                                    perturbations={**zeros, **selected})
+    return cross_entropy(logits, y), (logits, new_stats)
 
-  (clean_loss, clean_logits), grads = jax.value_and_grad(loss, has_aux=True)(
+  (clean_loss, (clean_logits, clean_stats)), grads = jax.value_and_grad(loss, has_aux=True)(
       {name: zeros[name] for name in layers})
   mask = perturbed_mask(fraction, x.shape[0])
   deltas = {}
@@ -132,10 +171,11 @@ def rlat_deltas(model: nn.Module, params, batch_stats, batch, key, *, eps: float
     if norm == "l2":
       d = eps_l * g / jnp.maximum(per_example_l2(g, keepdims=True), TINY)
     else:
-      d = eps_l * jnp.sign(g)
+      d = (min(eps_l, eps) if linf_bound == "global" else eps_l) * jnp.sign(g)
     d = jnp.where(mask.reshape((-1,) + (1,) * (d.ndim - 1)), d, 0.0)
     deltas[name] = jax.lax.stop_gradient(d.astype(zeros[name].dtype))
-  return deltas, {"loss": clean_loss, "logits": clean_logits}
+  return deltas, {"loss": clean_loss, "logits": clean_logits,
+                  "batch_stats": jax.lax.stop_gradient(clean_stats)}
 
 
 def perturbed_apply(model: nn.Module, params, batch_stats, images, deltas, key):
@@ -157,11 +197,37 @@ def _check(eps: float, norm: str, fraction: float) -> None:
   check_fraction(fraction)
 
 
+def _check_linf_bound(linf_bound: str) -> None:
+  if linf_bound not in LINF_BOUNDS:
+    raise ValueError(f"linf_bound must be one of {LINF_BOUNDS}, got {linf_bound!r}.")
+
+
+def rlat_apply(model: nn.Module, params, batch_stats, batch, key, *, eps: float = 0.08,
+               norm: str = "l2", layers: Sequence[str] | None = None, fraction: float = 1.0,
+               linf_bound: str = "global", attack_bn_stats: str = "update"):
+  """The RLAT attack and the perturbed train-mode pass on `batch`.
+
+  The perturbed pass starts from the BatchNorm statistics the attack pass left
+  (`attack_bn_stats='update'`, the reference) or from `batch_stats` ('discard').
+  Returns (logits, new batch_stats, the images fed, `clean` of `rlat_deltas`).
+  """
+  check_attack_bn_stats(attack_bn_stats)
+  deltas, clean = rlat_deltas(model, params, batch_stats, batch, key, eps=eps, norm=norm,
+                              layers=layers, fraction=fraction, linf_bound=linf_bound)
+  start = clean["batch_stats"] if attack_bn_stats == "update" else batch_stats
+  logits, new_stats, x_fed = perturbed_apply(model, params, start, batch["image"], deltas,
+                                             key)
+  return logits, new_stats, x_fed, clean
+
+
 def make_rlat(model: nn.Module, *, eps: float = 0.08, norm: str = "l2",
               layers: Sequence[str] | None = None, fraction: float = 1.0,
-              augmix: Mapping[str, Any] | None = None):
+              augmix: Mapping[str, Any] | None = None, linf_bound: str = "global",
+              attack_bn_stats: str = "update"):
   """RLAT LossFn. Defaults: eps 0.08 (CIFAR; 0.02 ImageNet-100, 0.05 with AugMix), l2, all
-  FEATURE_POINTS, whole batch.
+  FEATURE_POINTS, whole batch; the reference's `linf_bound='global'` and
+  `attack_bn_stats='update'` (see the module docstring; 'layer' / 'discard' are ours
+  before).
 
   AugMix + RLAT (Kireev et al. 2022, Table 2; eps 0.05 there): `augmix` a dict of AugMix
   hyperparameters (`adacorr.methods.augmix.check_augmix_kwargs`). Without JSD, RLAT runs
@@ -181,6 +247,8 @@ def make_rlat(model: nn.Module, *, eps: float = 0.08, norm: str = "l2",
   _check(eps, norm, fraction)
   layers = check_layers(model, kw["layers"])
   augmix = augmix_lib.check_augmix_kwargs(kw["augmix"])
+  _check_linf_bound(linf_bound)
+  check_attack_bn_stats(attack_bn_stats)
 
   def loss_fn(params, batch_stats, batch, key):
     x, y = batch["image"], batch["label"]
@@ -195,9 +263,9 @@ def make_rlat(model: nn.Module, *, eps: float = 0.08, norm: str = "l2",
       else:
         x = aug(x, aug_key)
       batch = {"image": x, "label": y}
-    deltas, clean = rlat_deltas(model, params, batch_stats, batch, key, eps=eps, norm=norm,
-                                layers=layers, fraction=fraction)
-    logits, new_stats, x_fed = perturbed_apply(model, params, batch_stats, x, deltas, key)
+    logits, new_stats, x_fed, clean = rlat_apply(
+        model, params, batch_stats, batch, key, eps=eps, norm=norm, layers=layers,
+        fraction=fraction, linf_bound=linf_bound, attack_bn_stats=attack_bn_stats)
     extra = {}
     if views == 3:
       b = x.shape[0] // 3
