@@ -376,6 +376,9 @@ def main():
   parser.add_argument("--unroll_max_chunks", type=int, default=16,
                       help="skip variant (c) above this many nano-batches")
   parser.add_argument("--tables", default="train,attack")
+  parser.add_argument("--no_canonical_convs", action="store_true",
+                      help="Take the ascent's gradients without core.canonical_conv (the "
+                      "path before it, for a before/after comparison on CPU).")
   parser.add_argument("--attack_variants", default=",".join(ATTACK_VARIANTS),
                       help="subset of " + ",".join(ATTACK_VARIANTS))
   parser.add_argument("--no_train_memory", dest="train_memory", action="store_false",
@@ -397,6 +400,9 @@ def main():
     parser.error(f"--classifier={args.classifier} is not one of {sorted(train_step.SHAPES)}")
   batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
   tables = set(args.tables.split(","))
+  if args.no_canonical_convs:  # the gradient as it was before `ascent._in_loop`
+    from adacorr.attacks import ascent  # pylint: disable=import-outside-toplevel
+    ascent._in_loop = lambda grad_fn: grad_fn  # pylint: disable=protected-access
 
   devices = jax.devices()
   header = {"device": devices[0].device_kind, "platform": devices[0].platform,

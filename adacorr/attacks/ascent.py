@@ -25,6 +25,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from adacorr.core.canonical_conv import canonical_convs
 from adacorr.core.tree import TINY, bcast, per_example_l2
 
 PyTree = Any
@@ -92,6 +93,15 @@ def keep_better(obj, best_obj, it, best_it):
   return best_it, jax.tree.map(lambda a, b: jnp.where(better, a, b), obj, best_obj)
 
 
+def _in_loop(grad_fn: Callable) -> Callable:
+  """`grad_fn` as the loop body evaluates it: on XLA:CPU with every convolution's kernel in
+  canonical HWIO order (`core.canonical_conv`), since inside a `while` body XLA:CPU runs
+  the gradient's transposed-kernel convolutions on a slow path (measured 8x per AdA
+  attack on the suite's PreActResNet, `benchmarks/ada_step.py`); the same arithmetic.
+  Other backends: unchanged."""
+  return canonical_convs(grad_fn) if jax.default_backend() == "cpu" else grad_fn
+
+
 def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, update: Update,
            project: Project, track_best: bool = False, unroll: bool = False):
   """Projected gradient ascent: `it <- project(update(it, grad total(it)))`, `num_steps` times.
@@ -121,10 +131,10 @@ def ascend(loss: Callable[[PyTree], Any], init: PyTree, *, num_steps: int, updat
     return jax.lax.fori_loop(0, num_steps, body, carry) if num_steps else carry
 
   if not track_best:
-    grad_fn = jax.grad(loss, has_aux=True)
+    grad_fn = _in_loop(jax.grad(loss, has_aux=True))
     return loop(lambda _, it: project(update(it, grad_fn(it)[0])), init)
 
-  value_and_grad = jax.value_and_grad(loss, has_aux=True)
+  value_and_grad = _in_loop(jax.value_and_grad(loss, has_aux=True))
 
   def tracked(_, carry):
     it, best_it, best_obj = carry
