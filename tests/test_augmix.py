@@ -159,7 +159,9 @@ def reference_op(name, im, level, sign):
 @pytest.mark.parametrize("kind", ["rgb", "gray"])
 def test_augmix_step_is_the_reference_op_at_the_drawn_level(kind):
   """Each chain step: op drawn uniformly from ALL_OPS, level ~ U(0.1, 10) scaled as the
-  reference, applied to levels, equals the reference op in PIL."""
+  reference, applied to levels, equals the reference op in PIL. The grouped step that
+  `augmix` runs (`_step`, every chain active but one) equals the masked one (`_apply_op`)
+  exactly."""
   # pylint: disable=protected-access
   u = UINT8[kind][0]
   draws = jax.random.uniform(jax.random.key(3), (96, 3))
@@ -168,6 +170,12 @@ def test_augmix_step_is_the_reference_op_at_the_drawn_level(kind):
       lambda o, lv, s: augmix_module._apply_op(jnp.asarray(u, jnp.float32), o, lv, s, ALL_OPS)))
   op, level, sign = sample(draws)
   out = np.asarray(step(op, level, sign)).astype(np.int64)
+  active = jnp.arange(len(draws)) != 5
+  grouped = jax.jit(lambda v, o, lv, s, a: augmix_module._step(v, o, lv, s, a, ALL_OPS))(
+      jnp.broadcast_to(jnp.asarray(u, jnp.float32), (len(draws),) + u.shape), op, level, sign,
+      active)
+  np.testing.assert_array_equal(np.asarray(grouped)[np.asarray(active)], out[np.asarray(active)])
+  np.testing.assert_array_equal(grouped[5], u)  # an inactive chain is left as is
   op, level, sign = np.asarray(op), np.asarray(level), np.asarray(sign)
   assert CIFAR_OPS == ("autocontrast", "equalize", "posterize", "rotate", "solarize", "shear_x",
                        "shear_y", "translate_x", "translate_y")  # the reference's list
@@ -179,6 +187,53 @@ def test_augmix_step_is_the_reference_op_at_the_drawn_level(kind):
     ref = from_pil(reference_op(name, to_pil(u), float(level[i]), int(sign[i])), u.shape[-1])
     assert_matches_pil(out[i], ref, OP_CASES[name][3],
                        f"{name} level {level[i]:.3f} sign {sign[i]}")
+
+
+def test_grouped_warp_equals_image_ops_warp():
+  """`_affine_levels` (flat gathers) computes `image_ops.affine_levels` exactly."""
+  # pylint: disable=protected-access
+  rng = np.random.default_rng(2)
+  for c in (3, 1):
+    u = jnp.asarray(rng.integers(0, 256, (24, 16, 16, c)), jnp.float32)
+    degrees = jnp.asarray(rng.uniform(-180, 180, 8), jnp.float32)
+    matrices = jnp.concatenate([
+        jax.vmap(lambda d: image_ops.rotate_matrix(d, 16, 16))(degrees),
+        jax.vmap(image_ops.shear_x_matrix)(jnp.linspace(-0.3, 0.3, 4)),
+        jax.vmap(image_ops.translate_y_matrix)(jnp.array([-5.0, 3.0, 0.0, 17.0])),
+        jnp.asarray(rng.uniform(-1.5, 1.5, (8, 6)), jnp.float32) * jnp.array([1, 1, 9, 1, 1, 9])])
+    ours = jax.jit(jax.vmap(augmix_module._affine_levels))(u, matrices)
+    np.testing.assert_array_equal(ours, jax.jit(jax.vmap(image_ops.affine_levels))(u, matrices))
+
+
+GROUPED_CASES = [  # (channels, augmix options): the defaults; all ops, gray; fixed depth
+    (3, dict(severity=3, width=3, depth=-1, alpha=1.0, all_ops=False)),
+    (1, dict(severity=10, width=3, depth=-1, alpha=1.0, all_ops=True)),
+    (3, dict(severity=10, width=2, depth=4, alpha=0.5, all_ops=True)),
+]
+
+
+@pytest.mark.parametrize("channels, kw", GROUPED_CASES)
+def test_grouped_augmix_equals_the_masked_formulation(channels, kw):
+  """`augmix` (chains grouped by op, `_batched`) gives the earlier masked formulation's
+  results (`_masked_batched`) bit for bit, for a batch of 44 (up to 132 chains: groups of
+  several chunks) and for one image, which matches its row of the batch."""
+  # pylint: disable=protected-access
+  x = jax.random.uniform(jax.random.key(11), (44, 16, 16, channels))
+  keys = jax.random.split(jax.random.key(12), 44)
+  grouped = augmix_module._batched(*kw.values())
+  masked = augmix_module._masked_batched(*kw.values())
+  full = np.asarray(grouped(x, keys))
+  np.testing.assert_array_equal(full, masked(x, keys))
+  one = np.asarray(grouped(x[3:4], keys[3:4]))
+  np.testing.assert_array_equal(one, masked(x[3:4], keys[3:4]))
+  # The final mix may round one ulp apart alone (B = 1), as it did before.
+  np.testing.assert_allclose(one, full[3:4], rtol=0, atol=1e-6)
+  if kw["all_ops"] and channels == 1:
+    # Inside an outer jit (as in a train step) both are inlined; their mix may round one
+    # ulp apart from the standalone call's, the same for both.
+    inlined = jax.jit(lambda a, k: (grouped(a, k), masked(a, k)))(x, keys)
+    np.testing.assert_array_equal(inlined[0], inlined[1])
+    np.testing.assert_allclose(inlined[0], full, rtol=0, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- augmix
