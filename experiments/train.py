@@ -52,7 +52,8 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
 flags.DEFINE_string("data_dir", None, "Overrides config.data_dir (the tfds data_dir; for "
                     "fashion_mnist, also the directory of its IDX files).")
-flags.mark_flags_as_required(["config", "workdir"])
+# --config and --workdir are required, checked in `checked_config` (not by an absl validator:
+# that would hold in every process that imports this module, e.g. beside another CLI).
 
 
 def checked_config():

@@ -257,20 +257,28 @@ def test_two_processes_evaluate_clean_and_corruptions_as_one(trained_workdir, tm
 
 
 def test_report_options_are_spelled_once():
-  # experiments/evaluate.py's flags are ReportOptions' fields (same defaults), the suites'
-  # report dicts are checked against them, and a typo names the closest option.
+  # experiments/evaluate.py's flags are ReportOptions' fields (read from its --helpxml in a
+  # subprocess: importing the CLI here would define its absl flags beside other CLIs'), the
+  # suites' report dicts are checked against them, and a typo names the closest option.
   import dataclasses  # pylint: disable=import-outside-toplevel
-  from absl import flags  # pylint: disable=import-outside-toplevel
+  import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
   from adacorr.run import report as report_lib  # pylint: disable=import-outside-toplevel
-  from experiments import evaluate as evaluate_cli  # pylint: disable=import-outside-toplevel
   from experiments.configs import suites  # pylint: disable=import-outside-toplevel
-  fields = dataclasses.fields(report_lib.ReportOptions)
-  assert sorted(evaluate_cli.OPTION_FLAGS.values()) == sorted(f.name for f in fields)
-  for flag, option in evaluate_cli.OPTION_FLAGS.items():
-    default = getattr(report_lib.ReportOptions(), option)
-    flag_default = flags.FLAGS[flag].default
-    assert (tuple(flag_default) if isinstance(flag_default, list) else flag_default) == default
-  assert evaluate_cli.OPTION_FLAGS["attacks"] == "autoattack"
+  out = subprocess.run([sys.executable, "-m", "experiments.evaluate", "--helpxml"], env=ENV,
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+  flags = {f.findtext("name"): f.findtext("default")
+           for f in ET.fromstring(out.stdout).iter("flag")
+           if f.findtext("file", "").endswith("evaluate.py")
+           or "experiments.evaluate" in f.findtext("file", "")}
+  defaults = report_lib.ReportOptions()
+  for field in dataclasses.fields(report_lib.ReportOptions):
+    flag = field.metadata.get("flag", field.name)
+    assert flag in flags, (flag, sorted(flags))
+    value = getattr(defaults, field.name)
+    text = ",".join(value) if isinstance(value, tuple) else (
+        "" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+    assert (flags[flag] or "") == text, (flag, flags[flag], text)
+  assert "attacks" in flags and "autoattack" not in flags
   for name in suites.SUITES:
     suites.get_suite(name)
   with pytest.raises(ValueError, match="did you mean 'lp_num_examples'"):
