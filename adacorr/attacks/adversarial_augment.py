@@ -55,7 +55,6 @@ the largest) `check_nu` warns.
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from typing import Any, Callable
 
@@ -70,6 +69,7 @@ from adacorr.attacks import memory
 from adacorr.core.checks import (
     check_choice, check_images, check_key, check_labels, check_logits_fn,
     check_same_shape, check_steps, nonfinite_summary)
+from adacorr.core import checks
 from adacorr.core.keys import per_example_keys
 from adacorr.core.tree import TINY, is_concrete
 
@@ -88,19 +88,6 @@ ARGUMENTS = "ada(corruption_apply, corruption_params, logits_fn, x, y, key, *, n
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _user_stacklevel() -> int:
-  """The `stacklevel` of the first frame outside adacorr and jax, for a `warnings.warn`
-  made by the function that calls this one (the warning then points at the user's line,
-  also when the check runs while `jax.jit` traces the user's function)."""
-  # adacorr's frames, and jax's (a check that runs while jax traces a function).
-  skip = (os.path.dirname(os.path.abspath(jax.__file__)) + os.sep,
-          os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep)
-  frame, level = inspect.currentframe().f_back, 1
-  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
-    frame, level = frame.f_back, level + 1
-  return level
 
 
 def real_scalar(value, name: str, what: str, *, allow_none: bool = False):
@@ -167,7 +154,7 @@ def check_nu(nu, name: str = "nu", *, warn: bool = True) -> None:
         f"{name}={value:g} is a relative weight perturbation of {100 * value:g}%, more than "
         f"2.5x the largest radius of the paper ({NU_PAPER[1]:g}; 0.015 by default, "
         f"Fig. 2): expect heavily corrupted images (the SSIM line search may pull most of "
-        f"them back).", UserWarning, stacklevel=_user_stacklevel())
+        f"them back).", UserWarning, stacklevel=checks.caller_stacklevel())
 
 
 def check_step_size(step_size, name: str = "step_size") -> None:

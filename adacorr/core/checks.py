@@ -40,6 +40,17 @@ __all__ = [
 ]
 
 
+def caller_stacklevel() -> int:
+  """The `stacklevel` of the first frame outside adacorr and jax, for a `warnings.warn`
+  made by the function that calls this one (the warning then points at the user's line,
+  also when the check runs while `jax.jit` traces the user's function)."""
+  skip = (os.path.dirname(os.path.abspath(jax.__file__)) + os.sep, _PACKAGE_DIR)
+  frame, level = inspect.currentframe().f_back, 1
+  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
 def _user_stacklevel() -> int:
   """The `stacklevel` of the first frame outside adacorr, for a `warnings.warn` made by
   the function that calls this one."""

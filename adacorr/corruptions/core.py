@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import inspect
-import os
 import warnings
 from typing import Callable
 
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from adacorr.core.checks import check_choice, check_images, check_key
+from adacorr.core import checks
 from adacorr.core.keys import per_example_keys  # re-exported by adacorr.corruptions
 from adacorr.corruptions import blur, digital, noise, weather
 from adacorr.corruptions.base import PARAM_TABLES, SEVERITIES, Corruption
@@ -122,19 +121,6 @@ CALIBRATED_SIDE = {"cifar10": 32, "imagenet": 224}
 CALIBRATION_FACTOR = 4
 
 
-def _package_stacklevel() -> int:
-  """The `stacklevel` of the first frame outside adacorr and jax, for a `warnings.warn`
-  made by the function that calls this one (the warning then points at the user's line,
-  also when the check runs while `jax.jit` traces the user's function)."""
-  # adacorr's frames, and jax's (a check that runs while jax traces a function).
-  skip = (os.path.dirname(os.path.abspath(jax.__file__)) + os.sep,
-          os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep)
-  frame, level = inspect.currentframe().f_back, 1
-  while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(skip):
-    frame, level = frame.f_back, level + 1
-  return level
-
-
 def warn_if_uncalibrated(image_shape, params: str) -> bool:
   """`warnings.warn` (and True) when images of `image_shape` (B, H, W, C) are more than
   `CALIBRATION_FACTOR` (4) times smaller (imagenet) or larger (cifar10) on a side than
@@ -159,7 +145,7 @@ def warn_if_uncalibrated(image_shape, params: str) -> bool:
       f"{other} on a side): its pixel-distance parameters (blur radii, displacements, "
       f"zoom crops) give corruptions of another strength than the benchmark's severities. "
       f"Use {advice} unless this is intended.", UserWarning,
-      stacklevel=_package_stacklevel())
+      stacklevel=checks.caller_stacklevel())
   return True
 
 
